@@ -1,0 +1,1 @@
+//! Canonical JSON, hashes, signatures, event ids. Pure functions, no I/O.

@@ -1,0 +1,285 @@
+//! Configuration: defaults, then a TOML file, then `HOMESERVER_*` environment variables, then
+//! command-line flags — each overriding the one before.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::storage::Durability;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistrationMode {
+    /// Anyone may register.
+    Open,
+    /// Registration needs the configured `registration_token`.
+    Token,
+    /// Only `homeserver admin create-user` makes accounts.
+    Closed,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantLimits {
+    pub max_participants: i64,
+    pub send_rate_per_s: i64,
+    pub send_burst: i64,
+}
+
+impl Default for TenantLimits {
+    fn default() -> Self {
+        TenantLimits { max_participants: 10_000, send_rate_per_s: 50, send_burst: 200 }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The DNS name other servers know this one by; the part after `:` in every fqid.
+    pub server_name: String,
+    /// Client API listener.
+    pub listen: SocketAddr,
+    /// Server-to-server listener; off unless set.
+    pub federation_listen: Option<SocketAddr>,
+    /// Where the database and (later) media and keys live.
+    pub data_dir: PathBuf,
+    /// `sqlite://…`; defaults to `homeserver.db` inside `data_dir`.
+    pub database_url: Option<String>,
+    /// `normal` (survives a killed process) or `full` (survives power loss; slower commits).
+    pub durability: Durability,
+    /// `open`, `token` or `closed`; unset means open when the client listener is on loopback,
+    /// closed otherwise.
+    pub registration: Option<RegistrationMode>,
+    pub registration_token: Option<String>,
+    pub access_token_ttl_secs: i64,
+    pub refresh_token_ttl_secs: i64,
+    /// Largest request body accepted by JSON endpoints.
+    pub max_body_bytes: usize,
+    /// Log filter (`RUST_LOG` syntax) used when `RUST_LOG` is not set.
+    pub log: String,
+    /// Limits given to tenants created without explicit ones (including `default`).
+    pub tenant_defaults: TenantLimits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server_name: "localhost".into(),
+            listen: "127.0.0.1:8008".parse().expect("valid default address"),
+            federation_listen: None,
+            data_dir: PathBuf::from("./data"),
+            database_url: None,
+            durability: Durability::Normal,
+            registration: None,
+            registration_token: None,
+            access_token_ttl_secs: 3600,
+            refresh_token_ttl_secs: 30 * 24 * 3600,
+            max_body_bytes: 1024 * 1024,
+            log: "info".into(),
+            tenant_defaults: TenantLimits::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// The flags `serve` and the admin commands share; `None` leaves the configured value.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct ConfigFlags {
+    /// TOML configuration file.
+    #[arg(long, env = "HOMESERVER_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory for the database, keys and media [default: ./data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL [default: sqlite in the data dir].
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// This server's name, as it appears in fqids [default: localhost].
+    #[arg(long, value_name = "NAME")]
+    pub server_name: Option<String>,
+}
+
+impl Config {
+    /// Builds the configuration: defaults ← file ← `HOMESERVER_*` variables ← flags.
+    pub fn load(flags: &ConfigFlags, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
+        let mut table = toml::Table::try_from(Config::default()).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if let Some(path) = &flags.config {
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.clone(), e))?;
+            let file: toml::Table =
+                text.parse().map_err(|e: toml::de::Error| ConfigError::Invalid(format!("{}: {e}", path.display())))?;
+            merge(&mut table, file);
+        }
+        apply_env(&mut table, env)?;
+        let mut config: Config = table.try_into().map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        if let Some(d) = &flags.data_dir {
+            config.data_dir = d.clone();
+        }
+        if let Some(u) = &flags.database_url {
+            config.database_url = Some(u.clone());
+        }
+        if let Some(n) = &flags.server_name {
+            config.server_name = n.clone();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !crate::ids::is_server_name(&self.server_name) {
+            return Err(ConfigError::Invalid(format!("server_name {:?} is not a DNS name", self.server_name)));
+        }
+        if self.access_token_ttl_secs < 1 || self.refresh_token_ttl_secs < 1 {
+            return Err(ConfigError::Invalid("token lifetimes must be at least 1 second".into()));
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(ConfigError::Invalid("max_body_bytes must be at least 1024".into()));
+        }
+        if self.registration == Some(RegistrationMode::Token) && self.registration_token.is_none() {
+            return Err(ConfigError::Invalid("registration = \"token\" needs registration_token".into()));
+        }
+        Ok(())
+    }
+
+    pub fn database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| crate::storage::Store::sqlite_url(&self.data_dir))
+    }
+
+    pub fn registration_mode(&self) -> RegistrationMode {
+        self.registration.unwrap_or(if self.listen.ip().is_loopback() {
+            RegistrationMode::Open
+        } else {
+            RegistrationMode::Closed
+        })
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+}
+
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+/// `HOMESERVER_ACCESS_TOKEN_TTL_SECS=60` sets `access_token_ttl_secs`;
+/// `HOMESERVER_TENANT_DEFAULTS__SEND_BURST=5` sets `tenant_defaults.send_burst`. Values parse as
+/// TOML (numbers, booleans) and fall back to strings. Variables naming no setting are ignored,
+/// since the environment is shared with other programs.
+fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>) -> Result<(), ConfigError> {
+    const KNOWN_OPTIONAL: &[&str] = &["federation_listen", "database_url", "registration", "registration_token"];
+    for (name, raw) in env {
+        let Some(key) = name.strip_prefix("HOMESERVER_") else { continue };
+        if key == "CONFIG" {
+            continue;
+        }
+        let path: Vec<String> = key.to_lowercase().split("__").map(str::to_string).collect();
+        let value = parse_env_value(&raw);
+        let (last, parents) = path.split_last().expect("split yields at least one part");
+        let Some(cur) = table_at(table, parents) else { continue };
+        if cur.contains_key(last) || (parents.is_empty() && KNOWN_OPTIONAL.contains(&last.as_str())) {
+            let value = match cur.get(last) {
+                Some(toml::Value::String(_)) | None => toml::Value::String(raw.clone()),
+                _ => value,
+            };
+            cur.insert(last.clone(), value);
+        }
+    }
+    Ok(())
+}
+
+fn table_at<'a>(t: &'a mut toml::Table, path: &[String]) -> Option<&'a mut toml::Table> {
+    match path.split_first() {
+        None => Some(t),
+        Some((head, rest)) => match t.get_mut(head) {
+            Some(toml::Value::Table(inner)) => table_at(inner, rest),
+            _ => None,
+        },
+    }
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    let doc = format!("v = {raw}");
+    match doc.parse::<toml::Table>() {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.into())),
+        Err(_) => toml::Value::String(raw.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_are_embedded() {
+        let c = Config::load(&ConfigFlags::default(), vec![]).unwrap();
+        assert_eq!(c.server_name, "localhost");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8008");
+        assert_eq!(c.registration_mode(), RegistrationMode::Open);
+        assert!(c.database_url().ends_with("data/homeserver.db"));
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "server_name = \"file.test\"\nlisten = \"0.0.0.0:9000\"\n[tenant_defaults]\nsend_burst = 7\n",
+        )
+        .unwrap();
+        let flags = ConfigFlags { config: Some(file.clone()), ..Default::default() };
+        let c = Config::load(&flags, env(&[("HOMESERVER_ACCESS_TOKEN_TTL_SECS", "5")])).unwrap();
+        assert_eq!(c.server_name, "file.test");
+        assert_eq!(c.tenant_defaults.send_burst, 7);
+        assert_eq!(c.access_token_ttl_secs, 5);
+        assert_eq!(c.registration_mode(), RegistrationMode::Closed);
+
+        let c = Config::load(
+            &flags,
+            env(&[
+                ("HOMESERVER_SERVER_NAME", "env.test"),
+                ("HOMESERVER_TENANT_DEFAULTS__SEND_BURST", "9"),
+                ("HOMESERVER_UNRELATED", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.server_name, "env.test");
+        assert_eq!(c.tenant_defaults.send_burst, 9);
+
+        let flags = ConfigFlags { server_name: Some("flag.test".into()), ..flags };
+        let c =
+            Config::load(&flags, env(&[("HOMESERVER_SERVER_NAME", "env.test"), ("HOMESERVER_REGISTRATION", "token")]));
+        assert!(c.is_err(), "token registration without a token is refused");
+        let c = Config::load(&flags, env(&[("HOMESERVER_SERVER_NAME", "env.test")])).unwrap();
+        assert_eq!(c.server_name, "flag.test");
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_bad_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "sever_name = \"typo\"\n").unwrap();
+        let flags = ConfigFlags { config: Some(file), ..Default::default() };
+        assert!(Config::load(&flags, vec![]).is_err());
+        assert!(Config::load(&ConfigFlags::default(), env(&[("HOMESERVER_LISTEN", "nonsense")])).is_err());
+    }
+}

@@ -1,0 +1,200 @@
+//! Identity: tenants, participants, passwords and bearer tokens.
+//!
+//! Passwords are hashed with argon2id on the blocking pool (it costs tens of milliseconds by
+//! design). Tokens are 256-bit random strings; only their SHA-256 is stored, which is enough for
+//! secrets of that entropy and keeps the per-request lookup cheap.
+
+use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
+use sha2::{Digest, Sha256};
+
+use crate::clock::now_secs;
+use crate::config::{Config, TenantLimits};
+use crate::error::{ApiError, ApiResult};
+use crate::ids;
+use crate::storage::{Participant, RefreshOutcome, Store, Tenant, TokenOwner, Workspace};
+
+pub const DEFAULT_TENANT: &str = "default";
+
+/// The token pair handed to a client.
+pub struct IssuedTokens {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub expires_in: i64,
+}
+
+pub fn token_hash(token: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD_NO_PAD.encode(Sha256::digest(token.as_bytes()))
+}
+
+pub async fn hash_password(password: String) -> ApiResult<String> {
+    tokio::task::spawn_blocking(move || {
+        let hashed: Result<PasswordHash, _> = Argon2::default().hash_password(password.as_bytes());
+        hashed.map(|h| h.to_string()).map_err(|e| ApiError::internal(format!("argon2: {e}")))
+    })
+    .await
+    .map_err(ApiError::internal)?
+}
+
+pub async fn verify_password(password: String, hash: String) -> bool {
+    tokio::task::spawn_blocking(move || Argon2::default().verify_password(password.as_bytes(), hash.as_str()).is_ok())
+        .await
+        .unwrap_or(false)
+}
+
+/// Makes sure the `default` tenant exists, with the configured default limits.
+pub async fn ensure_default_tenant(store: &Store, limits: &TenantLimits) -> Result<(), sqlx::Error> {
+    store.create_tenant(&new_tenant(DEFAULT_TENANT, "Default", limits)).await?;
+    Ok(())
+}
+
+pub fn new_tenant(slug: &str, name: &str, limits: &TenantLimits) -> Tenant {
+    Tenant {
+        id: slug.to_string(),
+        name: name.to_string(),
+        max_participants: limits.max_participants,
+        send_rate_per_s: limits.send_rate_per_s,
+        send_burst: limits.send_burst,
+        created_at: now_secs(),
+    }
+}
+
+pub fn validate_password(password: &str) -> ApiResult<()> {
+    let n = password.chars().count();
+    if n < 8 {
+        return Err(ApiError::bad_request("password must be at least 8 characters"));
+    }
+    if password.len() > 1024 {
+        return Err(ApiError::bad_request("password must be at most 1024 bytes"));
+    }
+    Ok(())
+}
+
+pub fn validate_display_name(name: &str) -> ApiResult<()> {
+    if name.trim().is_empty() || name.chars().count() > 128 {
+        return Err(ApiError::bad_request("display_name must be 1 to 128 characters"));
+    }
+    Ok(())
+}
+
+/// Creates a local participant with its personal workspace.
+pub async fn create_participant(
+    store: &Store,
+    config: &Config,
+    username: &str,
+    password: Option<&str>,
+    display_name: Option<&str>,
+    tenant_id: &str,
+    is_admin: bool,
+) -> ApiResult<(Participant, Workspace)> {
+    if !ids::is_local_id(username) {
+        return Err(ApiError::bad_request("username must match [a-z0-9._=-]{1,64}"));
+    }
+    if let Some(p) = password {
+        validate_password(p)?;
+    }
+    if let Some(d) = display_name {
+        validate_display_name(d)?;
+    }
+    if !ids::is_tenant_slug(tenant_id) || store.tenant(tenant_id).await?.is_none() {
+        return Err(ApiError::TenantNotFound);
+    }
+    let hash = match password {
+        Some(p) => Some(hash_password(p.to_string()).await?),
+        None => None,
+    };
+    let now = now_secs();
+    let participant = Participant {
+        id: ids::new_participant_id(),
+        tenant_id: tenant_id.to_string(),
+        local_id: username.to_string(),
+        server_name: config.server_name.clone(),
+        fqid: format!("@{username}:{}", config.server_name),
+        display_name: display_name.map(|d| d.trim().to_string()).unwrap_or_else(|| username.to_string()),
+        is_admin,
+        created_at: now,
+    };
+    let workspace = Workspace {
+        id: ids::new_workspace_id(),
+        tenant_id: tenant_id.to_string(),
+        owner_id: participant.id.clone(),
+        name: format!("{}'s workspace", participant.display_name),
+        personal: true,
+        created_at: now,
+    };
+    if !store.create_participant(&participant, hash.as_deref(), &workspace).await? {
+        return Err(ApiError::Conflict(format!("username {username:?} is taken")));
+    }
+    Ok((participant, workspace))
+}
+
+/// Starts a session and answers its first token pair.
+pub async fn issue_tokens(store: &Store, config: &Config, participant_id: &str) -> ApiResult<IssuedTokens> {
+    let now = now_secs();
+    let access = ids::new_access_token();
+    let refresh = ids::new_refresh_token();
+    store
+        .create_session(
+            &ids::new_session_id(),
+            participant_id,
+            now,
+            (&token_hash(&access), now + config.access_token_ttl_secs),
+            (&token_hash(&refresh), now + config.refresh_token_ttl_secs),
+        )
+        .await?;
+    Ok(IssuedTokens { access_token: access, refresh_token: refresh, expires_in: config.access_token_ttl_secs })
+}
+
+/// Password grant. Unknown users and wrong passwords answer the same.
+pub async fn login(store: &Store, config: &Config, username: &str, password: &str) -> ApiResult<IssuedTokens> {
+    let bad = || ApiError::InvalidToken("invalid username or password".into());
+    // Accept the bare username or the full fqid of a local account.
+    let fqid =
+        if username.starts_with('@') { username.to_string() } else { format!("@{username}:{}", config.server_name) };
+    let Some((participant, Some(hash))) = store.credentials(&fqid).await? else {
+        return Err(bad());
+    };
+    if !verify_password(password.to_string(), hash).await {
+        return Err(bad());
+    }
+    issue_tokens(store, config, &participant.id).await
+}
+
+pub async fn refresh(store: &Store, config: &Config, refresh_token: &str) -> ApiResult<IssuedTokens> {
+    let now = now_secs();
+    let access = ids::new_access_token();
+    let refresh = ids::new_refresh_token();
+    let outcome = store
+        .rotate_refresh_token(
+            &token_hash(refresh_token),
+            now,
+            (&token_hash(&access), now + config.access_token_ttl_secs),
+            (&token_hash(&refresh), now + config.refresh_token_ttl_secs),
+        )
+        .await?;
+    match outcome {
+        RefreshOutcome::Rotated(_) => {
+            Ok(IssuedTokens { access_token: access, refresh_token: refresh, expires_in: config.access_token_ttl_secs })
+        }
+        RefreshOutcome::Invalid => Err(ApiError::InvalidToken("unknown, expired or revoked refresh token".into())),
+        RefreshOutcome::Reused => {
+            tracing::warn!("refresh token presented twice; session revoked");
+            Err(ApiError::InvalidToken("refresh token already used; the session has been revoked".into()))
+        }
+    }
+}
+
+/// Resolves a bearer token to its owner.
+pub async fn authenticate(store: &Store, bearer: &str) -> ApiResult<TokenOwner> {
+    if bearer.is_empty() || bearer.len() > 256 {
+        return Err(ApiError::InvalidToken("malformed access token".into()));
+    }
+    let owner = store
+        .access_token_owner(&token_hash(bearer))
+        .await?
+        .ok_or_else(|| ApiError::InvalidToken("unknown or revoked access token".into()))?;
+    if owner.expires_at <= now_secs() {
+        return Err(ApiError::ExpiredToken);
+    }
+    Ok(owner)
+}

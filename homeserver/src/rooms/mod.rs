@@ -1,0 +1,589 @@
+//! Room operations: each reads what it needs inside one write transaction, decides with the
+//! pure rules of [`rules`], writes the change and records it as room events, then commits.
+
+pub mod rules;
+
+use serde_json::{Value, json};
+
+use crate::clock::now_secs;
+use crate::config::Config;
+use crate::error::{ApiError, ApiResult};
+use crate::ids;
+use crate::storage::{
+    MemberRow, MemberWithParticipant, Membership, NewEvent, NotificationMode, Participant, Room, RoomState, RoomType,
+    RoomView, Store, WriteTx,
+};
+use rules::Seat;
+
+pub const MAX_NAME_CHARS: usize = 255;
+pub const MAX_TOPIC_CHARS: usize = 4096;
+pub const MAX_REASON_CHARS: usize = 1024;
+
+pub mod event_types {
+    pub const CREATE: &str = "swp.room.create";
+    pub const MEMBER: &str = "swp.room.member";
+    pub const POWER_LEVELS: &str = "swp.room.power_levels";
+    pub const JOIN_RULES: &str = "swp.room.join_rules";
+    pub const NAME: &str = "swp.room.name";
+    pub const TOPIC: &str = "swp.room.topic";
+    /// The room's lifecycle state: `open`, `archived`, `closed`.
+    pub const LIFECYCLE: &str = "swp.room.lifecycle";
+    pub const MESSAGE: &str = "swp.room.message";
+}
+
+/// What `POST /v1/rooms` asks for, already shape-checked by the API layer.
+pub struct CreateRoom {
+    pub room_type: RoomType,
+    pub name: Option<String>,
+    pub topic: Option<String>,
+    pub workspace_id: Option<String>,
+}
+
+pub enum Lifecycle {
+    Close,
+    Archive,
+    Restore,
+}
+
+pub enum Moderation {
+    Invite,
+    Kick,
+    Ban,
+    Unban,
+}
+
+pub fn clean_name(name: &str) -> ApiResult<String> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+        return Err(ApiError::bad_request(format!("name must be 1 to {MAX_NAME_CHARS} characters")));
+    }
+    Ok(name.to_string())
+}
+
+pub fn clean_topic(topic: Option<&str>) -> ApiResult<Option<String>> {
+    match topic.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(t) if t.chars().count() > MAX_TOPIC_CHARS => {
+            Err(ApiError::bad_request(format!("topic must be at most {MAX_TOPIC_CHARS} characters")))
+        }
+        Some(t) => Ok(Some(t.to_string())),
+    }
+}
+
+pub fn clean_reason(reason: Option<&str>) -> ApiResult<Option<String>> {
+    match reason {
+        Some(r) if r.chars().count() > MAX_REASON_CHARS => {
+            Err(ApiError::bad_request(format!("reason must be at most {MAX_REASON_CHARS} characters")))
+        }
+        other => Ok(other.map(str::to_string)),
+    }
+}
+
+async fn load(tx: &mut WriteTx, room_id: &str, caller: &Participant) -> ApiResult<(Room, Option<MemberRow>)> {
+    let room = tx.room(room_id).await?.ok_or(ApiError::RoomNotFound)?;
+    let me = tx.member(room_id, &caller.id).await?;
+    Ok((room, me))
+}
+
+/// Appends a room event sent by `sender`.
+async fn emit(
+    tx: &mut WriteTx,
+    room_id: &str,
+    sender: &Participant,
+    event_type: &str,
+    state_key: Option<&str>,
+    content: Value,
+) -> ApiResult<i64> {
+    let event_id = ids::new_event_id();
+    let pos = tx
+        .insert_event(&NewEvent {
+            event_id: &event_id,
+            room_id,
+            event_type,
+            state_key,
+            sender_id: &sender.id,
+            content: &content,
+            origin_ts: now_secs(),
+        })
+        .await?;
+    Ok(pos)
+}
+
+async fn emit_membership(
+    tx: &mut WriteTx,
+    room_id: &str,
+    sender: &Participant,
+    target: &Participant,
+    membership: Membership,
+    reason: Option<&str>,
+) -> ApiResult<()> {
+    let mut content = json!({"membership": membership.as_str(), "display_name": target.display_name});
+    if let Some(r) = reason {
+        content["reason"] = json!(r);
+    }
+    emit(tx, room_id, sender, event_types::MEMBER, Some(&target.fqid), content).await?;
+    Ok(())
+}
+
+/// Records the room's whole power map, as federation peers will need it.
+async fn emit_power_levels(tx: &mut WriteTx, room_id: &str, sender: &Participant) -> ApiResult<()> {
+    let users: serde_json::Map<String, Value> =
+        tx.power_users(room_id).await?.into_iter().map(|(fqid, level)| (fqid, json!(level))).collect();
+    let content = json!({
+        "users": users,
+        "users_default": 0,
+        "events_default": 0,
+        "state_default": rules::POWER_MODERATOR,
+        "invite": rules::POWER_INVITE,
+        "kick": rules::POWER_MODERATOR,
+        "ban": rules::POWER_MODERATOR,
+        "redact": rules::POWER_MODERATOR,
+    });
+    emit(tx, room_id, sender, event_types::POWER_LEVELS, Some(""), content).await?;
+    Ok(())
+}
+
+async fn view(store: &Store, room_id: &str, caller: &Participant) -> ApiResult<RoomView> {
+    store.room_view(room_id, &caller.id).await?.ok_or(ApiError::RoomNotFound)
+}
+
+/// Finds a free `#slug:server` alias, numbering duplicates.
+async fn free_alias(tx: &mut WriteTx, name: &str, server_name: &str) -> ApiResult<String> {
+    let slug = ids::alias_slug(name);
+    for n in 1..=20 {
+        let candidate = if n == 1 { format!("#{slug}:{server_name}") } else { format!("#{slug}-{n}:{server_name}") };
+        if !tx.alias_taken(&candidate).await? {
+            return Ok(candidate);
+        }
+    }
+    Ok(format!("#{slug}-{}:{server_name}", ulid::Ulid::generate().to_string().to_lowercase()))
+}
+
+async fn workspace_of_caller(store: &Store, caller: &Participant, workspace_id: Option<&str>) -> ApiResult<String> {
+    match workspace_id {
+        Some(id) => {
+            let ws = if ids::is_workspace_id(id) { store.workspace(id).await? } else { None };
+            match ws {
+                Some(ws) if ws.owner_id == caller.id => Ok(ws.id),
+                _ => Err(ApiError::bad_request("workspace_id names no workspace of yours")),
+            }
+        }
+        None => store
+            .personal_workspace(&caller.id)
+            .await?
+            .map(|w| w.id)
+            .ok_or_else(|| ApiError::internal(format!("participant {} has no personal workspace", caller.id))),
+    }
+}
+
+pub async fn create_room(store: &Store, config: &Config, caller: &Participant, req: CreateRoom) -> ApiResult<RoomView> {
+    if req.room_type == RoomType::Dm {
+        return Err(ApiError::RoomTypeInvariant("direct messages are created with POST /v1/rooms/dm".into()));
+    }
+    let name = match (&req.name, req.room_type) {
+        (Some(n), _) => clean_name(n)?,
+        (None, RoomType::Incognito) => "Incognito room".to_string(),
+        (None, _) => return Err(ApiError::bad_request("name is required for group and public rooms")),
+    };
+    let topic = clean_topic(req.topic.as_deref())?;
+    let workspace_id = workspace_of_caller(store, caller, req.workspace_id.as_deref()).await?;
+    let now = now_secs();
+    let room_id = ids::new_room_id();
+
+    let mut tx = store.write().await?;
+    let room_alias = Some(free_alias(&mut tx, &name, &config.server_name).await?);
+    let room = Room {
+        id: room_id.clone(),
+        tenant_id: caller.tenant_id.clone(),
+        room_alias,
+        room_type: req.room_type,
+        name: Some(name.clone()),
+        topic: topic.clone(),
+        workspace_id,
+        creator_id: caller.id.clone(),
+        created_at: now,
+        state: RoomState::Open,
+        federated: false,
+        dm_key: None,
+    };
+    tx.insert_room(&room).await?;
+    populate_new_room(&mut tx, &room, caller, &[]).await?;
+    tx.commit().await?;
+    view(store, &room_id, caller).await
+}
+
+/// The opening events of a room: create, the creator's join, power levels, join rule, name,
+/// topic; `also_joined` are joined alongside the creator (the other side of a DM).
+async fn populate_new_room(
+    tx: &mut WriteTx,
+    room: &Room,
+    creator: &Participant,
+    also_joined: &[&Participant],
+) -> ApiResult<()> {
+    let now = room.created_at;
+    let creator_power = rules::POWER_MAX;
+    emit(
+        tx,
+        &room.id,
+        creator,
+        event_types::CREATE,
+        Some(""),
+        json!({"creator": creator.fqid, "room_type": room.room_type, "tenant_id": room.tenant_id}),
+    )
+    .await?;
+    tx.set_membership(&room.id, &creator.id, Membership::Join, creator_power, now).await?;
+    emit_membership(tx, &room.id, creator, creator, Membership::Join, None).await?;
+    for other in also_joined {
+        tx.set_membership(&room.id, &other.id, Membership::Join, creator_power, now).await?;
+        emit_membership(tx, &room.id, creator, other, Membership::Join, None).await?;
+    }
+    emit_power_levels(tx, &room.id, creator).await?;
+    let join_rule = if room.room_type == RoomType::Public { "public" } else { "invite" };
+    emit(tx, &room.id, creator, event_types::JOIN_RULES, Some(""), json!({"join_rule": join_rule})).await?;
+    if let Some(name) = &room.name {
+        emit(tx, &room.id, creator, event_types::NAME, Some(""), json!({"name": name})).await?;
+    }
+    if let Some(topic) = &room.topic {
+        emit(tx, &room.id, creator, event_types::TOPIC, Some(""), json!({"topic": topic})).await?;
+    }
+    Ok(())
+}
+
+/// Creates the DM between the caller and `other`, or returns the open one (re-joining either
+/// side that had left). Answers whether a room was created.
+pub async fn open_dm(store: &Store, caller: &Participant, other: &Participant) -> ApiResult<(RoomView, bool)> {
+    if other.id == caller.id {
+        return Err(ApiError::RoomTypeInvariant("a direct message needs two different participants".into()));
+    }
+    let key = rules::dm_key(&caller.id, &other.id);
+    let now = now_secs();
+    let mut tx = store.write().await?;
+    if let Some(room) = tx.open_dm(&key).await? {
+        for p in [caller, other] {
+            let seat = Seat::of(tx.member(&room.id, &p.id).await?.as_ref());
+            if !seat.joined() {
+                tx.set_membership(&room.id, &p.id, Membership::Join, rules::POWER_MAX, now).await?;
+                emit_membership(&mut tx, &room.id, caller, p, Membership::Join, None).await?;
+            }
+        }
+        tx.commit().await?;
+        return Ok((view(store, &room.id, caller).await?, false));
+    }
+    let workspace_id = workspace_of_caller(store, caller, None).await?;
+    let room = Room {
+        id: ids::new_room_id(),
+        tenant_id: caller.tenant_id.clone(),
+        room_alias: None,
+        room_type: RoomType::Dm,
+        name: None,
+        topic: None,
+        workspace_id,
+        creator_id: caller.id.clone(),
+        created_at: now,
+        state: RoomState::Open,
+        federated: false,
+        dm_key: Some(key),
+    };
+    tx.insert_room(&room).await?;
+    populate_new_room(&mut tx, &room, caller, &[other]).await?;
+    tx.commit().await?;
+    Ok((view(store, &room.id, caller).await?, true))
+}
+
+pub async fn get_room(store: &Store, caller: &Participant, room_id: &str) -> ApiResult<RoomView> {
+    let v = view(store, room_id, caller).await?;
+    let seat = Seat { membership: v.my_membership, power: v.my_power_level.unwrap_or(0) };
+    rules::require_visible(&v.room, seat, caller)?;
+    if seat.membership == Some(Membership::Ban) {
+        return Err(ApiError::RoomForbidden("you are banned from this room".into()));
+    }
+    Ok(v)
+}
+
+pub async fn members(
+    store: &Store,
+    caller: &Participant,
+    room_id: &str,
+    filter: &[Membership],
+) -> ApiResult<Vec<MemberWithParticipant>> {
+    let v = view(store, room_id, caller).await?;
+    let seat = Seat { membership: v.my_membership, power: v.my_power_level.unwrap_or(0) };
+    rules::require_joined_or_invited(&v.room, seat, caller)?;
+    Ok(store.members(room_id, filter).await?)
+}
+
+pub async fn join(store: &Store, caller: &Participant, room_id: &str) -> ApiResult<RoomView> {
+    let now = now_secs();
+    let mut tx = store.write().await?;
+    let (room, me) = load(&mut tx, room_id, caller).await?;
+    let seat = Seat::of(me.as_ref());
+    rules::require_visible(&room, seat, caller)?;
+    match seat.membership {
+        Some(Membership::Ban) => return Err(ApiError::RoomForbidden("you are banned from this room".into())),
+        Some(Membership::Join) => {
+            drop(tx);
+            return view(store, room_id, caller).await;
+        }
+        _ => {}
+    }
+    let allowed = seat.membership == Some(Membership::Invite)
+        || (room.room_type == RoomType::Public && room.tenant_id == caller.tenant_id)
+        || room.room_type == RoomType::Dm;
+    if !allowed {
+        return Err(ApiError::RoomForbidden("this room needs an invitation".into()));
+    }
+    rules::require_open(&room)?;
+    let tenant = tx.tenant(&room.tenant_id).await?.ok_or(ApiError::TenantNotFound)?;
+    rules::require_capacity(tx.count_members(room_id, false).await?, tenant.max_participants)?;
+    let power = if room.room_type == RoomType::Dm { rules::POWER_MAX } else { seat.power };
+    tx.set_membership(room_id, &caller.id, Membership::Join, power, now).await?;
+    emit_membership(&mut tx, room_id, caller, caller, Membership::Join, None).await?;
+    tx.commit().await?;
+    view(store, room_id, caller).await
+}
+
+/// Leaving a joined room, or declining an invitation.
+pub async fn leave(store: &Store, caller: &Participant, room_id: &str) -> ApiResult<()> {
+    let now = now_secs();
+    let mut tx = store.write().await?;
+    let (room, me) = load(&mut tx, room_id, caller).await?;
+    let seat = Seat::of(me.as_ref());
+    rules::require_joined_or_invited(&room, seat, caller)?;
+    rules::require_open(&room)?;
+    tx.set_membership(room_id, &caller.id, Membership::Leave, seat.power, now).await?;
+    emit_membership(&mut tx, room_id, caller, caller, Membership::Leave, None).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub async fn set_lifecycle(store: &Store, caller: &Participant, room_id: &str, op: Lifecycle) -> ApiResult<RoomView> {
+    let mut tx = store.write().await?;
+    let (room, me) = load(&mut tx, room_id, caller).await?;
+    let seat = Seat::of(me.as_ref());
+    let (what, target) = match op {
+        Lifecycle::Close => ("closing the room", RoomState::Closed),
+        Lifecycle::Archive => ("archiving the room", RoomState::Archived),
+        Lifecycle::Restore => ("restoring the room", RoomState::Open),
+    };
+    rules::require_owner(&room, seat, caller, what)?;
+    let changes = match (room.state, target) {
+        (RoomState::Closed, _) => return Err(ApiError::RoomFrozen("the room is closed for good".into())),
+        (from, to) if from == to => false,
+        _ => true,
+    };
+    if changes {
+        tx.set_room_state(room_id, target).await?;
+        emit(&mut tx, room_id, caller, event_types::LIFECYCLE, Some(""), json!({"state": target})).await?;
+        tx.commit().await?;
+    }
+    view(store, room_id, caller).await
+}
+
+/// Invite, kick, ban and unban: one participant's membership changed by another.
+pub async fn moderate(
+    store: &Store,
+    caller: &Participant,
+    room_id: &str,
+    target: &Participant,
+    op: Moderation,
+    reason: Option<&str>,
+) -> ApiResult<MemberRow> {
+    let now = now_secs();
+    let mut tx = store.write().await?;
+    let (room, me) = load(&mut tx, room_id, caller).await?;
+    let seat = Seat::of(me.as_ref());
+    rules::require_joined(&room, seat, caller)?;
+    let what = match op {
+        Moderation::Invite => "inviting",
+        Moderation::Kick => "kicking",
+        Moderation::Ban => "banning",
+        Moderation::Unban => "unbanning",
+    };
+    rules::require_not_dm(&room, what)?;
+    let target_row = tx.member(room_id, &target.id).await?;
+    let target_seat = Seat::of(target_row.as_ref());
+    let target_power = target_row.as_ref().map(|m| m.power_level).unwrap_or(0);
+    let new_membership = match op {
+        Moderation::Invite => {
+            rules::require_power(seat, rules::POWER_INVITE, what)?;
+            rules::require_open(&room)?;
+            match target_seat.membership {
+                Some(Membership::Join) => return Err(ApiError::Conflict("already a member of the room".into())),
+                Some(Membership::Ban) => {
+                    return Err(ApiError::RoomForbidden("the participant is banned; unban them first".into()));
+                }
+                Some(Membership::Invite) => return Ok(target_row.expect("invite row exists")),
+                _ => {}
+            }
+            let tenant = tx.tenant(&room.tenant_id).await?.ok_or(ApiError::TenantNotFound)?;
+            rules::require_capacity(tx.count_members(room_id, true).await?, tenant.max_participants)?;
+            Membership::Invite
+        }
+        Moderation::Kick => {
+            if target.id == caller.id {
+                return Err(ApiError::bad_request("use leave to leave a room"));
+            }
+            rules::require_above(seat, target_power, what)?;
+            rules::require_open(&room)?;
+            if !matches!(target_seat.membership, Some(Membership::Join | Membership::Invite)) {
+                return Err(ApiError::ParticipantNotFound("the participant is not in this room".into()));
+            }
+            Membership::Leave
+        }
+        Moderation::Ban => {
+            if target.id == caller.id {
+                return Err(ApiError::bad_request("you cannot ban yourself"));
+            }
+            rules::require_above(seat, target_power, what)?;
+            rules::require_open(&room)?;
+            if target_seat.membership == Some(Membership::Ban) {
+                return Ok(target_row.expect("ban row exists"));
+            }
+            Membership::Ban
+        }
+        Moderation::Unban => {
+            rules::require_above(seat, target_power, what)?;
+            rules::require_open(&room)?;
+            if target_seat.membership != Some(Membership::Ban) {
+                return Err(ApiError::ParticipantNotFound("the participant is not banned from this room".into()));
+            }
+            Membership::Leave
+        }
+    };
+    tx.set_membership(room_id, &target.id, new_membership, target_power, now).await?;
+    emit_membership(&mut tx, room_id, caller, target, new_membership, reason).await?;
+    let row = tx.member(room_id, &target.id).await?.ok_or_else(|| ApiError::internal("membership vanished"))?;
+    tx.commit().await?;
+    Ok(row)
+}
+
+pub async fn rename(store: &Store, caller: &Participant, room_id: &str, name: &str) -> ApiResult<RoomView> {
+    let name = clean_name(name)?;
+    let mut tx = store.write().await?;
+    let (room, me) = load(&mut tx, room_id, caller).await?;
+    let seat = Seat::of(me.as_ref());
+    rules::require_joined(&room, seat, caller)?;
+    rules::require_not_dm(&room, "renaming")?;
+    rules::require_power(seat, rules::POWER_MODERATOR, "renaming the room")?;
+    rules::require_open(&room)?;
+    if room.name.as_deref() != Some(name.as_str()) {
+        tx.set_room_name(room_id, &name).await?;
+        emit(&mut tx, room_id, caller, event_types::NAME, Some(""), json!({"name": name})).await?;
+        tx.commit().await?;
+    }
+    view(store, room_id, caller).await
+}
+
+pub async fn set_topic(store: &Store, caller: &Participant, room_id: &str, topic: Option<&str>) -> ApiResult<RoomView> {
+    let topic = clean_topic(topic)?;
+    let mut tx = store.write().await?;
+    let (room, me) = load(&mut tx, room_id, caller).await?;
+    let seat = Seat::of(me.as_ref());
+    rules::require_joined(&room, seat, caller)?;
+    rules::require_power(seat, rules::POWER_MODERATOR, "setting the topic")?;
+    rules::require_open(&room)?;
+    if room.topic != topic {
+        tx.set_room_topic(room_id, topic.as_deref()).await?;
+        emit(&mut tx, room_id, caller, event_types::TOPIC, Some(""), json!({"topic": topic})).await?;
+        tx.commit().await?;
+    }
+    view(store, room_id, caller).await
+}
+
+/// Moving a room between workspaces is local organisation, not room state: no event, and it
+/// is allowed while the room is frozen.
+pub async fn move_to_workspace(
+    store: &Store,
+    caller: &Participant,
+    room_id: &str,
+    workspace_id: &str,
+) -> ApiResult<RoomView> {
+    let workspace_id = workspace_of_caller(store, caller, Some(workspace_id)).await?;
+    let mut tx = store.write().await?;
+    let (room, me) = load(&mut tx, room_id, caller).await?;
+    rules::require_owner(&room, Seat::of(me.as_ref()), caller, "moving the room")?;
+    tx.set_room_workspace(room_id, &workspace_id).await?;
+    tx.commit().await?;
+    view(store, room_id, caller).await
+}
+
+pub async fn set_power_level(
+    store: &Store,
+    caller: &Participant,
+    room_id: &str,
+    target: &Participant,
+    level: i64,
+) -> ApiResult<MemberRow> {
+    if !(0..=rules::POWER_MAX).contains(&level) {
+        return Err(ApiError::bad_request("power_level must be between 0 and 100"));
+    }
+    let mut tx = store.write().await?;
+    let (room, me) = load(&mut tx, room_id, caller).await?;
+    let seat = Seat::of(me.as_ref());
+    rules::require_joined(&room, seat, caller)?;
+    rules::require_not_dm(&room, "changing power levels")?;
+    let target_row = tx.member(room_id, &target.id).await?;
+    let Some(target_row) = target_row.filter(|m| matches!(m.membership, Membership::Join | Membership::Invite)) else {
+        return Err(ApiError::ParticipantNotFound("the participant is not in this room".into()));
+    };
+    rules::check_power_change(seat, target.id == caller.id, target_row.power_level, level)?;
+    rules::require_open(&room)?;
+    if target_row.power_level == level {
+        return Ok(target_row);
+    }
+    tx.set_power_level(room_id, &target.id, level).await?;
+    emit_power_levels(&mut tx, room_id, caller).await?;
+    let row = tx.member(room_id, &target.id).await?.ok_or_else(|| ApiError::internal("membership vanished"))?;
+    tx.commit().await?;
+    Ok(row)
+}
+
+/// The caller's own seat in a room they have joined; personal settings need nothing more.
+async fn own_seat(store: &Store, caller: &Participant, room_id: &str) -> ApiResult<RoomView> {
+    let v = view(store, room_id, caller).await?;
+    let seat = Seat { membership: v.my_membership, power: v.my_power_level.unwrap_or(0) };
+    rules::require_joined(&v.room, seat, caller)?;
+    Ok(v)
+}
+
+pub async fn set_notification_mode(
+    store: &Store,
+    caller: &Participant,
+    room_id: &str,
+    mode: NotificationMode,
+) -> ApiResult<()> {
+    own_seat(store, caller, room_id).await?;
+    store.set_notification_mode(room_id, &caller.id, mode).await?;
+    Ok(())
+}
+
+pub async fn mute(store: &Store, caller: &Participant, room_id: &str, until: Option<i64>) -> ApiResult<Option<i64>> {
+    if let Some(u) = until {
+        if !(0..=253_402_300_799).contains(&u) {
+            return Err(ApiError::bad_request("until must be a unix time in seconds"));
+        }
+    }
+    own_seat(store, caller, room_id).await?;
+    // A time already past unmutes.
+    let until = until.filter(|u| *u > now_secs());
+    store.set_muted_until(room_id, &caller.id, until).await?;
+    Ok(until)
+}
+
+/// Moves the read marker forward to `event_id`; answers the marker and the unread count.
+pub async fn mark_read(
+    store: &Store,
+    caller: &Participant,
+    room_id: &str,
+    event_id: &str,
+) -> ApiResult<(Option<String>, i64)> {
+    own_seat(store, caller, room_id).await?;
+    if !ids::is_event_id(event_id) {
+        return Err(ApiError::bad_request("event_id is not an event id"));
+    }
+    let pos = store.event_position(room_id, event_id).await?.ok_or(ApiError::EventNotFound)?;
+    store.advance_read_marker(room_id, &caller.id, pos, event_id).await?;
+    let me = store.member(room_id, &caller.id).await?.ok_or(ApiError::RoomNotFound)?;
+    let unread = store.unread_count(room_id, &caller.id, me.member.last_read_pos).await?;
+    Ok((me.member.last_read_event_id, unread))
+}

@@ -1,0 +1,238 @@
+//! The permission rules of rooms (contract section 4) as pure functions over data.
+//!
+//! Checks run in a fixed order so every endpoint answers the same way: can the caller know the
+//! room exists (`SW_ROOM_NOT_FOUND`), are they a member (`SW_NOT_MEMBER`, or `SW_ROOM_FORBIDDEN`
+//! when banned), does the room type allow the operation (`SW_ROOM_TYPE_INVARIANT`), do they
+//! have the power (`SW_ROOM_FORBIDDEN`), is the room open (`SW_ROOM_FROZEN`), is there room
+//! (`SW_ROOM_CAPACITY`).
+
+use crate::error::{ApiError, ApiResult};
+use crate::storage::{MemberRow, Membership, Participant, Room, RoomState, RoomType};
+
+/// Kick, ban, unban, rename, topic, and granting power.
+pub const POWER_MODERATOR: i64 = 50;
+/// Close, archive, restore, move between workspaces.
+pub const POWER_OWNER: i64 = 100;
+/// Inviting is open to every joined member.
+pub const POWER_INVITE: i64 = 0;
+pub const POWER_MAX: i64 = 100;
+
+/// Where the caller stands in a room.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Seat {
+    pub membership: Option<Membership>,
+    pub power: i64,
+}
+
+impl Seat {
+    pub fn of(row: Option<&MemberRow>) -> Seat {
+        row.map(|m| Seat { membership: Some(m.membership), power: m.power_level }).unwrap_or_default()
+    }
+    pub fn joined(&self) -> bool {
+        self.membership == Some(Membership::Join)
+    }
+    /// The power that counts: only joined members wield theirs.
+    pub fn effective_power(&self) -> i64 {
+        if self.joined() { self.power } else { 0 }
+    }
+}
+
+pub fn dm_key(a: &str, b: &str) -> String {
+    if a <= b { format!("{a}|{b}") } else { format!("{b}|{a}") }
+}
+
+fn is_dm_party(room: &Room, participant_id: &str) -> bool {
+    room.dm_key.as_deref().is_some_and(|k| k.split('|').any(|p| p == participant_id))
+}
+
+/// Whether the caller may learn that the room exists.
+pub fn can_see(room: &Room, seat: Seat, caller: &Participant) -> bool {
+    caller.is_admin
+        || matches!(seat.membership, Some(Membership::Join | Membership::Invite | Membership::Ban))
+        || (room.room_type == RoomType::Public && room.tenant_id == caller.tenant_id)
+        || (room.room_type == RoomType::Dm && is_dm_party(room, &caller.id))
+}
+
+pub fn require_visible(room: &Room, seat: Seat, caller: &Participant) -> ApiResult<()> {
+    if can_see(room, seat, caller) { Ok(()) } else { Err(ApiError::RoomNotFound) }
+}
+
+pub fn require_joined(room: &Room, seat: Seat, caller: &Participant) -> ApiResult<()> {
+    require_visible(room, seat, caller)?;
+    match seat.membership {
+        Some(Membership::Join) => Ok(()),
+        Some(Membership::Ban) => Err(ApiError::RoomForbidden("you are banned from this room".into())),
+        _ => Err(ApiError::NotMember("you are not a member of this room".into())),
+    }
+}
+
+/// Joined or invited: enough to read the member list.
+pub fn require_joined_or_invited(room: &Room, seat: Seat, caller: &Participant) -> ApiResult<()> {
+    if seat.membership == Some(Membership::Invite) && can_see(room, seat, caller) {
+        return Ok(());
+    }
+    require_joined(room, seat, caller)
+}
+
+pub fn require_open(room: &Room) -> ApiResult<()> {
+    match room.state {
+        RoomState::Open => Ok(()),
+        RoomState::Archived => Err(ApiError::RoomFrozen("the room is archived".into())),
+        RoomState::Closed => Err(ApiError::RoomFrozen("the room is closed".into())),
+    }
+}
+
+pub fn require_power(seat: Seat, needed: i64, what: &str) -> ApiResult<()> {
+    if seat.effective_power() >= needed {
+        Ok(())
+    } else {
+        Err(ApiError::RoomForbidden(format!("{what} needs power level {needed}")))
+    }
+}
+
+pub fn require_not_dm(room: &Room, what: &str) -> ApiResult<()> {
+    if room.room_type == RoomType::Dm {
+        Err(ApiError::RoomTypeInvariant(format!("{what} is not possible in a direct message")))
+    } else {
+        Ok(())
+    }
+}
+
+/// Owner operations: the creator while joined, a joined member at power 100, or a server admin.
+pub fn require_owner(room: &Room, seat: Seat, caller: &Participant, what: &str) -> ApiResult<()> {
+    require_visible(room, seat, caller)?;
+    if caller.is_admin {
+        return Ok(());
+    }
+    require_joined(room, seat, caller)?;
+    if room.creator_id == caller.id || seat.effective_power() >= POWER_OWNER {
+        Ok(())
+    } else {
+        Err(ApiError::RoomForbidden(format!("{what} needs the room's creator or power level {POWER_OWNER}")))
+    }
+}
+
+/// Kick and ban: at least moderator, and strictly above the target.
+pub fn require_above(seat: Seat, target_power: i64, what: &str) -> ApiResult<()> {
+    require_power(seat, POWER_MODERATOR, what)?;
+    if seat.effective_power() > target_power {
+        Ok(())
+    } else {
+        Err(ApiError::RoomForbidden(format!("{what} needs a power level above the target's")))
+    }
+}
+
+/// Setting a member's power: caller ≥ 50, never above their own level, and never over someone
+/// at or above them (lowering one's own level is allowed).
+pub fn check_power_change(seat: Seat, target_is_self: bool, target_current: i64, new_level: i64) -> ApiResult<()> {
+    require_power(seat, POWER_MODERATOR, "changing power levels")?;
+    let mine = seat.effective_power();
+    if new_level > mine {
+        return Err(ApiError::RoomForbidden("cannot grant a power level above your own".into()));
+    }
+    if !target_is_self && target_current >= mine {
+        return Err(ApiError::RoomForbidden("cannot change the power level of a member at or above yours".into()));
+    }
+    Ok(())
+}
+
+pub fn require_capacity(current: i64, max: i64) -> ApiResult<()> {
+    if current < max { Ok(()) } else { Err(ApiError::RoomCapacity(format!("the room is full ({max} participants)"))) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn person(id: &str, tenant: &str, admin: bool) -> Participant {
+        Participant {
+            id: id.into(),
+            tenant_id: tenant.into(),
+            local_id: id.into(),
+            server_name: "t".into(),
+            fqid: format!("@{id}:t"),
+            display_name: id.into(),
+            is_admin: admin,
+            created_at: 0,
+        }
+    }
+
+    fn room(t: RoomType) -> Room {
+        Room {
+            id: "room-1".into(),
+            tenant_id: "default".into(),
+            room_alias: None,
+            room_type: t,
+            name: None,
+            topic: None,
+            workspace_id: "ws-1".into(),
+            creator_id: "creator".into(),
+            created_at: 0,
+            state: RoomState::Open,
+            federated: false,
+            dm_key: (t == RoomType::Dm).then(|| dm_key("a", "b")),
+        }
+    }
+
+    fn seat(m: Option<Membership>, power: i64) -> Seat {
+        Seat { membership: m, power }
+    }
+
+    #[test]
+    fn visibility() {
+        let stranger = person("x", "default", false);
+        let other_tenant = person("y", "other", false);
+        assert!(!can_see(&room(RoomType::Group), Seat::default(), &stranger));
+        assert!(can_see(&room(RoomType::Public), Seat::default(), &stranger));
+        assert!(!can_see(&room(RoomType::Public), Seat::default(), &other_tenant));
+        assert!(!can_see(&room(RoomType::Group), seat(Some(Membership::Leave), 0), &stranger));
+        assert!(can_see(&room(RoomType::Group), seat(Some(Membership::Ban), 0), &stranger));
+        assert!(can_see(&room(RoomType::Dm), Seat::default(), &person("a", "default", false)));
+        assert!(can_see(&room(RoomType::Incognito), Seat::default(), &person("z", "other", true)));
+    }
+
+    #[test]
+    fn membership_errors() {
+        let p = person("x", "default", false);
+        let r = room(RoomType::Public);
+        assert!(matches!(require_joined(&r, Seat::default(), &p), Err(ApiError::NotMember(_))));
+        assert!(matches!(require_joined(&r, seat(Some(Membership::Ban), 0), &p), Err(ApiError::RoomForbidden(_))));
+        assert!(matches!(require_joined(&room(RoomType::Group), Seat::default(), &p), Err(ApiError::RoomNotFound)));
+    }
+
+    #[test]
+    fn power() {
+        let joined = |p| seat(Some(Membership::Join), p);
+        assert!(require_above(joined(50), 0, "kick").is_ok());
+        assert!(require_above(joined(50), 50, "kick").is_err());
+        assert!(require_above(joined(40), 0, "kick").is_err());
+        // Power held while not joined does not count.
+        assert!(require_above(seat(Some(Membership::Invite), 100), 0, "kick").is_err());
+        assert!(check_power_change(joined(50), false, 0, 50).is_ok());
+        assert!(check_power_change(joined(50), false, 0, 51).is_err());
+        assert!(check_power_change(joined(50), false, 50, 0).is_err());
+        assert!(check_power_change(joined(50), true, 50, 0).is_ok());
+        assert!(check_power_change(joined(0), true, 0, 0).is_err());
+    }
+
+    #[test]
+    fn owner() {
+        let mut r = room(RoomType::Group);
+        let creator = person("creator", "default", false);
+        let admin = person("root", "default", true);
+        let member = person("m", "default", false);
+        assert!(require_owner(&r, seat(Some(Membership::Join), 0), &creator, "close").is_ok());
+        assert!(require_owner(&r, seat(Some(Membership::Leave), 100), &creator, "close").is_err());
+        assert!(require_owner(&r, Seat::default(), &admin, "close").is_ok());
+        assert!(require_owner(&r, seat(Some(Membership::Join), 99), &member, "close").is_err());
+        assert!(require_owner(&r, seat(Some(Membership::Join), 100), &member, "close").is_ok());
+        r.state = RoomState::Closed;
+        assert!(matches!(require_open(&r), Err(ApiError::RoomFrozen(_))));
+    }
+
+    #[test]
+    fn capacity() {
+        assert!(require_capacity(1, 2).is_ok());
+        assert!(matches!(require_capacity(2, 2), Err(ApiError::RoomCapacity(_))));
+    }
+}

@@ -1,0 +1,104 @@
+//! `homeserver serve`: open storage, bind the listeners, serve until SIGINT/SIGTERM, then drain
+//! in-flight requests and close the database cleanly.
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::identity;
+use crate::storage::Store;
+
+pub async fn open_store(config: &Config) -> Result<Store, Box<dyn std::error::Error>> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
+    let store = Store::open(&config.database_url(), config.durability).await?;
+    identity::ensure_default_tenant(&store, &config.tenant_defaults).await?;
+    Ok(store)
+}
+
+pub async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    let store = open_store(&config).await?;
+    let config = Arc::new(config);
+    let state = AppState { store: store.clone(), config: config.clone() };
+
+    let client =
+        TcpListener::bind(config.listen).await.map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let client_addr = client.local_addr()?;
+    let federation = match config.federation_listen {
+        Some(addr) => {
+            Some(TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr} (federation): {e}"))?)
+        }
+        None => None,
+    };
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut rx = stop_rx.clone();
+    tasks.spawn(async move {
+        axum::serve(client, api::router(state))
+            .with_graceful_shutdown(async move {
+                let _ = rx.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    if let Some(listener) = federation {
+        let addr = listener.local_addr()?;
+        let mut rx = stop_rx.clone();
+        let router = axum::Router::new()
+            .route("/healthz", axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
+            .fallback(|| async { ApiError::UnknownEndpoint });
+        tasks.spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await
+        });
+        println!("federation listener on http://{addr}");
+    }
+    tracing::info!(
+        server_name = %config.server_name,
+        listen = %client_addr,
+        registration = ?config.registration_mode(),
+        data_dir = %config.data_dir.display(),
+        "homeserver started"
+    );
+    // Tests and scripts read this line to find the port when listening on port 0.
+    println!("homeserver {} listening on http://{client_addr}", config.server_name);
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing in-flight requests");
+    let _ = stop_tx.send(true);
+    while let Some(res) = tasks.join_next().await {
+        if let Ok(Err(e)) = res {
+            tracing::warn!(error = %e, "listener ended with an error");
+        }
+    }
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

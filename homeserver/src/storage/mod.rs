@@ -1,0 +1,105 @@
+//! Storage: every SQL statement of the server lives in this module and its children.
+//!
+//! Reads go through [`Store`] on the connection pool. Writes that must check and change state
+//! atomically open a [`WriteTx`] (`BEGIN IMMEDIATE`, so SQLite takes the write lock up front and
+//! concurrent writers queue instead of failing on lock upgrade); domain code reads, decides with
+//! pure rules, writes, then commits.
+
+mod identity;
+mod models;
+mod rooms;
+
+pub use models::*;
+pub use rooms::{DirectoryQuery, NewEvent};
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{SqlSafeStr, Sqlite, SqlitePool, Transaction};
+
+/// Migrations are compiled into the binary so it runs from any directory.
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "foundation", include_str!("../../../migrations/sqlite/0001_foundation.sql"))];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unsupported database url {0:?}: only sqlite:// is supported so far")]
+    UnsupportedUrl(String),
+    #[error(transparent)]
+    Sqlx(#[from] sqlx::Error),
+    #[error(transparent)]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// `synchronous=NORMAL`: survives a killed process; the last commits may be lost on power loss.
+    Normal,
+    /// `synchronous=FULL`: survives power loss, at the cost of an fsync per commit.
+    Full,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+pub struct WriteTx {
+    tx: Transaction<'static, Sqlite>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database and applies pending migrations.
+    pub async fn open(url: &str, durability: Durability) -> Result<Store, StoreError> {
+        if !url.starts_with("sqlite:") {
+            return Err(StoreError::UnsupportedUrl(url.to_string()));
+        }
+        let opts = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(match durability {
+                Durability::Normal => SqliteSynchronous::Normal,
+                Durability::Full => SqliteSynchronous::Full,
+            })
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await?;
+        let migrator = Migrator {
+            migrations: Cow::Owned(
+                SQLITE_MIGRATIONS
+                    .iter()
+                    .map(|(v, d, sql)| {
+                        Migration::new(*v, Cow::Borrowed(*d), MigrationType::Simple, sql.into_sql_str(), false)
+                    })
+                    .collect(),
+            ),
+            ..Migrator::DEFAULT
+        };
+        migrator.run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    /// The sqlite URL for a database file inside `data_dir`.
+    pub fn sqlite_url(data_dir: &Path) -> String {
+        format!("sqlite://{}", data_dir.join("homeserver.db").display())
+    }
+
+    pub async fn write(&self) -> Result<WriteTx, sqlx::Error> {
+        Ok(WriteTx { tx: self.pool.begin_with("BEGIN IMMEDIATE").await? })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+impl WriteTx {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+}
