@@ -56,6 +56,10 @@ pub struct Config {
     pub refresh_token_ttl_secs: i64,
     /// Largest request body accepted by JSON endpoints.
     pub max_body_bytes: usize,
+    /// Largest file accepted by `POST /v1/media/upload`.
+    pub max_upload_bytes: u64,
+    /// How long after sending a message its sender may edit it.
+    pub edit_window_secs: i64,
     /// Log filter (`RUST_LOG` syntax) used when `RUST_LOG` is not set.
     pub log: String,
     /// Limits given to tenants created without explicit ones (including `default`).
@@ -76,6 +80,8 @@ impl Default for Config {
             access_token_ttl_secs: 3600,
             refresh_token_ttl_secs: 30 * 24 * 3600,
             max_body_bytes: 1024 * 1024,
+            max_upload_bytes: 50 * 1024 * 1024,
+            edit_window_secs: 24 * 3600,
             log: "info".into(),
             tenant_defaults: TenantLimits::default(),
         }
@@ -141,6 +147,9 @@ impl Config {
         }
         if self.max_body_bytes < 1024 {
             return Err(ConfigError::Invalid("max_body_bytes must be at least 1024".into()));
+        }
+        if self.max_upload_bytes < 1 || self.max_upload_bytes > i64::MAX as u64 {
+            return Err(ConfigError::Invalid("max_upload_bytes must be at least 1 and fit in 63 bits".into()));
         }
         if self.registration == Some(RegistrationMode::Token) && self.registration_token.is_none() {
             return Err(ConfigError::Invalid("registration = \"token\" needs registration_token".into()));

@@ -36,6 +36,14 @@ pub enum ApiError {
     #[error("event not found")]
     EventNotFound,
     #[error("{0}")]
+    EventTooOldToEdit(String),
+    #[error("{0}")]
+    EditForbidden(String),
+    #[error("{0}")]
+    RedactForbidden(String),
+    #[error("media not found")]
+    MediaNotFound,
+    #[error("{0}")]
     ParticipantNotFound(String),
     #[error("{0}")]
     Conflict(String),
@@ -84,6 +92,10 @@ impl ApiError {
             RoomTypeInvariant(_) => (StatusCode::BAD_REQUEST, "SW_ROOM_TYPE_INVARIANT"),
             RoomCapacity(_) => (StatusCode::CONFLICT, "SW_ROOM_CAPACITY"),
             EventNotFound => (StatusCode::NOT_FOUND, "SW_EVENT_NOT_FOUND"),
+            EventTooOldToEdit(_) => (StatusCode::CONFLICT, "SW_EVENT_TOO_OLD_TO_EDIT"),
+            EditForbidden(_) => (StatusCode::FORBIDDEN, "SW_EDIT_FORBIDDEN"),
+            RedactForbidden(_) => (StatusCode::FORBIDDEN, "SW_REDACT_FORBIDDEN"),
+            MediaNotFound => (StatusCode::NOT_FOUND, "SW_MEDIA_NOT_FOUND"),
             ParticipantNotFound(_) => (StatusCode::NOT_FOUND, "SW_PARTICIPANT_NOT_FOUND"),
             Conflict(_) => (StatusCode::CONFLICT, "SW_CONFLICT"),
             ContentTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "SW_CONTENT_TOO_LARGE"),
@@ -118,6 +130,10 @@ impl IntoResponse for ApiError {
         };
         let body = json!({"error": {"code": code, "message": message}});
         let mut resp = (status, axum::Json(body)).into_response();
+        // The unread rest of an oversized body is not drained: tell the client to reconnect.
+        if matches!(self, ApiError::ContentTooLarge(_)) {
+            resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let ApiError::RateLimited(_, retry_after) = self {
             if let Ok(v) = HeaderValue::from_str(&retry_after.max(1).to_string()) {
                 resp.headers_mut().insert(header::RETRY_AFTER, v);

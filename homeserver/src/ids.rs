@@ -35,6 +35,11 @@ pub fn new_session_id() -> String {
 pub fn new_event_id() -> String {
     format!("evt-{}", random_token(32))
 }
+/// `med-` and 128 random bits: a media id is a capability (anyone authenticated holding it may
+/// download), so it is fully random rather than a ULID (whose 48 time bits are guessable).
+pub fn new_media_id() -> String {
+    format!("med-{}", random_token(16))
+}
 pub fn new_access_token() -> String {
     format!("swa_{}", random_token(32))
 }
@@ -58,6 +63,9 @@ pub fn is_event_id(s: &str) -> bool {
 }
 pub fn is_workspace_id(s: &str) -> bool {
     with_prefix(s, "ws-", 128)
+}
+pub fn is_media_id(s: &str) -> bool {
+    with_prefix(s, "med-", 128)
 }
 pub fn is_participant_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.chars().all(is_id_char)
@@ -129,6 +137,9 @@ mod tests {
         assert!(is_event_id(&new_event_id()));
         assert!(is_workspace_id(&new_workspace_id()));
         assert!(is_participant_id(&new_participant_id()));
+        assert!(is_media_id(&new_media_id()));
+        assert!(!is_media_id("med-"));
+        assert!(!is_media_id("med-../x"));
         assert!(!is_room_id("room-"));
         assert!(!is_room_id("room-../x"));
         assert!(!is_room_id("xroom-1"));

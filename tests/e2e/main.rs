@@ -3,4 +3,8 @@
 mod harness;
 
 mod auth;
+mod malformed;
+mod media;
+mod messages;
+mod permissions;
 mod rooms;

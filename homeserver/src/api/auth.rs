@@ -114,7 +114,11 @@ pub async fn refresh(State(st): State<AppState>, Json(body): Json<RefreshBody>) 
     Ok(data(tokens_json(&tokens)))
 }
 
-pub async fn logout(State(st): State<AppState>, caller: Caller) -> ApiResult<impl IntoResponse> {
+pub async fn logout(
+    State(st): State<AppState>,
+    caller: Caller,
+    _: Json<serde_json::Map<String, serde_json::Value>>,
+) -> ApiResult<impl IntoResponse> {
     st.store.revoke_session(&caller.session_id).await?;
     Ok(data(json!({})))
 }

@@ -3,6 +3,8 @@
 
 pub mod auth;
 pub mod extract;
+pub mod media;
+pub mod messages;
 pub mod rooms;
 pub mod views;
 pub mod workspaces;
@@ -28,6 +30,7 @@ use crate::storage::Store;
 pub struct AppState {
     pub store: Store,
     pub config: Arc<Config>,
+    pub limiter: Arc<crate::ratelimit::SendLimiter>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -53,6 +56,7 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> axum::response:
 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.max_body_bytes;
+    let upload_limit = media::upload_body_limit(&state.config);
     let rooms = Router::new()
         .route("/", get(rooms::my_rooms).post(rooms::create))
         .route("/archived", get(rooms::archived))
@@ -75,7 +79,13 @@ pub fn router(state: AppState) -> Router {
         .route("/{room_id}/workspace", put(rooms::workspace))
         .route("/{room_id}/notification-mode", put(rooms::notification_mode))
         .route("/{room_id}/mute", put(rooms::mute))
-        .route("/{room_id}/read", put(rooms::read));
+        .route("/{room_id}/read", put(rooms::read))
+        .route("/{room_id}/state", get(rooms::state))
+        .route("/{room_id}/messages", get(messages::list))
+        .route("/{room_id}/send", post(messages::send))
+        .route("/{room_id}/events/{event_id}/edit", post(messages::edit))
+        .route("/{room_id}/events/{event_id}/redact", post(messages::redact))
+        .route("/{room_id}/events/{event_id}/reaction", post(messages::react).delete(messages::unreact));
 
     let v1 = Router::new()
         .route("/auth/register", post(auth::register))
@@ -86,6 +96,10 @@ pub fn router(state: AppState) -> Router {
         .route("/workspaces", get(workspaces::list).post(workspaces::create))
         .route("/participants/{participant_id}", get(workspaces::participant))
         .route("/directory/rooms", get(rooms::directory))
+        // The route's own body limit overrides the global one below (the inner layer wins).
+        .route("/media/upload", post(media::upload).layer(DefaultBodyLimit::max(upload_limit)))
+        .route("/media/download/{media_id}", get(media::download))
+        .route("/media/{media_id}/info", get(media::info))
         .nest("/rooms", rooms);
 
     let prefix: String = crate::ids::new_session_id().chars().take(8).collect();

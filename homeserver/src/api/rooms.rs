@@ -188,10 +188,14 @@ pub async fn join(
     Ok(data(views::room(&v)))
 }
 
+/// A body whose fields are all optional or ignored; it must still be a well-formed JSON object.
+pub type NoFields = Json<serde_json::Map<String, Value>>;
+
 pub async fn leave(
     State(st): State<AppState>,
     caller: Caller,
     RoomId(room_id): RoomId,
+    _: NoFields,
 ) -> ApiResult<impl IntoResponse> {
     rooms::leave(&st.store, &caller.participant, &room_id).await?;
     Ok(data(json!({"room_id": room_id, "membership": "leave"})))
@@ -202,15 +206,30 @@ async fn lifecycle(st: AppState, caller: Caller, room_id: String, op: Lifecycle)
     Ok(data(views::room(&v)))
 }
 
-pub async fn close(State(st): State<AppState>, caller: Caller, RoomId(id): RoomId) -> ApiResult<impl IntoResponse> {
+pub async fn close(
+    State(st): State<AppState>,
+    caller: Caller,
+    RoomId(id): RoomId,
+    _: NoFields,
+) -> ApiResult<impl IntoResponse> {
     lifecycle(st, caller, id, Lifecycle::Close).await
 }
 
-pub async fn archive(State(st): State<AppState>, caller: Caller, RoomId(id): RoomId) -> ApiResult<impl IntoResponse> {
+pub async fn archive(
+    State(st): State<AppState>,
+    caller: Caller,
+    RoomId(id): RoomId,
+    _: NoFields,
+) -> ApiResult<impl IntoResponse> {
     lifecycle(st, caller, id, Lifecycle::Archive).await
 }
 
-pub async fn rejoin(State(st): State<AppState>, caller: Caller, RoomId(id): RoomId) -> ApiResult<impl IntoResponse> {
+pub async fn rejoin(
+    State(st): State<AppState>,
+    caller: Caller,
+    RoomId(id): RoomId,
+    _: NoFields,
+) -> ApiResult<impl IntoResponse> {
     lifecycle(st, caller, id, Lifecycle::Restore).await
 }
 
@@ -377,4 +396,17 @@ pub async fn power_level(
         obj.extend(more);
     }
     Ok(data(out))
+}
+
+/// `GET /v1/rooms/{room_id}/state`: the room, its members and the caller's reading state.
+pub async fn state(State(st): State<AppState>, caller: Caller, RoomId(id): RoomId) -> ApiResult<impl IntoResponse> {
+    let s = rooms::reading_state(&st.store, &caller.participant, &id).await?;
+    Ok(data(json!({
+        "room": views::room(&s.room),
+        "members": s.members.iter().map(views::member).collect::<Vec<_>>(),
+        "unread_count": s.unread_count,
+        "last_read_event_id": s.me.last_read_event_id,
+        "muted_until": views::membership(&s.me)["muted_until"],
+        "notification_mode": s.me.notification_mode,
+    })))
 }

@@ -79,13 +79,13 @@ pub fn clean_reason(reason: Option<&str>) -> ApiResult<Option<String>> {
     }
 }
 
-async fn load(tx: &mut WriteTx, room_id: &str, caller: &Participant) -> ApiResult<(Room, Option<MemberRow>)> {
+pub async fn load(tx: &mut WriteTx, room_id: &str, caller: &Participant) -> ApiResult<(Room, Option<MemberRow>)> {
     let room = tx.room(room_id).await?.ok_or(ApiError::RoomNotFound)?;
     let me = tx.member(room_id, &caller.id).await?;
     Ok((room, me))
 }
 
-/// Appends a room event sent by `sender`.
+/// Appends a room event sent by `sender`; answers its stream position.
 async fn emit(
     tx: &mut WriteTx,
     room_id: &str,
@@ -94,19 +94,58 @@ async fn emit(
     state_key: Option<&str>,
     content: Value,
 ) -> ApiResult<i64> {
+    let spec = NewEventSpec {
+        room_id,
+        sender_id: &sender.id,
+        event_type,
+        state_key,
+        content: &content,
+        event_uuid: None,
+        relates_to: None,
+        unsigned: None,
+    };
+    let (_, pos) = append_event(tx, spec).await?;
+    Ok(pos)
+}
+
+/// What a domain operation asks to append; ids and timestamps are filled in here.
+pub struct NewEventSpec<'a> {
+    pub room_id: &'a str,
+    pub sender_id: &'a str,
+    pub event_type: &'a str,
+    pub state_key: Option<&'a str>,
+    pub content: &'a Value,
+    pub event_uuid: Option<&'a str>,
+    pub relates_to: Option<&'a str>,
+    pub unsigned: Option<&'a Value>,
+}
+
+/// Appends any event; answers its id and stream position.
+pub async fn append_event(tx: &mut WriteTx, spec: NewEventSpec<'_>) -> ApiResult<(String, i64)> {
     let event_id = ids::new_event_id();
+    let generated_uuid;
+    let event_uuid = match spec.event_uuid {
+        Some(u) => u,
+        None => {
+            generated_uuid = ulid::Ulid::generate().to_string().to_lowercase();
+            &generated_uuid
+        }
+    };
     let pos = tx
         .insert_event(&NewEvent {
             event_id: &event_id,
-            room_id,
-            event_type,
-            state_key,
-            sender_id: &sender.id,
-            content: &content,
+            room_id: spec.room_id,
+            event_type: spec.event_type,
+            state_key: spec.state_key,
+            sender_id: spec.sender_id,
+            content: spec.content,
             origin_ts: now_secs(),
+            event_uuid,
+            relates_to: spec.relates_to,
+            unsigned: spec.unsigned,
         })
         .await?;
-    Ok(pos)
+    Ok((event_id, pos))
 }
 
 async fn emit_membership(
@@ -420,9 +459,6 @@ pub async fn moderate(
             Membership::Invite
         }
         Moderation::Kick => {
-            if target.id == caller.id {
-                return Err(ApiError::bad_request("use leave to leave a room"));
-            }
             rules::require_above(seat, target_power, what)?;
             rules::require_open(&room)?;
             if !matches!(target_seat.membership, Some(Membership::Join | Membership::Invite)) {
@@ -431,9 +467,6 @@ pub async fn moderate(
             Membership::Leave
         }
         Moderation::Ban => {
-            if target.id == caller.id {
-                return Err(ApiError::bad_request("you cannot ban yourself"));
-            }
             rules::require_above(seat, target_power, what)?;
             rules::require_open(&room)?;
             if target_seat.membership == Some(Membership::Ban) {
@@ -586,4 +619,20 @@ pub async fn mark_read(
     let me = store.member(room_id, &caller.id).await?.ok_or(ApiError::RoomNotFound)?;
     let unread = store.unread_count(room_id, &caller.id, me.member.last_read_pos).await?;
     Ok((me.member.last_read_event_id, unread))
+}
+
+/// What a client needs to draw a room: the room, its members, and the caller's marker.
+pub struct ReadingState {
+    pub room: RoomView,
+    pub members: Vec<MemberWithParticipant>,
+    pub me: MemberRow,
+    pub unread_count: i64,
+}
+
+pub async fn reading_state(store: &Store, caller: &Participant, room_id: &str) -> ApiResult<ReadingState> {
+    let room = own_seat(store, caller, room_id).await?;
+    let members = store.members(room_id, &[Membership::Join, Membership::Invite]).await?;
+    let me = store.member(room_id, &caller.id).await?.ok_or(ApiError::RoomNotFound)?.member;
+    let unread_count = store.unread_count(room_id, &caller.id, me.last_read_pos).await?;
+    Ok(ReadingState { room, members, me, unread_count })
 }

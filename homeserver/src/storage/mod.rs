@@ -6,9 +6,13 @@
 //! pure rules, writes, then commits.
 
 mod identity;
+mod media;
+mod messages;
 mod models;
 mod rooms;
 
+pub use media::MediaRow;
+pub use messages::{MessageRow, PageQuery, ReactionCount};
 pub use models::*;
 pub use rooms::{DirectoryQuery, NewEvent};
 
@@ -22,8 +26,11 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{SqlSafeStr, Sqlite, SqlitePool, Transaction};
 
 /// Migrations are compiled into the binary so it runs from any directory.
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "foundation", include_str!("../../../migrations/sqlite/0001_foundation.sql"))];
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "foundation", include_str!("../../../migrations/sqlite/0001_foundation.sql")),
+    (2, "media", include_str!("../../../migrations/sqlite/0002_media.sql")),
+    (3, "messages", include_str!("../../../migrations/sqlite/0003_messages.sql")),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -47,10 +54,15 @@ pub enum Durability {
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
+    /// The highest stream position committed so far; subscribers wake on every commit that
+    /// appended events. This is the in-process event bus's source of truth.
+    committed: std::sync::Arc<tokio::sync::watch::Sender<i64>>,
 }
 
 pub struct WriteTx {
     tx: Transaction<'static, Sqlite>,
+    committed: std::sync::Arc<tokio::sync::watch::Sender<i64>>,
+    last_position: i64,
 }
 
 impl Store {
@@ -81,7 +93,10 @@ impl Store {
             ..Migrator::DEFAULT
         };
         migrator.run(&pool).await?;
-        Ok(Store { pool })
+        let top: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(stream_position), 0) FROM events").fetch_one(&pool).await?;
+        let (committed, _) = tokio::sync::watch::channel(top);
+        Ok(Store { pool, committed: std::sync::Arc::new(committed) })
     }
 
     /// The sqlite URL for a database file inside `data_dir`.
@@ -90,7 +105,21 @@ impl Store {
     }
 
     pub async fn write(&self) -> Result<WriteTx, sqlx::Error> {
-        Ok(WriteTx { tx: self.pool.begin_with("BEGIN IMMEDIATE").await? })
+        Ok(WriteTx {
+            tx: self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            committed: self.committed.clone(),
+            last_position: 0,
+        })
+    }
+
+    /// Watches the highest committed stream position.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.committed.subscribe()
+    }
+
+    /// The highest committed stream position now.
+    pub fn committed_position(&self) -> i64 {
+        *self.committed.borrow()
     }
 
     pub async fn close(&self) {
@@ -99,7 +128,17 @@ impl Store {
 }
 
 impl WriteTx {
+    /// Commits, then tells subscribers about any events it appended. Nothing is announced
+    /// before it is durable.
     pub async fn commit(self) -> Result<(), sqlx::Error> {
-        self.tx.commit().await
+        self.tx.commit().await?;
+        if self.last_position > 0 {
+            self.committed.send_if_modified(|top| {
+                let moved = self.last_position > *top;
+                *top = (*top).max(self.last_position);
+                moved
+            });
+        }
+        Ok(())
     }
 }

@@ -31,6 +31,12 @@ pub struct NewEvent<'a> {
     pub sender_id: &'a str,
     pub content: &'a serde_json::Value,
     pub origin_ts: i64,
+    /// Idempotency key; unique per sender.
+    pub event_uuid: &'a str,
+    /// The event an edit, reaction or redaction is about.
+    pub relates_to: Option<&'a str>,
+    /// Server-local annotations (e.g. `sent_by`), never signed.
+    pub unsigned: Option<&'a serde_json::Value>,
 }
 
 fn like_pattern(q: &str) -> String {
@@ -378,8 +384,9 @@ impl WriteTx {
     /// Appends an event and answers its stream position.
     pub async fn insert_event(&mut self, e: &NewEvent<'_>) -> Result<i64, sqlx::Error> {
         sqlx::query_scalar(
-            "INSERT INTO events (event_id, room_id, event_type, state_key, sender_id, content, origin_ts)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING stream_position",
+            "INSERT INTO events (event_id, room_id, event_type, state_key, sender_id, content, origin_ts, event_uuid,
+                                 relates_to, unsigned_data)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING stream_position",
         )
         .bind(e.event_id)
         .bind(e.room_id)
@@ -388,7 +395,11 @@ impl WriteTx {
         .bind(e.sender_id)
         .bind(e.content.to_string())
         .bind(e.origin_ts)
+        .bind(e.event_uuid)
+        .bind(e.relates_to)
+        .bind(e.unsigned.map(|u| u.to_string()))
         .fetch_one(&mut *self.tx)
         .await
+        .inspect(|pos| self.last_position = self.last_position.max(*pos))
     }
 }

@@ -1,0 +1,144 @@
+//! `/v1/rooms/{room_id}/messages`, `send`, and the per-event edit, redact and reaction routes.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::extract::{Caller, Json, Path, Query, RoomId};
+use super::views::data;
+use crate::error::{ApiError, ApiResult};
+use crate::ids;
+use crate::messages::{self, SendRequest};
+
+/// `{room_id}/events/{event_id}`, shape-checked.
+fn event_path(event_id: &str) -> ApiResult<&str> {
+    if ids::is_event_id(event_id) { Ok(event_id) } else { Err(ApiError::bad_request("event_id is not an event id")) }
+}
+
+#[derive(Deserialize)]
+pub struct ListParams {
+    limit: Option<String>,
+    from: Option<String>,
+    direction: Option<String>,
+}
+
+pub async fn list(
+    State(st): State<AppState>,
+    caller: Caller,
+    RoomId(room_id): RoomId,
+    Query(p): Query<ListParams>,
+) -> ApiResult<impl IntoResponse> {
+    let limit = match p.limit.as_deref() {
+        None | Some("") => 50,
+        Some(l) => l.parse::<i64>().ok().filter(|l| (1..=messages::MAX_PAGE).contains(l)).ok_or_else(|| {
+            ApiError::bad_request(format!("limit must be an integer from 1 to {}", messages::MAX_PAGE))
+        })?,
+    };
+    let from = match p.from.as_deref() {
+        None | Some("") => None,
+        Some(f) => Some(
+            f.parse::<i64>()
+                .ok()
+                .filter(|f| *f >= 0)
+                .ok_or_else(|| ApiError::bad_request("from must be a stream position (a non-negative integer)"))?,
+        ),
+    };
+    let forward = match p.direction.as_deref() {
+        None | Some("back") | Some("b") => false,
+        Some("forward") | Some("f") => true,
+        Some(_) => return Err(ApiError::bad_request("direction must be back or forward")),
+    };
+    let page = messages::list(&st.store, &caller.participant, &room_id, from, forward, limit).await?;
+    Ok(axum::Json(json!({
+        "data": page.messages,
+        "meta": {"has_more": page.has_more, "next_cursor": page.next_cursor},
+    })))
+}
+
+#[derive(Deserialize)]
+pub struct SendBody {
+    content: Value,
+    event_uuid: Option<String>,
+    as_participant_id: Option<String>,
+}
+
+pub async fn send(
+    State(st): State<AppState>,
+    caller: Caller,
+    RoomId(room_id): RoomId,
+    Json(b): Json<SendBody>,
+) -> ApiResult<impl IntoResponse> {
+    let req = SendRequest { content: b.content, event_uuid: b.event_uuid, as_participant_id: b.as_participant_id };
+    let (message, created) = messages::send(&st.store, &st.limiter, &caller.participant, &room_id, req).await?;
+    Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, data(message)))
+}
+
+#[derive(Deserialize)]
+pub struct EditBody {
+    content: Value,
+}
+
+pub async fn edit(
+    State(st): State<AppState>,
+    caller: Caller,
+    RoomId(room_id): RoomId,
+    Path((_, event_id)): Path<(String, String)>,
+    Json(b): Json<EditBody>,
+) -> ApiResult<impl IntoResponse> {
+    let event_id = event_path(&event_id)?;
+    let window = st.config.edit_window_secs;
+    let m = messages::edit(&st.store, &caller.participant, &room_id, event_id, b.content, window).await?;
+    Ok(data(m))
+}
+
+#[derive(Deserialize)]
+pub struct RedactBody {
+    reason: Option<String>,
+}
+
+pub async fn redact(
+    State(st): State<AppState>,
+    caller: Caller,
+    RoomId(room_id): RoomId,
+    Path((_, event_id)): Path<(String, String)>,
+    Json(b): Json<RedactBody>,
+) -> ApiResult<impl IntoResponse> {
+    let event_id = event_path(&event_id)?;
+    let reason = crate::rooms::clean_reason(b.reason.as_deref())?;
+    let m = messages::redact(&st.store, &caller.participant, &room_id, event_id, reason.as_deref()).await?;
+    Ok(data(m))
+}
+
+#[derive(Deserialize)]
+pub struct EmojiBody {
+    emoji: Option<String>,
+}
+
+pub async fn react(
+    State(st): State<AppState>,
+    caller: Caller,
+    RoomId(room_id): RoomId,
+    Path((_, event_id)): Path<(String, String)>,
+    Json(b): Json<EmojiBody>,
+) -> ApiResult<impl IntoResponse> {
+    let event_id = event_path(&event_id)?;
+    let emoji = b.emoji.ok_or_else(|| ApiError::bad_request("emoji is required"))?;
+    Ok(data(messages::react(&st.store, &caller.participant, &room_id, event_id, &emoji).await?))
+}
+
+/// `DELETE …/reaction` with `{emoji}` as the body or `?emoji=`.
+pub async fn unreact(
+    State(st): State<AppState>,
+    caller: Caller,
+    RoomId(room_id): RoomId,
+    Path((_, event_id)): Path<(String, String)>,
+    Query(q): Query<EmojiBody>,
+    Json(b): Json<EmojiBody>,
+) -> ApiResult<impl IntoResponse> {
+    let event_id = event_path(&event_id)?;
+    let emoji = b.emoji.or(q.emoji).ok_or_else(|| ApiError::bad_request("emoji is required (body or ?emoji=)"))?;
+    Ok(data(messages::unreact(&st.store, &caller.participant, &room_id, event_id, &emoji).await?))
+}

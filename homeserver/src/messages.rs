@@ -1,0 +1,399 @@
+//! Messages, edits, redactions and reactions (contract section 5).
+//!
+//! Each is an event of its own; the message row also carries its folded state (current
+//! content, original content, edit and redaction times), and reactions have a uniqueness table,
+//! so listing a page needs no replay.
+
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+use crate::clock::{iso8601, now_secs};
+use crate::error::{ApiError, ApiResult};
+use crate::ids;
+use crate::ratelimit::SendLimiter;
+use crate::rooms::{self, NewEventSpec, event_types, rules};
+use crate::storage::{Membership, MessageRow, PageQuery, Participant, ReactionCount, Store};
+
+/// Event content may be at most this large as canonical JSON.
+pub const MAX_CONTENT_BYTES: usize = 64 * 1024;
+pub const EDIT: &str = "swp.room.edit";
+pub const REACTION: &str = "swp.room.reaction";
+pub const REDACTION: &str = "swp.room.redaction";
+pub const MAX_PAGE: i64 = 200;
+
+/// Checks a message body: an object, canonical-JSON encodable, within the size limit, with the
+/// well-known fields of the right types.
+pub fn validate_content(content: &Value) -> ApiResult<()> {
+    let Some(obj) = content.as_object() else {
+        return Err(ApiError::bad_request("content must be a JSON object"));
+    };
+    let canonical = crypto::to_canonical_bytes(content)
+        .map_err(|e| ApiError::bad_request(format!("content is not canonical JSON: {e}")))?;
+    if canonical.len() > MAX_CONTENT_BYTES {
+        return Err(ApiError::ContentTooLarge(format!("content is over {MAX_CONTENT_BYTES} bytes")));
+    }
+    let msgtype = match obj.get("msgtype") {
+        None => None,
+        Some(Value::String(t)) if !t.is_empty() && t.len() <= 128 => Some(t.as_str()),
+        Some(_) => return Err(ApiError::bad_request("msgtype must be a non-empty string")),
+    };
+    if matches!(msgtype, Some("swp.text" | "swp.notice" | "swp.code")) && !obj.get("body").is_some_and(Value::is_string)
+    {
+        return Err(ApiError::bad_request("text messages need a string body"));
+    }
+    if msgtype == Some("swp.media") && !obj.get("media_id").and_then(Value::as_str).is_some_and(ids::is_media_id) {
+        return Err(ApiError::bad_request("swp.media messages need a media_id"));
+    }
+    if let Some(m) = obj.get("mentions") {
+        let ok =
+            m.as_array().is_some_and(|a| a.iter().all(|f| f.as_str().is_some_and(|f| ids::parse_fqid(f).is_some())));
+        if !ok {
+            return Err(ApiError::bad_request("mentions must be a list of fqids"));
+        }
+    }
+    if let Some(r) = obj.get("reply_to_event_id") {
+        if !r.as_str().is_some_and(ids::is_event_id) {
+            return Err(ApiError::bad_request("reply_to_event_id must be an event id"));
+        }
+    }
+    Ok(())
+}
+
+fn parse_json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or(Value::Null)
+}
+
+/// The client-facing shape of a message with its folded state.
+pub fn message_view(row: &MessageRow, reactions: &[ReactionCount]) -> Value {
+    let mut v = json!({
+        "id": row.event_id,
+        "room_id": row.room_id,
+        "sender_id": row.sender_id,
+        "sender_fqid": row.sender_fqid,
+        "event_type": row.event_type,
+        "content": parse_json(&row.content),
+        "stream_position": row.stream_position,
+        "origin_ts": row.origin_ts,
+        "created_at": iso8601(row.origin_ts),
+        "edited_at": row.edited_at.map(iso8601),
+        "redacted_at": row.redacted_at.map(iso8601),
+        "event_uuid": row.event_uuid,
+        "reactions": reactions
+            .iter()
+            .filter(|r| r.target_event_id == row.event_id)
+            .map(|r| json!({"emoji": r.emoji, "count": r.count, "reacted_by_me": r.mine != 0}))
+            .collect::<Vec<_>>(),
+    });
+    if let Some(orig) = &row.original_content {
+        v["original_content"] = parse_json(orig);
+    }
+    if let Some(u) = &row.unsigned_data {
+        v["unsigned"] = parse_json(u);
+    }
+    if let Some(r) = &row.relates_to {
+        v["relates_to"] = json!(r);
+    }
+    v
+}
+
+async fn folded(store: &Store, room_id: &str, event_id: &str, viewer: &Participant) -> ApiResult<Value> {
+    let row = store.message(room_id, event_id).await?.ok_or(ApiError::EventNotFound)?;
+    let reactions = store.reaction_counts(std::slice::from_ref(&row.event_id), &viewer.id).await?;
+    Ok(message_view(&row, &reactions))
+}
+
+pub struct SendRequest {
+    pub content: Value,
+    pub event_uuid: Option<String>,
+    pub as_participant_id: Option<String>,
+}
+
+/// Sends a message. Answers the message and whether it was created (false: an idempotent
+/// retry of the same `event_uuid`).
+pub async fn send(
+    store: &Store,
+    limiter: &SendLimiter,
+    caller: &Participant,
+    room_id: &str,
+    req: SendRequest,
+) -> ApiResult<(Value, bool)> {
+    validate_content(&req.content)?;
+    if let Some(u) = &req.event_uuid {
+        if u.is_empty() || u.len() > 128 || u.chars().any(char::is_control) {
+            return Err(ApiError::bad_request("event_uuid must be 1 to 128 printable characters"));
+        }
+    }
+    if let Some(media_id) = req.content.get("media_id").and_then(Value::as_str) {
+        if req.content.get("msgtype").and_then(Value::as_str) == Some("swp.media")
+            && store.media(media_id).await?.is_none()
+        {
+            return Err(ApiError::bad_request("media_id names no media on this server"));
+        }
+    }
+    let mut tx = store.write().await?;
+    let (room, me) = rooms::load(&mut tx, room_id, caller).await?;
+    let seat = rules::Seat::of(me.as_ref());
+    rules::require_joined(&room, seat, caller)?;
+    let sender_id = match &req.as_participant_id {
+        None => caller.id.clone(),
+        Some(other) => {
+            rules::require_power(seat, rules::POWER_MAX, "sending on behalf of another participant")?;
+            let row = if ids::is_participant_id(other) { tx.member(room_id, other).await? } else { None };
+            match row {
+                Some(m) if m.membership == Membership::Join => m.participant_id,
+                _ => {
+                    return Err(ApiError::ParticipantNotFound("as_participant_id is not a member of this room".into()));
+                }
+            }
+        }
+    };
+    rules::require_open(&room)?;
+    if let Some(uuid) = &req.event_uuid {
+        if let Some(existing) = tx.event_by_uuid(&sender_id, uuid).await? {
+            drop(tx);
+            if existing.room_id != room_id {
+                return Err(ApiError::Conflict("event_uuid was already used in another room".into()));
+            }
+            return Ok((folded(store, room_id, &existing.event_id, caller).await?, false));
+        }
+    }
+    if let Some(reply) = req.content.get("reply_to_event_id").and_then(Value::as_str) {
+        if tx.message(room_id, reply).await?.is_none() {
+            return Err(ApiError::EventNotFound);
+        }
+    }
+    let tenant = tx.tenant(&caller.tenant_id).await?.ok_or(ApiError::TenantNotFound)?;
+    if let Err(wait) = limiter.try_take(&tenant.id, tenant.send_rate_per_s, tenant.send_burst, Instant::now()) {
+        return Err(ApiError::RateLimited("over the tenant's send rate".into(), wait));
+    }
+    let unsigned = req.as_participant_id.as_ref().map(|_| json!({"sent_by": caller.id}));
+    let (event_id, _) = rooms::append_event(
+        &mut tx,
+        NewEventSpec {
+            room_id,
+            sender_id: &sender_id,
+            event_type: event_types::MESSAGE,
+            state_key: None,
+            content: &req.content,
+            event_uuid: req.event_uuid.as_deref(),
+            relates_to: None,
+            unsigned: unsigned.as_ref(),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((folded(store, room_id, &event_id, caller).await?, true))
+}
+
+pub async fn edit(
+    store: &Store,
+    caller: &Participant,
+    room_id: &str,
+    event_id: &str,
+    new_content: Value,
+    edit_window_secs: i64,
+) -> ApiResult<Value> {
+    validate_content(&new_content)?;
+    let mut tx = store.write().await?;
+    let (room, me) = rooms::load(&mut tx, room_id, caller).await?;
+    let seat = rules::Seat::of(me.as_ref());
+    rules::require_joined(&room, seat, caller)?;
+    let target = tx.message(room_id, event_id).await?.filter(|m| m.event_type == event_types::MESSAGE);
+    let target = target.ok_or(ApiError::EventNotFound)?;
+    if target.sender_id != caller.id {
+        return Err(ApiError::EditForbidden("only the sender can edit a message".into()));
+    }
+    rules::require_open(&room)?;
+    if target.redacted_at.is_some() {
+        return Err(ApiError::Conflict("a redacted message cannot be edited".into()));
+    }
+    let now = now_secs();
+    if now - target.origin_ts > edit_window_secs {
+        return Err(ApiError::EventTooOldToEdit(format!("messages can be edited for {edit_window_secs} s")));
+    }
+    let content = json!({"event_id": event_id, "new_content": new_content});
+    rooms::append_event(
+        &mut tx,
+        NewEventSpec {
+            room_id,
+            sender_id: &caller.id,
+            event_type: EDIT,
+            state_key: None,
+            content: &content,
+            event_uuid: None,
+            relates_to: Some(event_id),
+            unsigned: None,
+        },
+    )
+    .await?;
+    tx.apply_edit(event_id, &new_content.to_string(), now).await?;
+    tx.commit().await?;
+    folded(store, room_id, event_id, caller).await
+}
+
+/// Redacts a message or a reaction: the body is wiped for good, id and metadata stay.
+pub async fn redact(
+    store: &Store,
+    caller: &Participant,
+    room_id: &str,
+    event_id: &str,
+    reason: Option<&str>,
+) -> ApiResult<Value> {
+    let mut tx = store.write().await?;
+    let (room, me) = rooms::load(&mut tx, room_id, caller).await?;
+    let seat = rules::Seat::of(me.as_ref());
+    rules::require_joined(&room, seat, caller)?;
+    let target = tx.message(room_id, event_id).await?.ok_or(ApiError::EventNotFound)?;
+    if target.event_type != event_types::MESSAGE && target.event_type != REACTION {
+        return Err(ApiError::RedactForbidden("only messages and reactions can be redacted".into()));
+    }
+    if target.sender_id != caller.id {
+        let sender_power = tx.member(room_id, &target.sender_id).await?.map(|m| m.power_level).unwrap_or(0);
+        let mine = seat.effective_power();
+        if mine < rules::POWER_MODERATOR || mine <= sender_power {
+            return Err(ApiError::RedactForbidden(format!(
+                "redacting another's message needs power level {} and above the sender's",
+                rules::POWER_MODERATOR
+            )));
+        }
+    }
+    rules::require_open(&room)?;
+    if target.redacted_at.is_none() {
+        let mut content = json!({"redacts": event_id});
+        if let Some(r) = reason {
+            content["reason"] = json!(r);
+        }
+        rooms::append_event(
+            &mut tx,
+            NewEventSpec {
+                room_id,
+                sender_id: &caller.id,
+                event_type: REDACTION,
+                state_key: None,
+                content: &content,
+                event_uuid: None,
+                relates_to: Some(event_id),
+                unsigned: None,
+            },
+        )
+        .await?;
+        tx.apply_redaction(event_id, now_secs()).await?;
+        if target.event_type == REACTION {
+            tx.forget_reaction_event(event_id).await?;
+        }
+        tx.commit().await?;
+    }
+    folded(store, room_id, event_id, caller).await
+}
+
+pub fn validate_emoji(emoji: &str) -> ApiResult<()> {
+    if emoji.is_empty() || emoji.chars().count() > 32 || emoji.chars().any(char::is_control) {
+        return Err(ApiError::bad_request("emoji must be 1 to 32 printable characters"));
+    }
+    Ok(())
+}
+
+/// Adds the caller's reaction; a repeat is a no-op. Answers the target message.
+pub async fn react(
+    store: &Store,
+    caller: &Participant,
+    room_id: &str,
+    event_id: &str,
+    emoji: &str,
+) -> ApiResult<Value> {
+    validate_emoji(emoji)?;
+    let mut tx = store.write().await?;
+    let (room, me) = rooms::load(&mut tx, room_id, caller).await?;
+    rules::require_joined(&room, rules::Seat::of(me.as_ref()), caller)?;
+    let target = tx.message(room_id, event_id).await?;
+    if !target.is_some_and(|t| t.event_type == event_types::MESSAGE && t.redacted_at.is_none()) {
+        return Err(ApiError::EventNotFound);
+    }
+    rules::require_open(&room)?;
+    let content = json!({"event_id": event_id, "emoji": emoji});
+    let (reaction_id, _) = rooms::append_event(
+        &mut tx,
+        NewEventSpec {
+            room_id,
+            sender_id: &caller.id,
+            event_type: REACTION,
+            state_key: None,
+            content: &content,
+            event_uuid: None,
+            relates_to: Some(event_id),
+            unsigned: None,
+        },
+    )
+    .await?;
+    if tx.add_reaction(event_id, &caller.id, emoji, &reaction_id).await? {
+        tx.commit().await?;
+    }
+    // Otherwise the reaction existed: dropping the transaction discards the new event.
+    folded(store, room_id, event_id, caller).await
+}
+
+/// Removes the caller's reaction by redacting its event; removing an absent one is a no-op.
+pub async fn unreact(
+    store: &Store,
+    caller: &Participant,
+    room_id: &str,
+    event_id: &str,
+    emoji: &str,
+) -> ApiResult<Value> {
+    validate_emoji(emoji)?;
+    let mut tx = store.write().await?;
+    let (room, me) = rooms::load(&mut tx, room_id, caller).await?;
+    rules::require_joined(&room, rules::Seat::of(me.as_ref()), caller)?;
+    if tx.message(room_id, event_id).await?.is_none_or(|t| t.event_type != event_types::MESSAGE) {
+        return Err(ApiError::EventNotFound);
+    }
+    rules::require_open(&room)?;
+    if let Some(reaction_id) = tx.remove_reaction(event_id, &caller.id, emoji).await? {
+        let content = json!({"redacts": reaction_id});
+        rooms::append_event(
+            &mut tx,
+            NewEventSpec {
+                room_id,
+                sender_id: &caller.id,
+                event_type: REDACTION,
+                state_key: None,
+                content: &content,
+                event_uuid: None,
+                relates_to: Some(&reaction_id),
+                unsigned: None,
+            },
+        )
+        .await?;
+        tx.apply_redaction(&reaction_id, now_secs()).await?;
+        tx.commit().await?;
+    }
+    folded(store, room_id, event_id, caller).await
+}
+
+pub struct Page {
+    pub messages: Vec<Value>,
+    pub has_more: bool,
+    pub next_cursor: Option<String>,
+}
+
+/// A page of a room's messages, newest first (`forward == false`) or oldest first.
+pub async fn list(
+    store: &Store,
+    caller: &Participant,
+    room_id: &str,
+    from: Option<i64>,
+    forward: bool,
+    limit: i64,
+) -> ApiResult<Page> {
+    let view = store.room_view(room_id, &caller.id).await?.ok_or(ApiError::RoomNotFound)?;
+    let seat = rules::Seat { membership: view.my_membership, power: view.my_power_level.unwrap_or(0) };
+    rules::require_joined(&view.room, seat, caller)?;
+    let mut rows = store.message_page(&PageQuery { room_id, from, forward, limit: limit + 1 }).await?;
+    let has_more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let ids: Vec<String> = rows.iter().map(|r| r.event_id.clone()).collect();
+    let reactions = store.reaction_counts(&ids, &caller.id).await?;
+    let next_cursor = rows.last().map(|r| r.stream_position.to_string()).or_else(|| from.map(|f| f.to_string()));
+    Ok(Page { messages: rows.iter().map(|r| message_view(r, &reactions)).collect(), has_more, next_cursor })
+}

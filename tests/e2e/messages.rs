@@ -1,0 +1,369 @@
+//! Messages and reactions end to end: send, paginate, edit, redact, react, limits.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::harness::{Server, User, eventually};
+
+async fn send(s: &Server, u: &User, room: &str, body: &str) -> Value {
+    let r = s
+        .post(
+            &format!("/v1/rooms/{room}/send"),
+            Some(&u.token),
+            json!({"content": {"msgtype": "swp.text", "body": body}}),
+        )
+        .await;
+    r.expect(201, "");
+    r.data().clone()
+}
+
+async fn page(s: &Server, u: &User, room: &str, query: &str) -> (Vec<Value>, Value) {
+    let r = s.get(&format!("/v1/rooms/{room}/messages?{query}"), Some(&u.token)).await;
+    r.expect(200, "");
+    (r.data().as_array().unwrap().clone(), r.body["meta"].clone())
+}
+
+fn bodies(list: &[Value]) -> Vec<String> {
+    list.iter().map(|m| m["content"]["body"].as_str().unwrap_or("").to_string()).collect()
+}
+
+#[tokio::test]
+async fn send_answers_the_documented_event() {
+    let s = Server::start().await;
+    let a = s.register("alice").await;
+    let room = s.create_room(&a, "group", "Team").await;
+    let m = send(&s, &a, &room, "Hello").await;
+    assert!(m["id"].as_str().unwrap().starts_with("evt-"));
+    assert_eq!(m["room_id"], room.as_str());
+    assert_eq!(m["sender_id"], a.id.as_str());
+    assert_eq!(m["sender_fqid"], a.fqid.as_str());
+    assert_eq!(m["event_type"], "swp.room.message");
+    assert_eq!(m["content"], json!({"msgtype": "swp.text", "body": "Hello"}));
+    assert!(m["stream_position"].as_i64().unwrap() > 0);
+    assert!(m["origin_ts"].as_i64().unwrap() > 1_700_000_000);
+    assert!(m["created_at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(m["edited_at"], Value::Null);
+    assert_eq!(m["redacted_at"], Value::Null);
+    assert_eq!(m["reactions"], json!([]));
+}
+
+#[tokio::test]
+async fn pagination_covers_every_message_once_in_both_directions() {
+    let s = Server::start().await;
+    let a = s.register("alice").await;
+    let room = s.create_room(&a, "group", "Team").await;
+    let n = 57;
+    for i in 0..n {
+        send(&s, &a, &room, &format!("m{i}")).await;
+    }
+    // Backwards from the newest, in pages of 10.
+    let mut back = Vec::new();
+    let mut query = "limit=10".to_string();
+    loop {
+        let (items, meta) = page(&s, &a, &room, &query).await;
+        back.extend(items);
+        if meta["has_more"] == false {
+            break;
+        }
+        query = format!("limit=10&from={}", meta["next_cursor"].as_str().unwrap());
+    }
+    let expected_back: Vec<String> = (0..n).rev().map(|i| format!("m{i}")).collect();
+    assert_eq!(bodies(&back), expected_back);
+
+    // Forwards from the start, in pages of 7.
+    let mut fwd = Vec::new();
+    let mut query = "limit=7&direction=forward&from=0".to_string();
+    loop {
+        let (items, meta) = page(&s, &a, &room, &query).await;
+        fwd.extend(items);
+        if meta["has_more"] == false {
+            break;
+        }
+        query = format!("limit=7&direction=forward&from={}", meta["next_cursor"].as_str().unwrap());
+    }
+    let expected_fwd: Vec<String> = (0..n).map(|i| format!("m{i}")).collect();
+    assert_eq!(bodies(&fwd), expected_fwd);
+    let positions: Vec<i64> = fwd.iter().map(|m| m["stream_position"].as_i64().unwrap()).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(positions.iter().collect::<HashSet<_>>().len(), n);
+
+    // Defaults: 50, newest first.
+    let (items, meta) = page(&s, &a, &room, "").await;
+    assert_eq!(items.len(), 50);
+    assert_eq!(items[0]["content"]["body"], format!("m{}", n - 1));
+    assert_eq!(meta["has_more"], true);
+    assert!(meta["next_cursor"].is_string());
+    for bad in ["limit=0", "limit=201", "limit=x", "from=-1", "from=abc", "direction=sideways"] {
+        s.get(&format!("/v1/rooms/{room}/messages?{bad}"), Some(&a.token)).await.expect(400, "SW_BAD_REQUEST");
+    }
+    // Only messages are listed, not membership or state events.
+    assert!(fwd.iter().all(|m| m["event_type"] == "swp.room.message"));
+}
+
+#[tokio::test]
+async fn event_uuid_makes_sends_idempotent() {
+    let s = Server::start().await;
+    let a = s.register("alice").await;
+    let room = s.create_room(&a, "group", "Team").await;
+    let other = s.create_room(&a, "group", "Other").await;
+    let body = json!({"content": {"msgtype": "swp.text", "body": "once"}, "event_uuid": "client-123"});
+    let first = s.post(&format!("/v1/rooms/{room}/send"), Some(&a.token), body.clone()).await;
+    first.expect(201, "");
+    let again = s.post(&format!("/v1/rooms/{room}/send"), Some(&a.token), body.clone()).await;
+    again.expect(200, "");
+    assert_eq!(again.data()["id"], first.data()["id"]);
+    let (items, _) = page(&s, &a, &room, "").await;
+    assert_eq!(items.len(), 1);
+    s.post(&format!("/v1/rooms/{other}/send"), Some(&a.token), body).await.expect(409, "SW_CONFLICT");
+}
+
+#[tokio::test]
+async fn send_checks_membership_content_and_power() {
+    let s = Server::start().await;
+    let a = s.register("alice").await;
+    let b = s.register("bob").await;
+    let bot = s.register("bot").await;
+    let room = s.create_room(&a, "group", "Team").await;
+    let path = format!("/v1/rooms/{room}/send");
+    s.post(&path, Some(&b.token), json!({"content": {"body": "hi"}})).await.expect(404, "SW_ROOM_NOT_FOUND");
+    s.add_member(&room, &a, &b).await;
+    s.add_member(&room, &a, &bot).await;
+    for bad in [
+        json!({}),
+        json!({"content": "text"}),
+        json!({"content": {"msgtype": "swp.text"}}),
+        json!({"content": {"msgtype": 5, "body": "x"}}),
+        json!({"content": {"body": "x", "n": 1.5}}),
+        json!({"content": {"body": "x", "n": 9007199254740992u64}}),
+        json!({"content": {"body": "x", "mentions": "bob"}}),
+        json!({"content": {"body": "x", "reply_to_event_id": "nope"}}),
+        json!({"content": {"msgtype": "swp.media"}}),
+        json!({"content": {"body": "x"}, "event_uuid": ""}),
+    ] {
+        s.post(&path, Some(&b.token), bad).await.expect(400, "SW_BAD_REQUEST");
+    }
+    s.post(
+        &path,
+        Some(&b.token),
+        json!({"content": {"msgtype": "swp.media", "media_id": "med-01ABCDEFGHJKMNPQRSTVWXYZ00"}}),
+    )
+    .await
+    .expect(400, "SW_BAD_REQUEST");
+    let big = "x".repeat(70 * 1024);
+    s.post(&path, Some(&b.token), json!({"content": {"body": big}})).await.expect(413, "SW_CONTENT_TOO_LARGE");
+    s.post(
+        &path,
+        Some(&b.token),
+        json!({"content": {"body": "re", "reply_to_event_id": "evt-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}}),
+    )
+    .await
+    .expect(404, "SW_EVENT_NOT_FOUND");
+    // Mentions, replies and custom message types are kept as sent.
+    let first = send(&s, &a, &room, "first").await;
+    let reply = s
+        .post(
+            &path,
+            Some(&b.token),
+            json!({"content": {"msgtype": "acme.poll", "body": "re", "mentions": [a.fqid], "reply_to_event_id": first["id"]}}),
+        )
+        .await;
+    assert_eq!(reply.ok()["content"]["reply_to_event_id"], first["id"]);
+
+    // On behalf of another member: power 100 only; the real sender is recorded.
+    let on_behalf = json!({"content": {"body": "beep"}, "as_participant_id": bot.id});
+    s.post(&path, Some(&b.token), on_behalf.clone()).await.expect(403, "SW_ROOM_FORBIDDEN");
+    let r = s.post(&path, Some(&a.token), on_behalf).await;
+    assert_eq!(r.ok()["sender_id"], bot.id.as_str());
+    assert_eq!(r.ok()["unsigned"]["sent_by"], a.id.as_str());
+    s.post(&path, Some(&a.token), json!({"content": {"body": "x"}, "as_participant_id": "stranger"}))
+        .await
+        .expect(404, "SW_PARTICIPANT_NOT_FOUND");
+
+    s.post(&format!("/v1/rooms/{room}/archive"), Some(&a.token), json!({})).await.expect(200, "");
+    s.post(&path, Some(&b.token), json!({"content": {"body": "x"}})).await.expect(409, "SW_ROOM_FROZEN");
+    let (items, _) = page(&s, &b, &room, "").await;
+    assert_eq!(items.len(), 3, "members still read a frozen room");
+}
+
+#[tokio::test]
+async fn edits_keep_the_original_and_expire() {
+    let s = Server::start_with_env(&[("HOMESERVER_EDIT_WINDOW_SECS", "2")]).await;
+    let a = s.register("alice").await;
+    let b = s.register("bob").await;
+    let room = s.create_room(&a, "group", "Team").await;
+    s.add_member(&room, &a, &b).await;
+    let m = send(&s, &a, &room, "Helo").await;
+    let id = m["id"].as_str().unwrap();
+    let edit = format!("/v1/rooms/{room}/events/{id}/edit");
+    let e = s.post(&edit, Some(&a.token), json!({"content": {"msgtype": "swp.text", "body": "Hello"}})).await;
+    let e = e.ok();
+    assert_eq!(e["content"]["body"], "Hello");
+    assert_eq!(e["original_content"]["body"], "Helo");
+    assert!(e["edited_at"].is_string());
+    let e2 = s.post(&edit, Some(&a.token), json!({"content": {"msgtype": "swp.text", "body": "Hello!"}})).await;
+    assert_eq!(e2.ok()["original_content"]["body"], "Helo", "the first original is kept");
+    let (items, _) = page(&s, &b, &room, "").await;
+    assert_eq!(items.len(), 1, "edits are folded, not listed");
+    assert_eq!(items[0]["content"]["body"], "Hello!");
+    assert_eq!(items[0]["original_content"]["body"], "Helo");
+
+    s.post(&edit, Some(&b.token), json!({"content": {"body": "mine now"}})).await.expect(403, "SW_EDIT_FORBIDDEN");
+    s.post(&edit, Some(&a.token), json!({"content": 5})).await.expect(400, "SW_BAD_REQUEST");
+    let missing = format!("/v1/rooms/{room}/events/evt-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA/edit");
+    s.post(&missing, Some(&a.token), json!({"content": {"body": "x"}})).await.expect(404, "SW_EVENT_NOT_FOUND");
+    s.post(&format!("/v1/rooms/{room}/events/bad-id/edit"), Some(&a.token), json!({"content": {"body": "x"}}))
+        .await
+        .expect(400, "SW_BAD_REQUEST");
+    // The window closes: poll until the server says so (bounded).
+    eventually(Duration::from_secs(10), || async {
+        let r = s.post(&edit, Some(&a.token), json!({"content": {"body": "late"}})).await;
+        (r.status == 409).then_some(r)
+    })
+    .await
+    .expect(409, "SW_EVENT_TOO_OLD_TO_EDIT");
+}
+
+#[tokio::test]
+async fn redaction_wipes_the_body_for_good() {
+    let s = Server::start().await;
+    let a = s.register("alice").await;
+    let b = s.register("bob").await;
+    let c = s.register("carol").await;
+    let room = s.create_room(&a, "group", "Team").await;
+    s.add_member(&room, &a, &b).await;
+    s.add_member(&room, &a, &c).await;
+    let mb = send(&s, &b, &room, "secret").await;
+    let id = mb["id"].as_str().unwrap().to_string();
+    let redact = format!("/v1/rooms/{room}/events/{id}/redact");
+    // Edited first: the edit's body must go too.
+    s.post(&format!("/v1/rooms/{room}/events/{id}/edit"), Some(&b.token), json!({"content": {"body": "secret 2"}}))
+        .await
+        .expect(200, "");
+    s.post(&redact, Some(&c.token), json!({})).await.expect(403, "SW_REDACT_FORBIDDEN");
+    let r = s.post(&redact, Some(&b.token), json!({"reason": "oops"})).await;
+    let r = r.ok();
+    assert_eq!(r["id"], id.as_str());
+    assert_eq!(r["content"], json!({}));
+    assert!(r["redacted_at"].is_string());
+    assert!(r.get("original_content").is_none());
+    s.post(&redact, Some(&b.token), json!({})).await.expect(200, "");
+    s.post(&format!("/v1/rooms/{room}/events/{id}/edit"), Some(&b.token), json!({"content": {"body": "back"}}))
+        .await
+        .expect(409, "SW_CONFLICT");
+    let (items, _) = page(&s, &a, &room, "").await;
+    assert_eq!(items[0]["content"], json!({}));
+    assert_eq!(items[0]["sender_id"], b.id.as_str(), "metadata stays");
+
+    // A moderator may redact others' messages, but not the creator's.
+    let mc = send(&s, &c, &room, "spam").await;
+    s.set_power(&room, &a, &b, 50).await;
+    let by_mod = s
+        .post(&format!("/v1/rooms/{room}/events/{}/redact", mc["id"].as_str().unwrap()), Some(&b.token), json!({}))
+        .await;
+    assert!(by_mod.ok()["redacted_at"].is_string());
+    let ma = send(&s, &a, &room, "boss").await;
+    s.post(&format!("/v1/rooms/{room}/events/{}/redact", ma["id"].as_str().unwrap()), Some(&b.token), json!({}))
+        .await
+        .expect(403, "SW_REDACT_FORBIDDEN");
+}
+
+#[tokio::test]
+async fn reactions_are_unique_per_sender_and_emoji() {
+    let s = Server::start().await;
+    let a = s.register("alice").await;
+    let b = s.register("bob").await;
+    let room = s.create_room(&a, "group", "Team").await;
+    s.add_member(&room, &a, &b).await;
+    let m = send(&s, &a, &room, "ship it").await;
+    let path = format!("/v1/rooms/{room}/events/{}/reaction", m["id"].as_str().unwrap());
+    s.post(&path, Some(&a.token), json!({"emoji": "🚀"})).await.expect(200, "");
+    s.post(&path, Some(&a.token), json!({"emoji": "🚀"})).await.expect(200, "");
+    s.post(&path, Some(&b.token), json!({"emoji": "🚀"})).await.expect(200, "");
+    let r = s.post(&path, Some(&b.token), json!({"emoji": "👍"})).await;
+    let reactions = r.ok()["reactions"].clone();
+    assert_eq!(
+        reactions,
+        json!([{"emoji": "🚀", "count": 2, "reacted_by_me": true}, {"emoji": "👍", "count": 1, "reacted_by_me": true}])
+    );
+    let (items, _) = page(&s, &a, &room, "").await;
+    assert_eq!(items.len(), 1, "reactions are folded, not listed");
+    assert_eq!(
+        items[0]["reactions"],
+        json!([{"emoji": "🚀", "count": 2, "reacted_by_me": true}, {"emoji": "👍", "count": 1, "reacted_by_me": false}])
+    );
+
+    let d = s.raw(reqwest::Method::DELETE, &format!("{path}?emoji=%F0%9F%9A%80"), Some(&b.token), None).await;
+    assert_eq!(
+        d.ok()["reactions"],
+        json!([{"emoji": "🚀", "count": 1, "reacted_by_me": false}, {"emoji": "👍", "count": 1, "reacted_by_me": true}])
+    );
+    let d = s
+        .raw(
+            reqwest::Method::DELETE,
+            &path,
+            Some(&b.token),
+            Some(crate::harness::RawBody::Json(json!({"emoji": "👍"}))),
+        )
+        .await;
+    assert_eq!(d.ok()["reactions"], json!([{"emoji": "🚀", "count": 1, "reacted_by_me": false}]));
+    s.raw(reqwest::Method::DELETE, &path, Some(&b.token), Some(crate::harness::RawBody::Json(json!({"emoji": "👍"}))))
+        .await
+        .expect(200, "");
+    s.post(&path, Some(&a.token), json!({})).await.expect(400, "SW_BAD_REQUEST");
+    s.post(&path, Some(&a.token), json!({"emoji": ""})).await.expect(400, "SW_BAD_REQUEST");
+    let missing = format!("/v1/rooms/{room}/events/evt-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA/reaction");
+    s.post(&missing, Some(&a.token), json!({"emoji": "x"})).await.expect(404, "SW_EVENT_NOT_FOUND");
+}
+
+#[tokio::test]
+async fn sends_over_the_tenant_rate_get_429_with_retry_after() {
+    let s = Server::start().await;
+    s.cli(&["admin", "create-tenant", "slow", "--send-rate-per-s", "1", "--send-burst", "3"]);
+    let a = s.register_in("alice", Some("slow")).await;
+    let room = s.create_room(&a, "group", "Team").await;
+    let path = format!("/v1/rooms/{room}/send");
+    let mut limited = None;
+    for i in 0..10 {
+        let r = s.post(&path, Some(&a.token), json!({"content": {"body": format!("{i}")}})).await;
+        if r.status == 429 {
+            limited = Some((i, r));
+            break;
+        }
+    }
+    let (i, r) = limited.expect("the burst runs out");
+    assert!(i >= 3, "the burst of 3 is allowed");
+    r.expect(429, "SW_RATE_LIMIT_EXCEEDED");
+    let retry: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry));
+}
+
+#[tokio::test]
+async fn read_markers_count_unread_messages() {
+    let s = Server::start().await;
+    let a = s.register("alice").await;
+    let b = s.register("bob").await;
+    let room = s.create_room(&a, "group", "Team").await;
+    s.add_member(&room, &a, &b).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(send(&s, &a, &room, &format!("m{i}")).await["id"].as_str().unwrap().to_string());
+    }
+    let state = s.get(&format!("/v1/rooms/{room}/state"), Some(&b.token)).await;
+    assert_eq!(state.ok()["unread_count"], 5);
+    assert_eq!(state.ok()["room"]["id"], room.as_str());
+    assert_eq!(state.ok()["members"].as_array().unwrap().len(), 2);
+    let read = s.put(&format!("/v1/rooms/{room}/read"), Some(&b.token), json!({"event_id": ids[2]})).await;
+    assert_eq!(read.ok()["unread_count"], 2);
+    assert_eq!(read.ok()["last_read_event_id"], ids[2].as_str());
+    // Only forward.
+    let back = s.put(&format!("/v1/rooms/{room}/read"), Some(&b.token), json!({"event_id": ids[0]})).await;
+    assert_eq!(back.ok()["unread_count"], 2);
+    assert_eq!(back.ok()["last_read_event_id"], ids[2].as_str());
+    let state = s.get(&format!("/v1/rooms/{room}/state"), Some(&b.token)).await;
+    assert_eq!(state.ok()["last_read_event_id"], ids[2].as_str());
+    // One's own messages are never unread.
+    let mine = s.get(&format!("/v1/rooms/{room}/state"), Some(&a.token)).await;
+    assert_eq!(mine.ok()["unread_count"], 0);
+}
