@@ -16,6 +16,7 @@ pub mod ids;
 pub mod media;
 pub mod messages;
 pub mod ratelimit;
+pub mod realtime;
 pub mod rooms;
 pub mod server;
 pub mod storage;

@@ -94,6 +94,19 @@ pub fn message_view(row: &MessageRow, reactions: &[ReactionCount]) -> Value {
     if let Some(r) = &row.relates_to {
         v["relates_to"] = json!(r);
     }
+    if let Some(k) = &row.state_key {
+        v["state_key"] = json!(k);
+    }
+    v
+}
+
+/// A room event as the realtime feed delivers it: raw (not folded), typed by `type`.
+pub fn event_frame(row: &MessageRow) -> Value {
+    let mut v = message_view(row, &[]);
+    if let Some(obj) = v.as_object_mut() {
+        obj.remove("reactions");
+        obj.insert("type".into(), json!(row.event_type));
+    }
     v
 }
 

@@ -22,7 +22,8 @@ pub async fn open_store(config: &Config) -> Result<Store, Box<dyn std::error::Er
 pub async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let store = open_store(&config).await?;
     let config = Arc::new(config);
-    let state = AppState { store: store.clone(), config: config.clone(), limiter: Default::default() };
+    let state =
+        AppState { store: store.clone(), config: config.clone(), limiter: Default::default(), hub: Default::default() };
 
     let client =
         TcpListener::bind(config.listen).await.map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;

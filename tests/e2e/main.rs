@@ -7,4 +7,5 @@ mod malformed;
 mod media;
 mod messages;
 mod permissions;
+mod realtime;
 mod rooms;

@@ -33,6 +33,7 @@ impl FromRequestParts<AppState> for Caller {
             return Err(ApiError::InvalidToken("expected a Bearer token".into()));
         }
         let owner = identity::authenticate(&state.store, token.trim()).await?;
+        state.hub.touch(&owner.participant.id, std::time::Instant::now());
         Ok(Caller { participant: owner.participant, session_id: owner.session_id })
     }
 }

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod extract;
 pub mod media;
 pub mod messages;
+pub mod realtime;
 pub mod rooms;
 pub mod views;
 pub mod workspaces;
@@ -31,6 +32,7 @@ pub struct AppState {
     pub store: Store,
     pub config: Arc<Config>,
     pub limiter: Arc<crate::ratelimit::SendLimiter>,
+    pub hub: Arc<crate::realtime::Hub>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -96,6 +98,10 @@ pub fn router(state: AppState) -> Router {
         .route("/workspaces", get(workspaces::list).post(workspaces::create))
         .route("/participants/{participant_id}", get(workspaces::participant))
         .route("/directory/rooms", get(rooms::directory))
+        .route("/sync", get(realtime::sync))
+        .route("/stream", get(realtime::stream))
+        .route("/typing", put(realtime::typing))
+        .route("/presence", get(realtime::presence).put(realtime::set_presence))
         // The route's own body limit overrides the global one below (the inner layer wins).
         .route("/media/upload", post(media::upload).layer(DefaultBodyLimit::max(upload_limit)))
         .route("/media/download/{media_id}", get(media::download))

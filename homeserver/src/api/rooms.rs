@@ -374,6 +374,9 @@ pub async fn read(
     Json(b): Json<ReadBody>,
 ) -> ApiResult<impl IntoResponse> {
     let (marker, unread) = rooms::mark_read(&st.store, &caller.participant, &id, &b.event_id).await?;
+    if let Some(m) = &marker {
+        st.hub.read_marker(&caller.participant.id, &id, m);
+    }
     Ok(data(json!({"room_id": id, "last_read_event_id": marker, "unread_count": unread})))
 }
 

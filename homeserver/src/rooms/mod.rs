@@ -572,7 +572,7 @@ pub async fn set_power_level(
 }
 
 /// The caller's own seat in a room they have joined; personal settings need nothing more.
-async fn own_seat(store: &Store, caller: &Participant, room_id: &str) -> ApiResult<RoomView> {
+pub async fn own_seat(store: &Store, caller: &Participant, room_id: &str) -> ApiResult<RoomView> {
     let v = view(store, room_id, caller).await?;
     let seat = Seat { membership: v.my_membership, power: v.my_power_level.unwrap_or(0) };
     rules::require_joined(&v.room, seat, caller)?;

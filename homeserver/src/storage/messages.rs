@@ -19,6 +19,7 @@ pub struct MessageRow {
     pub event_uuid: Option<String>,
     pub unsigned_data: Option<String>,
     pub relates_to: Option<String>,
+    pub state_key: Option<String>,
 }
 
 /// `emoji → (count, reacted_by_viewer)` for one target.
@@ -32,7 +33,7 @@ pub struct ReactionCount {
 
 const MESSAGE_SELECT: &str = "SELECT e.stream_position, e.event_id, e.room_id, e.event_type, e.sender_id,
     p.fqid AS sender_fqid, e.content, e.original_content, e.origin_ts, e.edited_at, e.redacted_at, e.event_uuid,
-    e.unsigned_data, e.relates_to
+    e.unsigned_data, e.relates_to, e.state_key
   FROM events e JOIN participants p ON p.id = e.sender_id";
 
 /// A page request over a room's messages.
@@ -94,6 +95,51 @@ impl Store {
             query = query.bind(t);
         }
         query.fetch_all(&self.pool).await
+    }
+}
+
+impl Store {
+    /// Events after `since` that a participant may receive: everything in the rooms they are
+    /// joined to, and membership events about them (invites, kicks) wherever they happen.
+    pub async fn events_since(
+        &self,
+        participant_id: &str,
+        fqid: &str,
+        since: i64,
+        limit: i64,
+    ) -> Result<Vec<MessageRow>, sqlx::Error> {
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "{MESSAGE_SELECT} WHERE e.stream_position > $1 AND (
+                e.room_id IN (SELECT room_id FROM memberships WHERE participant_id = $2 AND membership = 'join')
+                OR (e.event_type = 'swp.room.member' AND e.state_key = $3))
+             ORDER BY e.stream_position LIMIT $4"
+        )))
+        .bind(since)
+        .bind(participant_id)
+        .bind(fqid)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    pub async fn joined_room_ids(&self, participant_id: &str) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar("SELECT room_id FROM memberships WHERE participant_id = $1 AND membership = 'join'")
+            .bind(participant_id)
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// Whether two participants are joined to a common room.
+    pub async fn shares_room(&self, a: &str, b: &str) -> Result<bool, sqlx::Error> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM memberships x JOIN memberships y ON x.room_id = y.room_id
+             WHERE x.participant_id = $1 AND y.participant_id = $2 AND x.membership = 'join' AND y.membership = 'join'",
+        )
+        .bind(a)
+        .bind(b)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n > 0)
     }
 }
 

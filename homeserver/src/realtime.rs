@@ -1,0 +1,258 @@
+//! The realtime hub: ephemeral events (typing, presence, read markers) and who is online.
+//!
+//! Room events need no hub: they are durable, so subscribers watch the store's committed stream
+//! position and read what is new. Ephemeral events are broadcast in memory; a client that was
+//! away misses them by design (they describe the present, not history).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+/// Typing notices clear on their own this long after the last `typing: true`.
+pub const TYPING_TTL: Duration = Duration::from_secs(4);
+/// Recent activity counts as online for this long.
+pub const ACTIVE_WINDOW: Duration = Duration::from_secs(300);
+
+#[derive(Clone, Debug)]
+pub struct Ephemeral {
+    /// Who may receive it: the participants of a room, or one participant's own sessions.
+    pub audience: Audience,
+    pub frame: Value,
+}
+
+#[derive(Clone, Debug)]
+pub enum Audience {
+    RoomMembers(String),
+    Participant(String),
+    /// Presence: everyone who shares a room with the participant.
+    PeersOf(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceStatus {
+    Online,
+    Idle,
+    Busy,
+    AppearOffline,
+    Offline,
+}
+
+#[derive(Default)]
+struct State {
+    /// (room, participant) → when the typing notice lapses.
+    typing: HashMap<(String, String), Instant>,
+    /// participant → open streams.
+    streams: HashMap<String, usize>,
+    last_active: HashMap<String, Instant>,
+    chosen: HashMap<String, PresenceStatus>,
+}
+
+pub struct Hub {
+    tx: broadcast::Sender<Ephemeral>,
+    state: Mutex<State>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub { tx: broadcast::channel(4096).0, state: Mutex::new(State::default()) }
+    }
+}
+
+impl Hub {
+    pub fn subscribe(&self) -> broadcast::Receiver<Ephemeral> {
+        self.tx.subscribe()
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn publish(&self, audience: Audience, frame: Value) {
+        // No subscribers is fine: nobody is listening.
+        let _ = self.tx.send(Ephemeral { audience, frame });
+    }
+
+    fn typers(state: &State, room_id: &str, now: Instant) -> Vec<String> {
+        let mut v: Vec<String> = state
+            .typing
+            .iter()
+            .filter(|((r, _), until)| r == room_id && **until > now)
+            .map(|((_, p), _)| p.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Sets or clears a typing notice and announces the room's typers. Answers when the notice
+    /// lapses, so the caller can schedule [`Hub::expire_typing`].
+    pub fn set_typing(&self, room_id: &str, participant_id: &str, typing: bool, now: Instant) -> Option<Instant> {
+        let (typers, until) = {
+            let mut s = self.state();
+            let key = (room_id.to_string(), participant_id.to_string());
+            let until = if typing {
+                let until = now + TYPING_TTL;
+                s.typing.insert(key, until);
+                Some(until)
+            } else {
+                s.typing.remove(&key);
+                None
+            };
+            (Self::typers(&s, room_id, now), until)
+        };
+        self.publish(
+            Audience::RoomMembers(room_id.to_string()),
+            json!({"type": "typing", "room_id": room_id, "participant_ids": typers}),
+        );
+        until
+    }
+
+    /// Clears a notice that was not renewed and announces the change.
+    pub fn expire_typing(&self, room_id: &str, participant_id: &str, now: Instant) {
+        let typers = {
+            let mut s = self.state();
+            let key = (room_id.to_string(), participant_id.to_string());
+            match s.typing.get(&key) {
+                Some(until) if *until <= now => {
+                    s.typing.remove(&key);
+                }
+                _ => return,
+            }
+            Self::typers(&s, room_id, now)
+        };
+        self.publish(
+            Audience::RoomMembers(room_id.to_string()),
+            json!({"type": "typing", "room_id": room_id, "participant_ids": typers}),
+        );
+    }
+
+    pub fn typing_in(&self, room_id: &str, now: Instant) -> Vec<String> {
+        Self::typers(&self.state(), room_id, now)
+    }
+
+    /// Records activity (any authenticated request).
+    pub fn touch(&self, participant_id: &str, now: Instant) {
+        let mut s = self.state();
+        match s.last_active.get_mut(participant_id) {
+            Some(t) => *t = now,
+            None => {
+                s.last_active.insert(participant_id.to_string(), now);
+            }
+        }
+    }
+
+    /// A stream opened or closed; announces presence when that changes it.
+    pub fn stream_opened(&self, participant_id: &str, now: Instant) {
+        let before = self.presence_of(participant_id, participant_id, now);
+        {
+            let mut s = self.state();
+            *s.streams.entry(participant_id.to_string()).or_default() += 1;
+            s.last_active.insert(participant_id.to_string(), now);
+        }
+        self.announce_if_changed(participant_id, before, now);
+    }
+
+    pub fn stream_closed(&self, participant_id: &str, now: Instant) {
+        let before = self.presence_of(participant_id, participant_id, now);
+        {
+            let mut s = self.state();
+            if let Some(n) = s.streams.get_mut(participant_id) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    s.streams.remove(participant_id);
+                }
+            }
+        }
+        self.announce_if_changed(participant_id, before, now);
+    }
+
+    pub fn set_presence(&self, participant_id: &str, status: PresenceStatus, now: Instant) {
+        let before = self.presence_of(participant_id, participant_id, now);
+        {
+            let mut s = self.state();
+            if status == PresenceStatus::Online {
+                s.chosen.remove(participant_id);
+            } else {
+                s.chosen.insert(participant_id.to_string(), status);
+            }
+            s.last_active.insert(participant_id.to_string(), now);
+        }
+        self.announce_if_changed(participant_id, before, now);
+    }
+
+    fn announce_if_changed(&self, participant_id: &str, before: PresenceStatus, now: Instant) {
+        // Peers see `appear_offline` as `offline`.
+        let seen_before = self.presence_of(participant_id, "", now);
+        let after = self.presence_of(participant_id, participant_id, now);
+        let as_peer = |p: PresenceStatus| if p == PresenceStatus::AppearOffline { PresenceStatus::Offline } else { p };
+        if as_peer(before) != as_peer(seen_before) || before != after {
+            self.publish(
+                Audience::PeersOf(participant_id.to_string()),
+                json!({"type": "presence", "participant_id": participant_id, "status": seen_before}),
+            );
+        }
+    }
+
+    /// The presence of `participant_id` as `viewer_id` sees it: `appear_offline` only to oneself.
+    pub fn presence_of(&self, participant_id: &str, viewer_id: &str, now: Instant) -> PresenceStatus {
+        let s = self.state();
+        let chosen = s.chosen.get(participant_id).copied();
+        if chosen == Some(PresenceStatus::AppearOffline) {
+            return if viewer_id == participant_id { PresenceStatus::AppearOffline } else { PresenceStatus::Offline };
+        }
+        let connected = s.streams.get(participant_id).is_some_and(|n| *n > 0);
+        let recent =
+            s.last_active.get(participant_id).is_some_and(|t| now.saturating_duration_since(*t) < ACTIVE_WINDOW);
+        if !(connected || recent) {
+            return PresenceStatus::Offline;
+        }
+        chosen.unwrap_or(PresenceStatus::Online)
+    }
+
+    /// Tells the participant's own sessions that their read marker moved.
+    pub fn read_marker(&self, participant_id: &str, room_id: &str, event_id: &str) {
+        self.publish(
+            Audience::Participant(participant_id.to_string()),
+            json!({"type": "swp.room.read_marker", "room_id": room_id, "participant_id": participant_id, "event_id": event_id}),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typing_lapses() {
+        let hub = Hub::default();
+        let t0 = Instant::now();
+        hub.set_typing("r", "a", true, t0);
+        hub.set_typing("r", "b", true, t0);
+        assert_eq!(hub.typing_in("r", t0), vec!["a", "b"]);
+        hub.set_typing("r", "b", false, t0);
+        assert_eq!(hub.typing_in("r", t0), vec!["a"]);
+        assert!(hub.typing_in("r", t0 + TYPING_TTL).is_empty());
+    }
+
+    #[test]
+    fn presence() {
+        let hub = Hub::default();
+        let t0 = Instant::now();
+        assert_eq!(hub.presence_of("a", "b", t0), PresenceStatus::Offline);
+        hub.stream_opened("a", t0);
+        assert_eq!(hub.presence_of("a", "b", t0), PresenceStatus::Online);
+        hub.set_presence("a", PresenceStatus::Busy, t0);
+        assert_eq!(hub.presence_of("a", "b", t0), PresenceStatus::Busy);
+        hub.set_presence("a", PresenceStatus::AppearOffline, t0);
+        assert_eq!(hub.presence_of("a", "b", t0), PresenceStatus::Offline);
+        assert_eq!(hub.presence_of("a", "a", t0), PresenceStatus::AppearOffline);
+        hub.set_presence("a", PresenceStatus::Online, t0);
+        hub.stream_closed("a", t0);
+        // Still recently active.
+        assert_eq!(hub.presence_of("a", "b", t0), PresenceStatus::Online);
+        assert_eq!(hub.presence_of("a", "b", t0 + ACTIVE_WINDOW), PresenceStatus::Offline);
+    }
+}

@@ -1,0 +1,255 @@
+//! Sync long-poll, the WebSocket stream, typing and presence.
+
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::harness::{Server, User};
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(s: &Server, token: &str, since: Option<&str>) -> Ws {
+    let base = s.base.replacen("http://", "ws://", 1);
+    let url = match since {
+        Some(p) => format!("{base}/v1/stream?token={token}&since={p}"),
+        None => format!("{base}/v1/stream?token={token}"),
+    };
+    let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("websocket connects");
+    ws
+}
+
+/// The next JSON frame that satisfies `pred`, within 10 s.
+async fn next_frame(ws: &mut Ws, pred: impl Fn(&Value) -> bool) -> Value {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match ws.next().await.expect("stream open").expect("frame") {
+                Message::Text(t) => {
+                    let v: Value = serde_json::from_str(&t).expect("json frame");
+                    if pred(&v) {
+                        return v;
+                    }
+                }
+                Message::Close(c) => panic!("closed: {c:?}"),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("expected frame within 10 s")
+}
+
+async fn send(s: &Server, u: &User, room: &str, body: &str) -> Value {
+    let r = s
+        .post(
+            &format!("/v1/rooms/{room}/send"),
+            Some(&u.token),
+            json!({"content": {"msgtype": "swp.text", "body": body}}),
+        )
+        .await;
+    r.expect(201, "");
+    r.data().clone()
+}
+
+#[tokio::test]
+async fn sync_returns_new_events_and_long_polls() {
+    let s = Server::start().await;
+    let a = s.register("alice").await;
+    let b = s.register("bob").await;
+    let room = s.create_room(&a, "group", "Team").await;
+    let start = s.get("/v1/sync", Some(&b.token)).await;
+    let since = start.ok()["next_cursor"].as_str().unwrap().to_string();
+    assert_eq!(start.ok()["events"], json!([]));
+
+    // Bob sees nothing of a room he is not in; then his invite.
+    send(&s, &a, &room, "before bob").await;
+    s.post(&format!("/v1/rooms/{room}/invite"), Some(&a.token), json!({"participant_id": b.id})).await.expect(200, "");
+    let r = s.get(&format!("/v1/sync?since={since}"), Some(&b.token)).await;
+    let events = r.ok()["events"].as_array().unwrap().clone();
+    assert_eq!(events.len(), 1, "only the invite: {events:?}");
+    assert_eq!(events[0]["type"], "swp.room.member");
+    assert_eq!(events[0]["content"]["membership"], "invite");
+    assert_eq!(events[0]["state_key"], b.fqid.as_str());
+    let since = r.ok()["next_cursor"].as_str().unwrap().to_string();
+
+    s.post(&format!("/v1/rooms/{room}/join"), Some(&b.token), json!({})).await.expect(200, "");
+    // A long-poll returns as soon as a message arrives, long before its timeout.
+    let waiter = {
+        let url = format!("/v1/sync?since={since}&timeout=20000");
+        let token = b.token.clone();
+        let base = s.base.clone();
+        tokio::spawn(async move {
+            let t = Instant::now();
+            let r: Value = reqwest::Client::new()
+                .get(format!("{base}{url}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            (r, t.elapsed())
+        })
+    };
+    let (first, _) = waiter.await.unwrap();
+    // The join itself already wakes it; read on from there for the message.
+    let since = first["data"]["next_cursor"].as_str().unwrap().to_string();
+    assert!(first["data"]["events"].as_array().unwrap().iter().any(|e| e["content"]["membership"] == "join"));
+    let waiter = {
+        let url = format!("{}/v1/sync?since={since}&timeout=20000", s.base);
+        let token = b.token.clone();
+        tokio::spawn(async move {
+            let t = Instant::now();
+            let r: Value =
+                reqwest::Client::new().get(url).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+            (r, t.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let m = send(&s, &a, &room, "wake up").await;
+    let (r, took) = waiter.await.unwrap();
+    assert!(took < Duration::from_secs(15), "returned early ({took:?})");
+    let events = r["data"]["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["id"], m["id"]);
+    assert_eq!(events[0]["type"], "swp.room.message");
+    assert_eq!(r["data"]["next_cursor"], m["stream_position"].to_string());
+
+    // Nothing new: an empty answer once the timeout passes.
+    let cursor = r["data"]["next_cursor"].as_str().unwrap();
+    let empty = s.get(&format!("/v1/sync?since={cursor}&timeout=300"), Some(&b.token)).await;
+    assert_eq!(empty.ok()["events"], json!([]));
+    assert_eq!(empty.ok()["has_more"], false);
+
+    // Limits and paging.
+    for i in 0..5 {
+        send(&s, &a, &room, &format!("p{i}")).await;
+    }
+    let paged = s.get(&format!("/v1/sync?since={cursor}&limit=2"), Some(&b.token)).await;
+    assert_eq!(paged.ok()["events"].as_array().unwrap().len(), 2);
+    assert_eq!(paged.ok()["has_more"], true);
+    for bad in ["since=-1", "since=x", "limit=0", "limit=501", "timeout=30001", "timeout=x"] {
+        s.get(&format!("/v1/sync?{bad}"), Some(&b.token)).await.expect(400, "SW_BAD_REQUEST");
+    }
+    s.get("/v1/sync", None).await.expect(401, "SW_AUTH_INVALID_TOKEN");
+}
+
+#[tokio::test]
+async fn stream_says_hello_delivers_events_and_resumes() {
+    let s = Server::start().await;
+    let a = s.register("alice").await;
+    let b = s.register("bob").await;
+    let room = s.create_room(&a, "group", "Team").await;
+    s.add_member(&room, &a, &b).await;
+
+    let mut ws = connect(&s, &b.token, None).await;
+    let hello = next_frame(&mut ws, |_| true).await;
+    assert_eq!(hello["type"], "hello");
+    assert_eq!(hello["server_name"], "localhost");
+    assert_eq!(hello["tenant_id"], "default");
+    assert!(hello["session_id"].as_str().is_some_and(|s| !s.is_empty()));
+    assert!(hello["ts"].as_i64().unwrap() > 0);
+
+    let m = send(&s, &a, &room, "live").await;
+    let got = next_frame(&mut ws, |f| f["type"] == "swp.room.message").await;
+    assert_eq!(got["id"], m["id"]);
+    assert_eq!(got["room_id"], room.as_str());
+    assert_eq!(got["content"]["body"], "live");
+    let last = got["stream_position"].as_i64().unwrap();
+
+    // Drop the connection; what happens meanwhile arrives on reconnect with `since`.
+    drop(ws);
+    let missed1 = send(&s, &a, &room, "missed 1").await;
+    let missed2 = send(&s, &a, &room, "missed 2").await;
+    let mut ws = connect(&s, &b.token, Some(&last.to_string())).await;
+    next_frame(&mut ws, |f| f["type"] == "hello").await;
+    let f1 = next_frame(&mut ws, |f| f["type"] == "swp.room.message").await;
+    let f2 = next_frame(&mut ws, |f| f["type"] == "swp.room.message").await;
+    assert_eq!((f1["id"].clone(), f2["id"].clone()), (missed1["id"].clone(), missed2["id"].clone()));
+
+    // Read markers reach the participant's own sessions.
+    s.put(&format!("/v1/rooms/{room}/read"), Some(&b.token), json!({"event_id": missed2["id"]})).await.expect(200, "");
+    let marker = next_frame(&mut ws, |f| f["type"] == "swp.room.read_marker").await;
+    assert_eq!(marker["event_id"], missed2["id"]);
+    assert_eq!(marker["room_id"], room.as_str());
+
+    // A client ping is answered.
+    ws.send(Message::Text(r#"{"type":"ping"}"#.into())).await.unwrap();
+    next_frame(&mut ws, |f| f["type"] == "pong").await;
+}
+
+#[tokio::test]
+async fn stream_closes_4001_on_a_bad_token() {
+    let s = Server::start().await;
+    for token in ["nope", ""] {
+        let mut ws = connect(&s, token, None).await;
+        let frame = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.unwrap();
+        match frame {
+            Some(Ok(Message::Close(Some(c)))) => assert_eq!(u16::from(c.code), 4001),
+            other => panic!("expected close 4001, got {other:?}"),
+        }
+    }
+    // Not a WebSocket request at all.
+    s.get("/v1/stream?token=x", None).await.expect(400, "SW_BAD_REQUEST");
+}
+
+#[tokio::test]
+async fn typing_reaches_members_and_clears_by_itself() {
+    let s = Server::start().await;
+    let a = s.register("alice").await;
+    let b = s.register("bob").await;
+    let c = s.register("carol").await;
+    let room = s.create_room(&a, "group", "Team").await;
+    s.add_member(&room, &a, &b).await;
+    let mut ws = connect(&s, &b.token, None).await;
+    next_frame(&mut ws, |f| f["type"] == "hello").await;
+
+    s.put("/v1/typing", Some(&a.token), json!({"room_id": room, "typing": true})).await.expect(200, "");
+    let t = next_frame(&mut ws, |f| f["type"] == "typing").await;
+    assert_eq!(t["room_id"], room.as_str());
+    assert_eq!(t["participant_ids"], json!([a.id]));
+    // Nobody renews it: after 4 s it clears and the stream says so.
+    let cleared = next_frame(&mut ws, |f| f["type"] == "typing" && f["participant_ids"] == json!([])).await;
+    assert_eq!(cleared["room_id"], room.as_str());
+
+    s.put("/v1/typing", Some(&c.token), json!({"room_id": room, "typing": true}))
+        .await
+        .expect(404, "SW_ROOM_NOT_FOUND");
+    s.put("/v1/typing", Some(&a.token), json!({"room_id": room})).await.expect(400, "SW_BAD_REQUEST");
+    s.put("/v1/typing", Some(&a.token), json!({"room_id": "x", "typing": true})).await.expect(400, "SW_BAD_REQUEST");
+}
+
+#[tokio::test]
+async fn presence_follows_streams_and_choices() {
+    let s = Server::start().await;
+    let a = s.register("alice").await;
+    let b = s.register("bob").await;
+    let room = s.create_room(&a, "group", "Team").await;
+    s.add_member(&room, &a, &b).await;
+    let c = s.register("carol").await;
+
+    let q = format!("/v1/presence?ids={},{}", c.id, b.fqid);
+    let p = s.get(&q, Some(&a.token)).await;
+    assert_eq!(p.ok()[&c.id], "offline", "never seen");
+    assert_eq!(p.ok()[&b.fqid], "online", "just active");
+
+    let mut ws = connect(&s, &a.token, None).await;
+    next_frame(&mut ws, |f| f["type"] == "hello").await;
+    s.put("/v1/presence", Some(&b.token), json!({"status": "busy"})).await.expect(200, "");
+    let ev = next_frame(&mut ws, |f| f["type"] == "presence" && f["participant_id"] == b.id.as_str()).await;
+    assert_eq!(ev["status"], "busy");
+    s.put("/v1/presence", Some(&b.token), json!({"status": "appear_offline"})).await.expect(200, "");
+    let ev = next_frame(&mut ws, |f| f["type"] == "presence" && f["participant_id"] == b.id.as_str()).await;
+    assert_eq!(ev["status"], "offline", "peers see appear_offline as offline");
+    let seen = s.get(&format!("/v1/presence?ids={}", b.id), Some(&a.token)).await;
+    assert_eq!(seen.ok()[&b.id], "offline");
+    let own = s.get(&format!("/v1/presence?ids={}", b.id), Some(&b.token)).await;
+    assert_eq!(own.ok()[&b.id], "appear_offline");
+
+    s.put("/v1/presence", Some(&b.token), json!({"status": "offline"})).await.expect(400, "SW_BAD_REQUEST");
+    s.put("/v1/presence", Some(&b.token), json!({"status": "sleepy"})).await.expect(400, "SW_BAD_REQUEST");
+    s.get("/v1/presence", Some(&a.token)).await.expect(400, "SW_BAD_REQUEST");
+    s.get("/v1/presence?ids=@ghost:localhost", Some(&a.token)).await.expect(404, "SW_PARTICIPANT_NOT_FOUND");
+}
