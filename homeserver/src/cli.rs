@@ -64,6 +64,11 @@ enum AdminCommand {
         #[command(flatten)]
         flags: ConfigFlags,
     },
+    /// Federation administration.
+    Federation {
+        #[command(subcommand)]
+        command: FederationCommand,
+    },
     /// Create a tenant (organisation), or update the limits of an existing one.
     CreateTenant {
         /// Tenant id: [a-z0-9_-]{1,64}.
@@ -80,6 +85,25 @@ enum AdminCommand {
         /// Burst of messages allowed above the sustained rate.
         #[arg(long)]
         send_burst: Option<i64>,
+        #[command(flatten)]
+        flags: ConfigFlags,
+    },
+}
+
+#[derive(Subcommand)]
+enum FederationCommand {
+    /// Signing keys.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Make a new signing key. The old one stays in `old_verify_keys` for 30 days so history it
+    /// signed still verifies. Restart the server to start signing with the new key.
+    Rotate {
         #[command(flatten)]
         flags: ConfigFlags,
     },
@@ -132,6 +156,17 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
 
 async fn admin(command: AdminCommand) -> Result<(), Box<dyn std::error::Error>> {
     match command {
+        AdminCommand::Federation { command: FederationCommand::Key { command: KeyCommand::Rotate { flags } } } => {
+            let config = load_config(&flags)?;
+            let before = crate::signing::Keys::load_or_create(&config.data_dir)?;
+            let after = crate::signing::Keys::rotate(&config.data_dir)?;
+            println!(
+                "rotated: new key {} (old key {} verifies until it expires in 30 days); restart the server to sign with the new key",
+                after.current.key_id(),
+                before.current.key_id()
+            );
+            Ok(())
+        }
         AdminCommand::CreateUser { name, password, admin, tenant, display_name, flags } => {
             let config = load_config(&flags)?;
             let store = server::open_store(&config).await?;

@@ -19,4 +19,5 @@ pub mod ratelimit;
 pub mod realtime;
 pub mod rooms;
 pub mod server;
+pub mod signing;
 pub mod storage;

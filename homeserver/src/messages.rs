@@ -116,6 +116,16 @@ async fn folded(store: &Store, room_id: &str, event_id: &str, viewer: &Participa
     Ok(message_view(&row, &reactions))
 }
 
+/// One event of a room the caller has joined, folded, with its signed wire form.
+pub async fn fetch(store: &Store, caller: &Participant, room_id: &str, event_id: &str) -> ApiResult<(Value, Value)> {
+    let view = store.room_view(room_id, &caller.id).await?.ok_or(ApiError::RoomNotFound)?;
+    let seat = rules::Seat { membership: view.my_membership, power: view.my_power_level.unwrap_or(0) };
+    rules::require_joined(&view.room, seat, caller)?;
+    let event = folded(store, room_id, event_id, caller).await?;
+    let pdu = store.event_pdu(room_id, event_id).await?.map(|p| parse_json(&p)).unwrap_or(Value::Null);
+    Ok((event, pdu))
+}
+
 pub struct SendRequest {
     pub content: Value,
     pub event_uuid: Option<String>,
@@ -292,6 +302,7 @@ pub async fn redact(
         )
         .await?;
         tx.apply_redaction(event_id, now_secs()).await?;
+        rooms::redact_stored_pdus(&mut tx, event_id).await?;
         if target.event_type == REACTION {
             tx.forget_reaction_event(event_id).await?;
         }
@@ -379,6 +390,7 @@ pub async fn unreact(
         )
         .await?;
         tx.apply_redaction(&reaction_id, now_secs()).await?;
+        rooms::redact_stored_pdus(&mut tx, &reaction_id).await?;
         tx.commit().await?;
     }
     folded(store, room_id, event_id, caller).await

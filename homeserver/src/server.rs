@@ -7,8 +7,9 @@ use tokio::net::TcpListener;
 
 use crate::api::{self, AppState};
 use crate::config::Config;
-use crate::error::ApiError;
 use crate::identity;
+use crate::signing::Keys;
+use crate::storage::EventSigner;
 use crate::storage::Store;
 
 pub async fn open_store(config: &Config) -> Result<Store, Box<dyn std::error::Error>> {
@@ -20,10 +21,19 @@ pub async fn open_store(config: &Config) -> Result<Store, Box<dyn std::error::Er
 }
 
 pub async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
-    let store = open_store(&config).await?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
+    let keys = Keys::load_or_create(&config.data_dir)?;
+    let signer = EventSigner { server_name: config.server_name.clone(), key: keys.current.clone() };
+    let store = open_store(&config).await?.with_signer(signer);
     let config = Arc::new(config);
-    let state =
-        AppState { store: store.clone(), config: config.clone(), limiter: Default::default(), hub: Default::default() };
+    let state = AppState {
+        store: store.clone(),
+        config: config.clone(),
+        limiter: Default::default(),
+        hub: Default::default(),
+        keys: Arc::new(keys),
+    };
 
     let client =
         TcpListener::bind(config.listen).await.map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
@@ -38,8 +48,9 @@ pub async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     let mut rx = stop_rx.clone();
+    let client_router = api::router(state.clone());
     tasks.spawn(async move {
-        axum::serve(client, api::router(state))
+        axum::serve(client, client_router)
             .with_graceful_shutdown(async move {
                 let _ = rx.wait_for(|s| *s).await;
             })
@@ -48,9 +59,7 @@ pub async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(listener) = federation {
         let addr = listener.local_addr()?;
         let mut rx = stop_rx.clone();
-        let router = axum::Router::new()
-            .route("/healthz", axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
-            .fallback(|| async { ApiError::UnknownEndpoint });
+        let router = api::federation_router(state.clone());
         tasks.spawn(async move {
             axum::serve(listener, router)
                 .with_graceful_shutdown(async move {

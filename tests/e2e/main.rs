@@ -9,3 +9,4 @@ mod messages;
 mod permissions;
 mod realtime;
 mod rooms;
+mod signing;

@@ -76,6 +76,18 @@ pub async fn send(
     Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, data(message)))
 }
 
+/// `GET /v1/rooms/{room_id}/events/{event_id}`: one event, folded, with its signed wire form.
+pub async fn event(
+    State(st): State<AppState>,
+    caller: Caller,
+    RoomId(room_id): RoomId,
+    Path((_, event_id)): Path<(String, String)>,
+) -> ApiResult<impl IntoResponse> {
+    let event_id = event_path(&event_id)?;
+    let (event, pdu) = messages::fetch(&st.store, &caller.participant, &room_id, event_id).await?;
+    Ok(data(json!({"event": event, "pdu": pdu})))
+}
+
 #[derive(Deserialize)]
 pub struct EditBody {
     content: Value,

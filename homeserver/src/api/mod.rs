@@ -33,6 +33,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub limiter: Arc<crate::ratelimit::SendLimiter>,
     pub hub: Arc<crate::realtime::Hub>,
+    pub keys: Arc<crate::signing::Keys>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -85,6 +86,7 @@ pub fn router(state: AppState) -> Router {
         .route("/{room_id}/state", get(rooms::state))
         .route("/{room_id}/messages", get(messages::list))
         .route("/{room_id}/send", post(messages::send))
+        .route("/{room_id}/events/{event_id}", get(messages::event))
         .route("/{room_id}/events/{event_id}/edit", post(messages::edit))
         .route("/{room_id}/events/{event_id}/redact", post(messages::redact))
         .route("/{room_id}/events/{event_id}/reaction", post(messages::react).delete(messages::unreact));
@@ -111,6 +113,7 @@ pub fn router(state: AppState) -> Router {
     let prefix: String = crate::ids::new_session_id().chars().take(8).collect();
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/.well-known/scaiwave/server", get(well_known))
         .nest("/v1", v1)
         .fallback(|| async { ApiError::UnknownEndpoint })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
@@ -136,6 +139,22 @@ pub fn router(state: AppState) -> Router {
             REQUEST_ID,
             NextRequestId { prefix: prefix.into(), counter: Arc::new(AtomicU64::new(1)) },
         ))
+}
+
+/// The server-to-server listener. Federation endpoints join it as the protocol lands.
+pub fn federation_router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/.well-known/scaiwave/server", get(well_known))
+        .fallback(|| async { ApiError::UnknownEndpoint })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .with_state(state)
+}
+
+/// `GET /.well-known/scaiwave/server`: our name, protocol versions and keys, self-signed.
+async fn well_known(axum::extract::State(st): axum::extract::State<AppState>) -> impl IntoResponse {
+    let url = format!("https://{}/_scaiwave/federation/v1", st.config.server_name);
+    axum::Json(st.keys.well_known(&st.config.server_name, &url))
 }
 
 async fn healthz() -> impl IntoResponse {

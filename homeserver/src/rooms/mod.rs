@@ -120,9 +120,32 @@ pub struct NewEventSpec<'a> {
     pub unsigned: Option<&'a Value>,
 }
 
-/// Appends any event; answers its id and stream position.
+/// The state events an event is authorised by: the room's create event, its power levels and
+/// join rule, the sender's membership, and the target's membership for membership events.
+async fn auth_events_for(tx: &mut WriteTx, spec: &NewEventSpec<'_>, sender_fqid: &str) -> ApiResult<Vec<String>> {
+    let mut wanted = vec![(event_types::CREATE, ""), (event_types::POWER_LEVELS, ""), (event_types::JOIN_RULES, "")];
+    wanted.push((event_types::MEMBER, sender_fqid));
+    if spec.event_type == event_types::MEMBER {
+        if let Some(target) = spec.state_key {
+            wanted.push((event_types::MEMBER, target));
+        }
+    }
+    let mut out = Vec::new();
+    for (t, k) in wanted {
+        if let Some(id) = tx.state_event_id(spec.room_id, t, k).await? {
+            if !out.contains(&id) {
+                out.push(id);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Appends an event in its signed wire form: `prev_events` are the room's forward extremities,
+/// `auth_events` the state it depends on, `depth` one more than its deepest parent; the content
+/// hash and signature come from the crypto crate and the id is the reference hash. Answers the
+/// event id and its stream position.
 pub async fn append_event(tx: &mut WriteTx, spec: NewEventSpec<'_>) -> ApiResult<(String, i64)> {
-    let event_id = ids::new_event_id();
     let generated_uuid;
     let event_uuid = match spec.event_uuid {
         Some(u) => u,
@@ -131,6 +154,35 @@ pub async fn append_event(tx: &mut WriteTx, spec: NewEventSpec<'_>) -> ApiResult
             &generated_uuid
         }
     };
+    let sender_fqid = tx.fqid_of(spec.sender_id).await?.ok_or_else(|| ApiError::internal("event sender vanished"))?;
+    let extremities = tx.extremities(spec.room_id).await?;
+    let depth = extremities.iter().map(|(_, d)| *d).max().unwrap_or(0) + 1;
+    let prev_events: Vec<String> = extremities.into_iter().map(|(id, _)| id).collect();
+    let auth_events = if spec.event_type == event_types::CREATE {
+        Vec::new()
+    } else {
+        auth_events_for(tx, &spec, &sender_fqid).await?
+    };
+    let origin_ts = now_secs();
+    let signer = tx.signer().ok_or_else(|| ApiError::internal("no signing key loaded"))?;
+    let mut wire = json!({
+        "event_uuid": event_uuid,
+        "room_id": spec.room_id,
+        "sender": sender_fqid,
+        "origin": signer.server_name,
+        "origin_ts": origin_ts,
+        "event_type": spec.event_type,
+        "content": spec.content,
+        "prev_events": prev_events,
+        "auth_events": auth_events,
+        "depth": depth,
+    });
+    if let Some(k) = spec.state_key {
+        wire["state_key"] = json!(k);
+    }
+    let (event_id, pdu) = crypto::build_and_sign_event(wire, &signer.server_name, &signer.key)
+        .map_err(|e| ApiError::bad_request(format!("event cannot be signed: {e}")))?;
+    let pdu_text = crypto::to_canonical_string(&pdu).map_err(ApiError::internal)?;
     let pos = tx
         .insert_event(&NewEvent {
             event_id: &event_id,
@@ -139,13 +191,28 @@ pub async fn append_event(tx: &mut WriteTx, spec: NewEventSpec<'_>) -> ApiResult
             state_key: spec.state_key,
             sender_id: spec.sender_id,
             content: spec.content,
-            origin_ts: now_secs(),
+            origin_ts,
             event_uuid,
             relates_to: spec.relates_to,
             unsigned: spec.unsigned,
+            pdu: &pdu_text,
+            depth,
         })
         .await?;
+    let state = spec.state_key.map(|k| (spec.event_type, k));
+    tx.advance_dag(spec.room_id, &event_id, depth, &prev_events, state).await?;
     Ok((event_id, pos))
+}
+
+/// Replaces the stored wire forms of a redacted event (and of its edits) by their redacted
+/// forms, which still verify: signatures cover the redacted event.
+pub async fn redact_stored_pdus(tx: &mut WriteTx, event_id: &str) -> ApiResult<()> {
+    for (id, pdu) in tx.pdus_of_event_and_edits(event_id).await? {
+        let value: Value = serde_json::from_str(&pdu).map_err(ApiError::internal)?;
+        let redacted = crypto::redact(&value).map_err(ApiError::internal)?;
+        tx.set_pdu(&id, &crypto::to_canonical_string(&redacted).map_err(ApiError::internal)?).await?;
+    }
+    Ok(())
 }
 
 async fn emit_membership(

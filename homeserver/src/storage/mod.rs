@@ -5,6 +5,7 @@
 //! concurrent writers queue instead of failing on lock upgrade); domain code reads, decides with
 //! pure rules, writes, then commits.
 
+mod dag;
 mod identity;
 mod media;
 mod messages;
@@ -30,6 +31,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "foundation", include_str!("../../../migrations/sqlite/0001_foundation.sql")),
     (2, "media", include_str!("../../../migrations/sqlite/0002_media.sql")),
     (3, "messages", include_str!("../../../migrations/sqlite/0003_messages.sql")),
+    (4, "signed_events", include_str!("../../../migrations/sqlite/0004_signed_events.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -57,11 +59,20 @@ pub struct Store {
     /// The highest stream position committed so far; subscribers wake on every commit that
     /// appended events. This is the in-process event bus's source of truth.
     committed: std::sync::Arc<tokio::sync::watch::Sender<i64>>,
+    /// Signs the events this server creates; absent for maintenance commands that make none.
+    signer: Option<std::sync::Arc<EventSigner>>,
+}
+
+/// The server's identity for signing the events it creates.
+pub struct EventSigner {
+    pub server_name: String,
+    pub key: crypto::ServerKey,
 }
 
 pub struct WriteTx {
     tx: Transaction<'static, Sqlite>,
     committed: std::sync::Arc<tokio::sync::watch::Sender<i64>>,
+    signer: Option<std::sync::Arc<EventSigner>>,
     last_position: i64,
 }
 
@@ -96,7 +107,7 @@ impl Store {
         let top: i64 =
             sqlx::query_scalar("SELECT COALESCE(MAX(stream_position), 0) FROM events").fetch_one(&pool).await?;
         let (committed, _) = tokio::sync::watch::channel(top);
-        Ok(Store { pool, committed: std::sync::Arc::new(committed) })
+        Ok(Store { pool, committed: std::sync::Arc::new(committed), signer: None })
     }
 
     /// The sqlite URL for a database file inside `data_dir`.
@@ -108,8 +119,15 @@ impl Store {
         Ok(WriteTx {
             tx: self.pool.begin_with("BEGIN IMMEDIATE").await?,
             committed: self.committed.clone(),
+            signer: self.signer.clone(),
             last_position: 0,
         })
+    }
+
+    /// This store, signing the events it appends with `signer`.
+    pub fn with_signer(mut self, signer: EventSigner) -> Store {
+        self.signer = Some(std::sync::Arc::new(signer));
+        self
     }
 
     /// Watches the highest committed stream position.
@@ -128,6 +146,10 @@ impl Store {
 }
 
 impl WriteTx {
+    pub fn signer(&self) -> Option<&EventSigner> {
+        self.signer.as_deref()
+    }
+
     /// Commits, then tells subscribers about any events it appended. Nothing is announced
     /// before it is durable.
     pub async fn commit(self) -> Result<(), sqlx::Error> {

@@ -37,6 +37,9 @@ pub struct NewEvent<'a> {
     pub relates_to: Option<&'a str>,
     /// Server-local annotations (e.g. `sent_by`), never signed.
     pub unsigned: Option<&'a serde_json::Value>,
+    /// The signed wire form.
+    pub pdu: &'a str,
+    pub depth: i64,
 }
 
 fn like_pattern(q: &str) -> String {
@@ -385,8 +388,8 @@ impl WriteTx {
     pub async fn insert_event(&mut self, e: &NewEvent<'_>) -> Result<i64, sqlx::Error> {
         sqlx::query_scalar(
             "INSERT INTO events (event_id, room_id, event_type, state_key, sender_id, content, origin_ts, event_uuid,
-                                 relates_to, unsigned_data)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING stream_position",
+                                 relates_to, unsigned_data, pdu, depth)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING stream_position",
         )
         .bind(e.event_id)
         .bind(e.room_id)
@@ -398,6 +401,8 @@ impl WriteTx {
         .bind(e.event_uuid)
         .bind(e.relates_to)
         .bind(e.unsigned.map(|u| u.to_string()))
+        .bind(e.pdu)
+        .bind(e.depth)
         .fetch_one(&mut *self.tx)
         .await
         .inspect(|pos| self.last_position = self.last_position.max(*pos))

@@ -1,0 +1,106 @@
+//! SQL for the room DAG: forward extremities, current state, and stored wire forms.
+
+use super::*;
+
+impl WriteTx {
+    /// The room's forward extremities with their depths.
+    pub async fn extremities(&mut self, room_id: &str) -> Result<Vec<(String, i64)>, sqlx::Error> {
+        sqlx::query_as("SELECT event_id, depth FROM room_extremities WHERE room_id = $1 ORDER BY event_id")
+            .bind(room_id)
+            .fetch_all(&mut *self.tx)
+            .await
+    }
+
+    /// The current state event for `(type, state_key)`, if any.
+    pub async fn state_event_id(
+        &mut self,
+        room_id: &str,
+        event_type: &str,
+        state_key: &str,
+    ) -> Result<Option<String>, sqlx::Error> {
+        sqlx::query_scalar("SELECT event_id FROM room_state WHERE room_id = $1 AND event_type = $2 AND state_key = $3")
+            .bind(room_id)
+            .bind(event_type)
+            .bind(state_key)
+            .fetch_optional(&mut *self.tx)
+            .await
+    }
+
+    pub async fn fqid_of(&mut self, participant_id: &str) -> Result<Option<String>, sqlx::Error> {
+        sqlx::query_scalar("SELECT fqid FROM participants WHERE id = $1")
+            .bind(participant_id)
+            .fetch_optional(&mut *self.tx)
+            .await
+    }
+
+    /// After appending `event_id`: it replaces `prev_events` as an extremity, and becomes the
+    /// room's current state for its `(type, state_key)` when it has one.
+    pub async fn advance_dag(
+        &mut self,
+        room_id: &str,
+        event_id: &str,
+        depth: i64,
+        prev_events: &[String],
+        state: Option<(&str, &str)>,
+    ) -> Result<(), sqlx::Error> {
+        for prev in prev_events {
+            sqlx::query("DELETE FROM room_extremities WHERE room_id = $1 AND event_id = $2")
+                .bind(room_id)
+                .bind(prev)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        sqlx::query("INSERT INTO room_extremities (room_id, event_id, depth) VALUES ($1, $2, $3)")
+            .bind(room_id)
+            .bind(event_id)
+            .bind(depth)
+            .execute(&mut *self.tx)
+            .await?;
+        if let Some((event_type, state_key)) = state {
+            sqlx::query(
+                "INSERT INTO room_state (room_id, event_type, state_key, event_id) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (room_id, event_type, state_key) DO UPDATE SET event_id = excluded.event_id",
+            )
+            .bind(room_id)
+            .bind(event_type)
+            .bind(state_key)
+            .bind(event_id)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The stored wire forms of an event and of the edits that point at it.
+    pub async fn pdus_of_event_and_edits(&mut self, event_id: &str) -> Result<Vec<(String, String)>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT event_id, pdu FROM events WHERE pdu IS NOT NULL
+               AND (event_id = $1 OR (relates_to = $1 AND event_type = 'swp.room.edit'))",
+        )
+        .bind(event_id)
+        .fetch_all(&mut *self.tx)
+        .await
+    }
+
+    pub async fn set_pdu(&mut self, event_id: &str, pdu: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE events SET pdu = $2 WHERE event_id = $1")
+            .bind(event_id)
+            .bind(pdu)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// An event's signed wire form, if it is in the room.
+    pub async fn event_pdu(&self, room_id: &str, event_id: &str) -> Result<Option<String>, sqlx::Error> {
+        let pdu: Option<Option<String>> =
+            sqlx::query_scalar("SELECT pdu FROM events WHERE room_id = $1 AND event_id = $2")
+                .bind(room_id)
+                .bind(event_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(pdu.flatten())
+    }
+}
