@@ -117,6 +117,8 @@ fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
 
 #[tokio::main]
 async fn main() {
+    // One TLS provider for the whole process (ring), before any HTTP client exists.
+    federation::install_crypto_provider();
     let args: Vec<String> = std::env::args().collect();
     let (seq, clients, per_client, passes) = (
         arg(&args, "--seq", 3000usize),

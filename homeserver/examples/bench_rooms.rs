@@ -29,6 +29,7 @@ fn report(name: &str, mut samples: Vec<Duration>) {
 
 #[tokio::main]
 async fn main() {
+    federation::install_crypto_provider();
     let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(2000);
     let bin = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("homeserver");
     let dir = tempfile::tempdir().unwrap();

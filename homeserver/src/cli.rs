@@ -37,6 +37,11 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         federation_listen: Option<std::net::SocketAddr>,
     },
+    /// Export and import rooms as ZIP bundles (docs/export-format.md), on the data directory.
+    Room {
+        #[command(subcommand)]
+        command: crate::bundle::cli::RoomCommand,
+    },
     /// Administration on the server's data directory (safe while the server runs).
     Admin {
         #[command(subcommand)]
@@ -110,6 +115,8 @@ enum KeyCommand {
 }
 
 pub fn main() -> ExitCode {
+    // rustls must have exactly one process-wide provider (ring) before any TLS is set up.
+    federation::install_crypto_provider();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -151,6 +158,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             server::serve(config).await
         }
         Command::Admin { command } => admin(command).await,
+        Command::Room { command } => crate::bundle::cli::run(command).await,
     }
 }
 

@@ -42,6 +42,15 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Server-to-server listener; off unless set.
     pub federation_listen: Option<SocketAddr>,
+    /// PEM certificate chain for the federation listener; with `federation_tls_key`, it serves
+    /// HTTPS. Off by default (plain HTTP).
+    pub federation_tls_cert: Option<PathBuf>,
+    /// PEM private key for `federation_tls_cert`.
+    pub federation_tls_key: Option<PathBuf>,
+    /// DNS server (`ip:port`) used to discover peers instead of the system resolver config.
+    pub federation_dns_server: Option<SocketAddr>,
+    /// PEM CA certificate(s) trusted for peers in addition to the system roots.
+    pub federation_ca_file: Option<PathBuf>,
     /// Where the database and (later) media and keys live.
     pub data_dir: PathBuf,
     /// `sqlite://…`; defaults to `homeserver.db` inside `data_dir`.
@@ -58,6 +67,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Largest file accepted by `POST /v1/media/upload`.
     pub max_upload_bytes: u64,
+    /// Largest room bundle `POST /v1/rooms/import` accepts, uncompressed (and uploaded).
+    pub max_import_bytes: u64,
     /// How long after sending a message its sender may edit it.
     pub edit_window_secs: i64,
     /// Log filter (`RUST_LOG` syntax) used when `RUST_LOG` is not set.
@@ -72,6 +83,10 @@ impl Default for Config {
             server_name: "localhost".into(),
             listen: "127.0.0.1:8008".parse().expect("valid default address"),
             federation_listen: None,
+            federation_tls_cert: None,
+            federation_tls_key: None,
+            federation_dns_server: None,
+            federation_ca_file: None,
             data_dir: PathBuf::from("./data"),
             database_url: None,
             durability: Durability::Normal,
@@ -81,6 +96,7 @@ impl Default for Config {
             refresh_token_ttl_secs: 30 * 24 * 3600,
             max_body_bytes: 1024 * 1024,
             max_upload_bytes: 50 * 1024 * 1024,
+            max_import_bytes: 1024 * 1024 * 1024,
             edit_window_secs: 24 * 3600,
             log: "info".into(),
             tenant_defaults: TenantLimits::default(),
@@ -151,6 +167,12 @@ impl Config {
         if self.max_upload_bytes < 1 || self.max_upload_bytes > i64::MAX as u64 {
             return Err(ConfigError::Invalid("max_upload_bytes must be at least 1 and fit in 63 bits".into()));
         }
+        if self.max_import_bytes < 1 || self.max_import_bytes > i64::MAX as u64 {
+            return Err(ConfigError::Invalid("max_import_bytes must be at least 1 and fit in 63 bits".into()));
+        }
+        if self.federation_tls_cert.is_some() != self.federation_tls_key.is_some() {
+            return Err(ConfigError::Invalid("federation_tls_cert and federation_tls_key go together".into()));
+        }
         if self.registration == Some(RegistrationMode::Token) && self.registration_token.is_none() {
             return Err(ConfigError::Invalid("registration = \"token\" needs registration_token".into()));
         }
@@ -190,7 +212,16 @@ fn merge(base: &mut toml::Table, over: toml::Table) {
 /// TOML (numbers, booleans) and fall back to strings. Variables naming no setting are ignored,
 /// since the environment is shared with other programs.
 fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>) -> Result<(), ConfigError> {
-    const KNOWN_OPTIONAL: &[&str] = &["federation_listen", "database_url", "registration", "registration_token"];
+    const KNOWN_OPTIONAL: &[&str] = &[
+        "federation_listen",
+        "federation_tls_cert",
+        "federation_tls_key",
+        "federation_dns_server",
+        "federation_ca_file",
+        "database_url",
+        "registration",
+        "registration_token",
+    ];
     for (name, raw) in env {
         let Some(key) = name.strip_prefix("HOMESERVER_") else { continue };
         if key == "CONFIG" {

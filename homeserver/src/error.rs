@@ -46,6 +46,10 @@ pub enum ApiError {
     #[error("{0}")]
     ParticipantNotFound(String),
     #[error("{0}")]
+    RoomExportRefused(String),
+    #[error("{0}")]
+    RoomImportRefused(String),
+    #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
     ContentTooLarge(String),
@@ -57,6 +61,8 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    #[error("peer unavailable: {0}")]
+    FedUnavailable(String),
     #[error("internal error")]
     Internal(#[source] anyhow_like::Internal),
 }
@@ -97,12 +103,15 @@ impl ApiError {
             RedactForbidden(_) => (StatusCode::FORBIDDEN, "SW_REDACT_FORBIDDEN"),
             MediaNotFound => (StatusCode::NOT_FOUND, "SW_MEDIA_NOT_FOUND"),
             ParticipantNotFound(_) => (StatusCode::NOT_FOUND, "SW_PARTICIPANT_NOT_FOUND"),
+            RoomExportRefused(_) => (StatusCode::BAD_REQUEST, "SW_ROOM_EXPORT_REFUSED"),
+            RoomImportRefused(_) => (StatusCode::BAD_REQUEST, "SW_ROOM_IMPORT_REFUSED"),
             Conflict(_) => (StatusCode::CONFLICT, "SW_CONFLICT"),
             ContentTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "SW_CONTENT_TOO_LARGE"),
             RateLimited(..) => (StatusCode::TOO_MANY_REQUESTS, "SW_RATE_LIMIT_EXCEEDED"),
             UnknownEndpoint => (StatusCode::NOT_FOUND, "SW_NOT_FOUND"),
             MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "SW_METHOD_NOT_ALLOWED"),
             Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "SW_UNAVAILABLE"),
+            FedUnavailable(_) => (StatusCode::BAD_GATEWAY, "SW_FED_UNAVAILABLE"),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "SW_INTERNAL"),
         }
     }

@@ -160,7 +160,12 @@ pub async fn login(store: &Store, config: &Config, username: &str, password: &st
     issue_tokens(store, config, &participant.id).await
 }
 
-pub async fn refresh(store: &Store, config: &Config, refresh_token: &str) -> ApiResult<IssuedTokens> {
+pub async fn refresh(
+    store: &Store,
+    cache: &TokenCache,
+    config: &Config,
+    refresh_token: &str,
+) -> ApiResult<IssuedTokens> {
     let now = now_secs();
     let access = ids::new_access_token();
     let refresh = ids::new_refresh_token();
@@ -173,26 +178,71 @@ pub async fn refresh(store: &Store, config: &Config, refresh_token: &str) -> Api
         )
         .await?;
     match outcome {
-        RefreshOutcome::Rotated(_) => {
+        RefreshOutcome::Rotated(_, session_id) => {
+            cache.forget_session(&session_id);
             Ok(IssuedTokens { access_token: access, refresh_token: refresh, expires_in: config.access_token_ttl_secs })
         }
         RefreshOutcome::Invalid => Err(ApiError::InvalidToken("unknown, expired or revoked refresh token".into())),
-        RefreshOutcome::Reused => {
+        RefreshOutcome::Reused(session_id) => {
+            cache.forget_session(&session_id);
             tracing::warn!("refresh token presented twice; session revoked");
             Err(ApiError::InvalidToken("refresh token already used; the session has been revoked".into()))
         }
     }
 }
 
+/// Recently resolved access tokens, so a request costs no database read to authenticate.
+/// Every revocation goes through this process (logout, rotation, reuse detection), which drops
+/// the session's entries at once; entries also age out after [`TokenCache::TTL`] so changes to
+/// the participant made by the admin CLI show up.
+#[derive(Default)]
+pub struct TokenCache {
+    entries: std::sync::RwLock<std::collections::HashMap<String, (TokenOwner, std::time::Instant)>>,
+}
+
+impl TokenCache {
+    pub const TTL: std::time::Duration = std::time::Duration::from_secs(30);
+    const MAX_ENTRIES: usize = 100_000;
+
+    fn get(&self, hash: &str) -> Option<TokenOwner> {
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        entries.get(hash).filter(|(_, at)| at.elapsed() < Self::TTL).map(|(o, _)| o.clone())
+    }
+
+    fn put(&self, hash: String, owner: TokenOwner) {
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= Self::MAX_ENTRIES {
+            entries.retain(|_, (_, at)| at.elapsed() < Self::TTL);
+            if entries.len() >= Self::MAX_ENTRIES {
+                entries.clear();
+            }
+        }
+        entries.insert(hash, (owner, std::time::Instant::now()));
+    }
+
+    pub fn forget_session(&self, session_id: &str) {
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        entries.retain(|_, (o, _)| o.session_id != session_id);
+    }
+}
+
 /// Resolves a bearer token to its owner.
-pub async fn authenticate(store: &Store, bearer: &str) -> ApiResult<TokenOwner> {
+pub async fn authenticate(store: &Store, cache: &TokenCache, bearer: &str) -> ApiResult<TokenOwner> {
     if bearer.is_empty() || bearer.len() > 256 {
         return Err(ApiError::InvalidToken("malformed access token".into()));
     }
-    let owner = store
-        .access_token_owner(&token_hash(bearer))
-        .await?
-        .ok_or_else(|| ApiError::InvalidToken("unknown or revoked access token".into()))?;
+    let hash = token_hash(bearer);
+    let owner = match cache.get(&hash) {
+        Some(o) => o,
+        None => {
+            let o = store
+                .access_token_owner(&hash)
+                .await?
+                .ok_or_else(|| ApiError::InvalidToken("unknown or revoked access token".into()))?;
+            cache.put(hash, o.clone());
+            o
+        }
+    };
     if owner.expires_at <= now_secs() {
         return Err(ApiError::ExpiredToken);
     }

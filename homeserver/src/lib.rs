@@ -7,6 +7,7 @@
 //! table with a per-server stream position.
 
 pub mod api;
+pub mod bundle;
 pub mod cli;
 pub mod clock;
 pub mod config;

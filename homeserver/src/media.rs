@@ -28,6 +28,12 @@ const MAX_FILENAME_CHARS: usize = 255;
 static TMP_PREFIX: LazyLock<String> = LazyLock::new(|| crate::ids::new_session_id().chars().take(8).collect());
 static SWEPT: AtomicBool = AtomicBool::new(false);
 
+/// For a process sharing the data dir with a running server (the CLI): its uploads must not
+/// sweep the server's in-flight temp files as leftovers.
+pub fn skip_leftover_sweep() {
+    SWEPT.store(true, Ordering::Release);
+}
+
 pub fn media_root(data_dir: &Path) -> PathBuf {
     data_dir.join("media")
 }

@@ -191,7 +191,7 @@ pub async fn send(
         return Err(ApiError::RateLimited("over the tenant's send rate".into(), wait));
     }
     let unsigned = req.as_participant_id.as_ref().map(|_| json!({"sent_by": caller.id}));
-    let (event_id, _) = rooms::append_event(
+    let appended = rooms::append(
         &mut tx,
         NewEventSpec {
             room_id,
@@ -206,7 +206,25 @@ pub async fn send(
     )
     .await?;
     tx.commit().await?;
-    Ok((folded(store, room_id, &event_id, caller).await?, true))
+    // Everything the answer needs is known: no read-back.
+    let row = MessageRow {
+        stream_position: appended.stream_position,
+        event_id: appended.event_id,
+        room_id: room_id.to_string(),
+        event_type: event_types::MESSAGE.to_string(),
+        sender_id,
+        sender_fqid: appended.sender_fqid,
+        content: req.content.to_string(),
+        original_content: None,
+        origin_ts: appended.origin_ts,
+        edited_at: None,
+        redacted_at: None,
+        event_uuid: Some(appended.event_uuid),
+        unsigned_data: unsigned.map(|u| u.to_string()),
+        relates_to: None,
+        state_key: None,
+    };
+    Ok((message_view(&row, &[]), true))
 }
 
 pub async fn edit(

@@ -33,6 +33,8 @@ pub async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         limiter: Default::default(),
         hub: Default::default(),
         keys: Arc::new(keys),
+        discovery: api::discovery::build(&config),
+        tokens: Default::default(),
     };
 
     let client =
@@ -60,14 +62,29 @@ pub async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         let addr = listener.local_addr()?;
         let mut rx = stop_rx.clone();
         let router = api::federation_router(state.clone());
-        tasks.spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
+        match (&config.federation_tls_cert, &config.federation_tls_key) {
+            (Some(cert), Some(key)) => {
+                let tls = federation_tls(cert, key).await?;
+                let handle = axum_server::Handle::new();
+                let server = axum_server::from_tcp_rustls(listener.into_std()?, tls)?.handle(handle.clone());
+                tokio::spawn(async move {
                     let _ = rx.wait_for(|s| *s).await;
-                })
-                .await
-        });
-        println!("federation listener on http://{addr}");
+                    handle.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+                });
+                tasks.spawn(async move { server.serve(router.into_make_service()).await });
+                println!("federation listener on https://{addr}");
+            }
+            _ => {
+                tasks.spawn(async move {
+                    axum::serve(listener, router)
+                        .with_graceful_shutdown(async move {
+                            let _ = rx.wait_for(|s| *s).await;
+                        })
+                        .await
+                });
+                println!("federation listener on http://{addr}");
+            }
+        }
     }
     tracing::info!(
         server_name = %config.server_name,
@@ -90,6 +107,17 @@ pub async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The federation listener's TLS settings from PEM files (rustls, ring).
+async fn federation_tls(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<axum_server::tls_rustls::RustlsConfig, Box<dyn std::error::Error>> {
+    federation::install_crypto_provider();
+    axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key).await.map_err(|e| {
+        format!("cannot load federation TLS certificate {} / key {}: {e}", cert.display(), key.display()).into()
+    })
 }
 
 async fn shutdown_signal() {

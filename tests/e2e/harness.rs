@@ -83,6 +83,8 @@ impl Server {
 
     /// Starts with extra `HOMESERVER_*` variables, e.g. `("HOMESERVER_ACCESS_TOKEN_TTL_SECS", "1")`.
     pub async fn start_with_env(env: &[(&str, &str)]) -> Server {
+        // One TLS provider for the whole process (ring), before any HTTP client exists.
+        federation::install_crypto_provider();
         let dir = tempfile::tempdir().expect("temp dir");
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let mut s = Server {

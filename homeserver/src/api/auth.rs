@@ -97,7 +97,7 @@ pub async fn token(
             let Some(r) = body.refresh_token.as_deref() else {
                 return Err(ApiError::bad_request("the refresh_token grant needs refresh_token"));
             };
-            identity::refresh(&st.store, &st.config, r).await?
+            identity::refresh(&st.store, &st.tokens, &st.config, r).await?
         }
         other => return Err(ApiError::bad_request(format!("unsupported grant_type {other:?}"))),
     };
@@ -110,7 +110,7 @@ pub struct RefreshBody {
 }
 
 pub async fn refresh(State(st): State<AppState>, Json(body): Json<RefreshBody>) -> ApiResult<impl IntoResponse> {
-    let tokens = identity::refresh(&st.store, &st.config, &body.refresh_token).await?;
+    let tokens = identity::refresh(&st.store, &st.tokens, &st.config, &body.refresh_token).await?;
     Ok(data(tokens_json(&tokens)))
 }
 
@@ -120,6 +120,7 @@ pub async fn logout(
     _: Json<serde_json::Map<String, serde_json::Value>>,
 ) -> ApiResult<impl IntoResponse> {
     st.store.revoke_session(&caller.session_id).await?;
+    st.tokens.forget_session(&caller.session_id);
     Ok(data(json!({})))
 }
 

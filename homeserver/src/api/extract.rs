@@ -32,7 +32,7 @@ impl FromRequestParts<AppState> for Caller {
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Err(ApiError::InvalidToken("expected a Bearer token".into()));
         }
-        let owner = identity::authenticate(&state.store, token.trim()).await?;
+        let owner = identity::authenticate(&state.store, &state.tokens, token.trim()).await?;
         state.hub.touch(&owner.participant.id, std::time::Instant::now());
         Ok(Caller { participant: owner.participant, session_id: owner.session_id })
     }

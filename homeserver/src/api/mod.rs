@@ -2,6 +2,8 @@
 //! extractors parse and authenticate, the domain decides, [`views`] shapes the JSON.
 
 pub mod auth;
+pub mod bundle;
+pub mod discovery;
 pub mod extract;
 pub mod media;
 pub mod messages;
@@ -34,6 +36,8 @@ pub struct AppState {
     pub limiter: Arc<crate::ratelimit::SendLimiter>,
     pub hub: Arc<crate::realtime::Hub>,
     pub keys: Arc<crate::signing::Keys>,
+    pub discovery: discovery::DiscoveryState,
+    pub tokens: Arc<crate::identity::TokenCache>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -60,10 +64,12 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> axum::response:
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.max_body_bytes;
     let upload_limit = media::upload_body_limit(&state.config);
+    let import_limit = bundle::import_body_limit(&state.config);
     let rooms = Router::new()
         .route("/", get(rooms::my_rooms).post(rooms::create))
         .route("/archived", get(rooms::archived))
         .route("/dm", post(rooms::dm))
+        .route("/import", post(bundle::import).layer(DefaultBodyLimit::max(import_limit)))
         .route("/{room_id}", get(rooms::get))
         .route("/{room_id}/members", get(rooms::members))
         .route("/{room_id}/members/{participant_id}/power-level", put(rooms::power_level))
@@ -84,6 +90,7 @@ pub fn router(state: AppState) -> Router {
         .route("/{room_id}/mute", put(rooms::mute))
         .route("/{room_id}/read", put(rooms::read))
         .route("/{room_id}/state", get(rooms::state))
+        .route("/{room_id}/export", get(bundle::export))
         .route("/{room_id}/messages", get(messages::list))
         .route("/{room_id}/send", post(messages::send))
         .route("/{room_id}/events/{event_id}", get(messages::event))
@@ -100,6 +107,7 @@ pub fn router(state: AppState) -> Router {
         .route("/workspaces", get(workspaces::list).post(workspaces::create))
         .route("/participants/{participant_id}", get(workspaces::participant))
         .route("/directory/rooms", get(rooms::directory))
+        .route("/admin/federation/resolve", post(discovery::resolve))
         .route("/sync", get(realtime::sync))
         .route("/stream", get(realtime::stream))
         .route("/typing", put(realtime::typing))

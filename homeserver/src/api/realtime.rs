@@ -129,7 +129,7 @@ pub async fn stream(
         .or(p.token);
     ws.on_upgrade(move |socket| async move {
         let owner = match bearer {
-            Some(t) => identity::authenticate(&st.store, &t).await.ok(),
+            Some(t) => identity::authenticate(&st.store, &st.tokens, &t).await.ok(),
             None => None,
         };
         match owner {

@@ -123,18 +123,23 @@ pub struct NewEventSpec<'a> {
 /// The state events an event is authorised by: the room's create event, its power levels and
 /// join rule, the sender's membership, and the target's membership for membership events.
 async fn auth_events_for(tx: &mut WriteTx, spec: &NewEventSpec<'_>, sender_fqid: &str) -> ApiResult<Vec<String>> {
-    let mut wanted = vec![(event_types::CREATE, ""), (event_types::POWER_LEVELS, ""), (event_types::JOIN_RULES, "")];
-    wanted.push((event_types::MEMBER, sender_fqid));
-    if spec.event_type == event_types::MEMBER {
-        if let Some(target) = spec.state_key {
-            wanted.push((event_types::MEMBER, target));
-        }
-    }
-    let mut out = Vec::new();
+    let target = match (spec.event_type, spec.state_key) {
+        (event_types::MEMBER, Some(t)) => t,
+        _ => sender_fqid,
+    };
+    let found = tx.auth_state(spec.room_id, sender_fqid, target).await?;
+    let wanted = [
+        (event_types::CREATE, ""),
+        (event_types::POWER_LEVELS, ""),
+        (event_types::JOIN_RULES, ""),
+        (event_types::MEMBER, sender_fqid),
+        (event_types::MEMBER, target),
+    ];
+    let mut out: Vec<String> = Vec::with_capacity(5);
     for (t, k) in wanted {
-        if let Some(id) = tx.state_event_id(spec.room_id, t, k).await? {
-            if !out.contains(&id) {
-                out.push(id);
+        if let Some((_, _, id)) = found.iter().find(|(ft, fk, _)| ft == t && fk == k) {
+            if !out.contains(id) {
+                out.push(id.clone());
             }
         }
     }
@@ -146,6 +151,21 @@ async fn auth_events_for(tx: &mut WriteTx, spec: &NewEventSpec<'_>, sender_fqid:
 /// hash and signature come from the crypto crate and the id is the reference hash. Answers the
 /// event id and its stream position.
 pub async fn append_event(tx: &mut WriteTx, spec: NewEventSpec<'_>) -> ApiResult<(String, i64)> {
+    let a = append(tx, spec).await?;
+    Ok((a.event_id, a.stream_position))
+}
+
+/// What [`append`] stored, enough to answer a client without reading it back.
+pub struct Appended {
+    pub event_id: String,
+    pub stream_position: i64,
+    pub origin_ts: i64,
+    pub sender_fqid: String,
+    pub event_uuid: String,
+}
+
+/// [`append_event`], answering everything it stored.
+pub async fn append(tx: &mut WriteTx, spec: NewEventSpec<'_>) -> ApiResult<Appended> {
     let generated_uuid;
     let event_uuid = match spec.event_uuid {
         Some(u) => u,
@@ -201,7 +221,7 @@ pub async fn append_event(tx: &mut WriteTx, spec: NewEventSpec<'_>) -> ApiResult
         .await?;
     let state = spec.state_key.map(|k| (spec.event_type, k));
     tx.advance_dag(spec.room_id, &event_id, depth, &prev_events, state).await?;
-    Ok((event_id, pos))
+    Ok(Appended { event_id, stream_position: pos, origin_ts, sender_fqid, event_uuid: event_uuid.to_string() })
 }
 
 /// Replaces the stored wire forms of a redacted event (and of its edits) by their redacted
@@ -254,7 +274,7 @@ async fn view(store: &Store, room_id: &str, caller: &Participant) -> ApiResult<R
 }
 
 /// Finds a free `#slug:server` alias, numbering duplicates.
-async fn free_alias(tx: &mut WriteTx, name: &str, server_name: &str) -> ApiResult<String> {
+pub(crate) async fn free_alias(tx: &mut WriteTx, name: &str, server_name: &str) -> ApiResult<String> {
     let slug = ids::alias_slug(name);
     for n in 1..=20 {
         let candidate = if n == 1 { format!("#{slug}:{server_name}") } else { format!("#{slug}-{n}:{server_name}") };
@@ -265,7 +285,11 @@ async fn free_alias(tx: &mut WriteTx, name: &str, server_name: &str) -> ApiResul
     Ok(format!("#{slug}-{}:{server_name}", ulid::Ulid::generate().to_string().to_lowercase()))
 }
 
-async fn workspace_of_caller(store: &Store, caller: &Participant, workspace_id: Option<&str>) -> ApiResult<String> {
+pub(crate) async fn workspace_of_caller(
+    store: &Store,
+    caller: &Participant,
+    workspace_id: Option<&str>,
+) -> ApiResult<String> {
     match workspace_id {
         Some(id) => {
             let ws = if ids::is_workspace_id(id) { store.workspace(id).await? } else { None };
@@ -320,7 +344,7 @@ pub async fn create_room(store: &Store, config: &Config, caller: &Participant, r
 
 /// The opening events of a room: create, the creator's join, power levels, join rule, name,
 /// topic; `also_joined` are joined alongside the creator (the other side of a DM).
-async fn populate_new_room(
+pub(crate) async fn populate_new_room(
     tx: &mut WriteTx,
     room: &Room,
     creator: &Participant,

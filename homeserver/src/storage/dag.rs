@@ -26,6 +26,26 @@ impl WriteTx {
             .await
     }
 
+    /// The current create, power-levels and join-rule events, and the membership events of the
+    /// given fqids, in one read: `(type, state_key, event_id)`.
+    pub async fn auth_state(
+        &mut self,
+        room_id: &str,
+        member_a: &str,
+        member_b: &str,
+    ) -> Result<Vec<(String, String, String)>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT event_type, state_key, event_id FROM room_state WHERE room_id = $1
+               AND ((event_type IN ('swp.room.create', 'swp.room.power_levels', 'swp.room.join_rules') AND state_key = '')
+                    OR (event_type = 'swp.room.member' AND state_key IN ($2, $3)))",
+        )
+        .bind(room_id)
+        .bind(member_a)
+        .bind(member_b)
+        .fetch_all(&mut *self.tx)
+        .await
+    }
+
     pub async fn fqid_of(&mut self, participant_id: &str) -> Result<Option<String>, sqlx::Error> {
         sqlx::query_scalar("SELECT fqid FROM participants WHERE id = $1")
             .bind(participant_id)

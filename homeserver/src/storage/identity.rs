@@ -182,7 +182,7 @@ impl Store {
         if used {
             sqlx::query("UPDATE sessions SET revoked = TRUE WHERE id = $1").bind(&session_id).execute(&mut *tx).await?;
             tx.commit().await?;
-            return Ok(RefreshOutcome::Reused);
+            return Ok(RefreshOutcome::Reused(session_id));
         }
         sqlx::query("UPDATE tokens SET used = TRUE WHERE token_hash = $1").bind(refresh_hash).execute(&mut *tx).await?;
         // The session's previous access token dies with the rotation.
@@ -198,7 +198,7 @@ impl Store {
                 .fetch_one(&mut *tx)
                 .await?;
         tx.commit().await?;
-        Ok(RefreshOutcome::Rotated(participant))
+        Ok(RefreshOutcome::Rotated(participant, session_id))
     }
 
     pub async fn revoke_session(&self, session_id: &str) -> Result<(), sqlx::Error> {

@@ -6,12 +6,14 @@
 //! pure rules, writes, then commits.
 
 mod dag;
+mod export;
 mod identity;
 mod media;
 mod messages;
 mod models;
 mod rooms;
 
+pub use export::{ExportEventRow, ExportMember, ExportReader};
 pub use media::MediaRow;
 pub use messages::{MessageRow, PageQuery, ReactionCount};
 pub use models::*;

@@ -153,9 +153,10 @@ pub struct TokenOwner {
 
 /// The outcome of presenting a refresh token.
 pub enum RefreshOutcome {
-    Rotated(Participant),
+    /// The session's tokens were replaced (the session id is given so caches can drop the old).
+    Rotated(Participant, String),
     /// Unknown, expired or revoked.
     Invalid,
-    /// Already used once: the session is revoked, since the token may have been stolen.
-    Reused,
+    /// Already used once: the session (given) is revoked, since the token may have been stolen.
+    Reused(String),
 }

@@ -1,0 +1,521 @@
+//! Server-to-server federation. For now: **discovery**, finding a peer by its server name.
+//!
+//! 1. Resolve the name through DNS ([`hickory_resolver`]): an explicit `name:port` or an IP
+//!    literal is used as is; otherwise SRV `_scaiwave._tcp.<name>` first (lowest priority,
+//!    then highest weight), whose target's A/AAAA records and port are used; otherwise the
+//!    name's own A/AAAA records on port [`DEFAULT_PORT`].
+//! 2. Fetch `https://<name>:<port>/.well-known/scaiwave/server` over verified TLS, connecting to
+//!    the resolved addresses with the server name as SNI and `Host`.
+//! 3. Check the document ([`check_well_known`], pure): `server_name` matches, it lists
+//!    `verify_keys`, and it carries a valid self-signature under one of them.
+//!
+//! The decisions (what is pure, which roots are trusted) are in [`parse_server_name`],
+//! [`pick_srv`] and [`check_well_known`], which do no I/O and are unit-tested; [`Discovery`]
+//! is the thin I/O shell around them.
+//!
+//! TLS is rustls with the ring provider only. The process must install it
+//! (`rustls::crypto::ring::default_provider().install_default()`) before building a
+//! [`Discovery`]; [`install_crypto_provider`] does that and is idempotent. Trust roots come
+//! from `rustls-platform-verifier` (the system's CA store on Linux), which reqwest's
+//! `rustls-no-provider` feature already brings in, plus an optional extra CA.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::proto::rr::RData;
+use serde::Serialize;
+use serde_json::Value;
+
+/// The federation port when neither SRV nor the name gives one.
+pub const DEFAULT_PORT: u16 = 8448;
+/// The path of the self-signed discovery document.
+pub const WELL_KNOWN_PATH: &str = "/.well-known/scaiwave/server";
+/// The largest well-known document accepted.
+const MAX_DOCUMENT_BYTES: usize = 64 * 1024;
+
+/// Installs ring as the process-wide rustls provider. Safe to call more than once.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    #[error("invalid server name {0:?}")]
+    InvalidName(String),
+    #[error("DNS: {0}")]
+    Dns(String),
+    #[error("DNS: {0} has no address")]
+    NoAddress(String),
+    #[error("cannot fetch {url}: {reason}")]
+    Fetch { url: String, reason: String },
+    #[error("{url} answered HTTP {status}")]
+    Status { url: String, status: u16 },
+    #[error("bad well-known document: {0}")]
+    BadDocument(String),
+    #[error("well-known document names {found:?}, expected {expected:?}")]
+    NameMismatch { expected: String, found: String },
+    #[error("well-known document signature: {0}")]
+    BadSignature(String),
+    #[error("discovery setup: {0}")]
+    Setup(String),
+}
+
+/// Where a server name points, before any connection is made.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Resolved {
+    /// The host part of the server name, used for SNI and `Host`.
+    pub host: String,
+    pub addresses: Vec<IpAddr>,
+    pub port: u16,
+}
+
+/// A discovered, verified peer.
+#[derive(Clone, Debug, Serialize)]
+pub struct ServerInfo {
+    pub server_name: String,
+    pub addresses: Vec<IpAddr>,
+    pub port: u16,
+    /// `key_id → unpadded base64 public key`.
+    pub verify_keys: BTreeMap<String, String>,
+    pub protocol_versions: Vec<String>,
+    /// The whole document as received (signatures included).
+    pub document: Value,
+}
+
+/// What the DNS step should do for a server name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NamePlan {
+    /// An IP literal: no DNS at all.
+    Ip(IpAddr, u16),
+    /// `host:port`: A/AAAA of the host only, no SRV.
+    HostPort(String, u16),
+    /// A bare host: SRV first, then A/AAAA on the default port.
+    Host(String),
+}
+
+/// Splits a server name into what DNS must resolve. Pure.
+pub fn parse_server_name(name: &str) -> Result<NamePlan, DiscoveryError> {
+    let bad = || DiscoveryError::InvalidName(name.to_string());
+    if name.is_empty() || name.len() > 255 || name.chars().any(|c| c.is_whitespace() || c == '/') {
+        return Err(bad());
+    }
+    // [v6]:port or [v6]
+    if let Some(rest) = name.strip_prefix('[') {
+        let (ip, after) = rest.split_once(']').ok_or_else(bad)?;
+        let ip: IpAddr = ip.parse().map_err(|_| bad())?;
+        let port = match after {
+            "" => DEFAULT_PORT,
+            p => p.strip_prefix(':').and_then(|p| p.parse().ok()).filter(|p| *p != 0).ok_or_else(bad)?,
+        };
+        return Ok(NamePlan::Ip(ip, port));
+    }
+    let (host, port) = match name.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(bad)?)),
+        None => (name, None),
+    };
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(NamePlan::Ip(ip, port.unwrap_or(DEFAULT_PORT)));
+    }
+    let valid_label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if !host.split('.').all(valid_label) {
+        return Err(bad());
+    }
+    let host = host.to_ascii_lowercase();
+    Ok(match port {
+        Some(p) => NamePlan::HostPort(host, p),
+        None => NamePlan::Host(host),
+    })
+}
+
+/// One SRV answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SrvRecord {
+    pub priority: u16,
+    pub weight: u16,
+    pub port: u16,
+    pub target: String,
+}
+
+/// Picks the SRV record to use: lowest priority, then highest weight, then target name (so
+/// the choice is deterministic). A target of `.` means "no service" (RFC 2782). Pure.
+pub fn pick_srv(records: &[SrvRecord]) -> Option<&SrvRecord> {
+    records
+        .iter()
+        .filter(|r| !r.target.is_empty() && r.target != "." && r.port != 0)
+        .min_by(|a, b| a.priority.cmp(&b.priority).then(b.weight.cmp(&a.weight)).then(a.target.cmp(&b.target)))
+}
+
+/// Checks a well-known document against the name it was fetched for. Pure.
+pub fn check_well_known(
+    doc: &Value,
+    expected_name: &str,
+) -> Result<(BTreeMap<String, String>, Vec<String>), DiscoveryError> {
+    let obj = doc.as_object().ok_or_else(|| DiscoveryError::BadDocument("not a JSON object".into()))?;
+    let found = obj
+        .get("server_name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| DiscoveryError::BadDocument("missing server_name".into()))?;
+    if !found.eq_ignore_ascii_case(expected_name) {
+        return Err(DiscoveryError::NameMismatch { expected: expected_name.into(), found: found.into() });
+    }
+    let keys = obj
+        .get("verify_keys")
+        .and_then(Value::as_object)
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| DiscoveryError::BadDocument("missing verify_keys".into()))?;
+    let mut verify_keys = BTreeMap::new();
+    for (id, v) in keys {
+        let key = v
+            .get("key")
+            .and_then(Value::as_str)
+            .ok_or_else(|| DiscoveryError::BadDocument(format!("verify_keys.{id} has no key")))?;
+        verify_keys.insert(id.clone(), key.to_string());
+    }
+    let sigs = doc
+        .get("signatures")
+        .and_then(|s| s.get(found))
+        .and_then(Value::as_object)
+        .ok_or_else(|| DiscoveryError::BadSignature(format!("not signed by {found}")))?;
+    // At least one signature by a listed key must verify; a signature by an unlisted key or a
+    // failing one does not count.
+    let mut last_error = format!("no signature by a key in verify_keys (signed with {:?})", sigs.keys());
+    let mut verified = false;
+    for key_id in sigs.keys() {
+        let Some(key) = verify_keys.get(key_id) else { continue };
+        let public = match crypto::PublicKey::from_base64(key) {
+            Ok(p) => p,
+            Err(e) => {
+                last_error = format!("{key_id}: bad public key: {e}");
+                continue;
+            }
+        };
+        match crypto::verify_json(doc, found, key_id, &public) {
+            Ok(()) => {
+                verified = true;
+                break;
+            }
+            Err(e) => last_error = format!("{key_id}: {e}"),
+        }
+    }
+    if !verified {
+        return Err(DiscoveryError::BadSignature(last_error));
+    }
+    let protocol_versions = obj
+        .get("protocol_versions")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .unwrap_or_default();
+    Ok((verify_keys, protocol_versions))
+}
+
+/// How discovery reaches the network.
+#[derive(Clone, Debug, Default)]
+pub struct DiscoveryConfig {
+    /// A DNS server (`ip:port`, UDP and TCP) to use instead of the system's resolver config.
+    pub nameserver: Option<SocketAddr>,
+    /// PEM certificates trusted in addition to the system's roots.
+    pub extra_ca_pem: Option<Vec<u8>>,
+    /// Bound on the whole discovery of one name [default: 10 s].
+    pub timeout: Option<Duration>,
+}
+
+/// Finds and verifies peers. Cheap to clone; build once and share.
+#[derive(Clone)]
+pub struct Discovery {
+    resolver: TokioResolver,
+    http: reqwest::Client,
+    pinned: Arc<Mutex<HashMap<String, Vec<IpAddr>>>>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Discovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Discovery").field("timeout", &self.timeout).finish_non_exhaustive()
+    }
+}
+
+/// Feeds reqwest the addresses discovery resolved, so the TLS connection goes exactly where DNS
+/// said while the URL (SNI, `Host`) keeps the server name.
+struct PinnedResolver {
+    pinned: Arc<Mutex<HashMap<String, Vec<IpAddr>>>>,
+}
+
+impl reqwest::dns::Resolve for PinnedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let addrs = self.pinned.lock().map(|m| m.get(name.as_str()).cloned()).unwrap_or(None);
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            match addrs {
+                Some(a) if !a.is_empty() => {
+                    let it: reqwest::dns::Addrs = Box::new(a.into_iter().map(|ip| SocketAddr::new(ip, 0)));
+                    Ok(it)
+                }
+                _ => Err(format!("{host} was not resolved by discovery").into()),
+            }
+        })
+    }
+}
+
+/// The error and its causes on one line: reqwest hides the TLS reason in the source chain.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = s.source();
+    }
+    out
+}
+
+impl Discovery {
+    /// Builds the resolver and the HTTPS client. Installs the ring provider if none is.
+    pub fn new(config: DiscoveryConfig) -> Result<Discovery, DiscoveryError> {
+        install_crypto_provider();
+        let timeout = config.timeout.unwrap_or(Duration::from_secs(10));
+        let resolver = match config.nameserver {
+            Some(addr) => {
+                let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
+                for c in &mut ns.connections {
+                    c.port = addr.port();
+                }
+                let mut builder = TokioResolver::builder_with_config(
+                    ResolverConfig::from_name_servers(vec![ns]),
+                    TokioRuntimeProvider::default(),
+                );
+                *builder.options_mut() = resolver_opts();
+                builder.build()
+            }
+            None => TokioResolver::builder_tokio().and_then(|mut b| {
+                let opts = b.options_mut();
+                opts.timeout = Duration::from_secs(3);
+                b.build()
+            }),
+        }
+        .map_err(|e| DiscoveryError::Setup(format!("resolver: {e}")))?;
+
+        let pinned = Arc::new(Mutex::new(HashMap::new()));
+        let mut http = reqwest::Client::builder()
+            .https_only(true)
+            .dns_resolver(Arc::new(PinnedResolver { pinned: pinned.clone() }))
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(timeout)
+            // Discovery answers "can I reach this peer now": never reuse a pooled connection.
+            .pool_max_idle_per_host(0);
+        if let Some(pem) = &config.extra_ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| DiscoveryError::Setup(format!("extra CA: {e}")))?;
+            if certs.is_empty() {
+                return Err(DiscoveryError::Setup("extra CA: no certificate in the PEM".into()));
+            }
+            http = http.tls_certs_merge(certs);
+        }
+        let http = http.build().map_err(|e| DiscoveryError::Setup(format!("HTTPS client: {}", error_chain(&e))))?;
+        Ok(Discovery { resolver, http, pinned, timeout })
+    }
+
+    /// DNS only: where does `server_name` point?
+    pub async fn resolve_address(&self, server_name: &str) -> Result<Resolved, DiscoveryError> {
+        match parse_server_name(server_name)? {
+            NamePlan::Ip(ip, port) => Ok(Resolved { host: ip.to_string(), addresses: vec![ip], port }),
+            NamePlan::HostPort(host, port) => {
+                let addresses = self.lookup_ip(&host).await?;
+                Ok(Resolved { host, addresses, port })
+            }
+            NamePlan::Host(host) => {
+                let srv_name = format!("_scaiwave._tcp.{host}.");
+                let srv = match self.resolver.srv_lookup(srv_name.as_str()).await {
+                    Ok(lookup) => lookup
+                        .answers()
+                        .iter()
+                        .filter_map(|r| match &r.data {
+                            RData::SRV(s) => Some(SrvRecord {
+                                priority: s.priority,
+                                weight: s.weight,
+                                port: s.port,
+                                target: s.target.to_ascii().trim_end_matches('.').to_string(),
+                            }),
+                            _ => None,
+                        })
+                        .collect::<Vec<_>>(),
+                    Err(e) if e.is_no_records_found() || e.is_nx_domain() => Vec::new(),
+                    Err(e) => return Err(DiscoveryError::Dns(format!("SRV {srv_name}: {e}"))),
+                };
+                match pick_srv(&srv) {
+                    Some(r) => {
+                        let addresses = self.lookup_ip(&r.target).await?;
+                        Ok(Resolved { host, addresses, port: r.port })
+                    }
+                    None => {
+                        let addresses = self.lookup_ip(&host).await?;
+                        Ok(Resolved { host, addresses, port: DEFAULT_PORT })
+                    }
+                }
+            }
+        }
+    }
+
+    async fn lookup_ip(&self, host: &str) -> Result<Vec<IpAddr>, DiscoveryError> {
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Ok(vec![ip]);
+        }
+        let fqdn = format!("{host}.");
+        let lookup = self.resolver.lookup_ip(fqdn.as_str()).await.map_err(|e| {
+            if e.is_no_records_found() || e.is_nx_domain() {
+                DiscoveryError::NoAddress(host.to_string())
+            } else {
+                DiscoveryError::Dns(format!("{host}: {e}"))
+            }
+        })?;
+        let mut addrs: Vec<IpAddr> = lookup.iter().collect();
+        addrs.dedup();
+        if addrs.is_empty() {
+            return Err(DiscoveryError::NoAddress(host.to_string()));
+        }
+        Ok(addrs)
+    }
+
+    /// The full discovery: DNS, the well-known document over verified TLS, its checks.
+    pub async fn discover(&self, server_name: &str) -> Result<ServerInfo, DiscoveryError> {
+        tokio::time::timeout(self.timeout, self.discover_inner(server_name)).await.unwrap_or_else(|_| {
+            Err(DiscoveryError::Fetch {
+                url: server_name.to_string(),
+                reason: format!("discovery took longer than {:?}", self.timeout),
+            })
+        })
+    }
+
+    async fn discover_inner(&self, server_name: &str) -> Result<ServerInfo, DiscoveryError> {
+        let resolved = self.resolve_address(server_name).await?;
+        let authority = match resolved.host.parse::<IpAddr>() {
+            Ok(IpAddr::V6(v6)) => format!("[{v6}]:{}", resolved.port),
+            _ => format!("{}:{}", resolved.host, resolved.port),
+        };
+        let url = format!("https://{authority}{WELL_KNOWN_PATH}");
+        if let Ok(mut m) = self.pinned.lock() {
+            m.insert(resolved.host.clone(), resolved.addresses.clone());
+        }
+        let fetch_err = |e: reqwest::Error| DiscoveryError::Fetch { url: url.clone(), reason: error_chain(&e) };
+        let resp = self.http.get(&url).send().await.map_err(fetch_err)?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(DiscoveryError::Status { url, status: status.as_u16() });
+        }
+        if resp.content_length().is_some_and(|l| l > MAX_DOCUMENT_BYTES as u64) {
+            return Err(DiscoveryError::BadDocument("document too large".into()));
+        }
+        let bytes = resp.bytes().await.map_err(fetch_err)?;
+        if bytes.len() > MAX_DOCUMENT_BYTES {
+            return Err(DiscoveryError::BadDocument("document too large".into()));
+        }
+        let doc = crypto::parse_strict(&bytes).map_err(|e| DiscoveryError::BadDocument(e.to_string()))?;
+        // The document names the server without a port; compare against the host part.
+        let expected =
+            server_name.rsplit_once(':').filter(|_| !server_name.starts_with('[')).map_or(server_name, |(h, _)| h);
+        let (verify_keys, protocol_versions) = check_well_known(&doc, expected)?;
+        Ok(ServerInfo {
+            server_name: server_name.to_string(),
+            addresses: resolved.addresses,
+            port: resolved.port,
+            verify_keys,
+            protocol_versions,
+            document: doc,
+        })
+    }
+}
+
+fn resolver_opts() -> ResolverOpts {
+    let mut opts = ResolverOpts::default();
+    opts.timeout = Duration::from_secs(2);
+    opts.attempts = 2;
+    opts.ndots = 0;
+    // Short caching: a testnet changes its answers (partitions, restarts) and operators
+    // expect a resolve to see the current state.
+    opts.positive_max_ttl = Some(Duration::from_secs(5));
+    opts.negative_max_ttl = Some(Duration::from_secs(1));
+    opts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn server_names() {
+        assert_eq!(parse_server_name("alpha.test").unwrap(), NamePlan::Host("alpha.test".into()));
+        assert_eq!(parse_server_name("Alpha.Test:9000").unwrap(), NamePlan::HostPort("alpha.test".into(), 9000));
+        assert_eq!(parse_server_name("127.0.0.1").unwrap(), NamePlan::Ip("127.0.0.1".parse().unwrap(), DEFAULT_PORT));
+        assert_eq!(parse_server_name("[::1]:8000").unwrap(), NamePlan::Ip("::1".parse().unwrap(), 8000));
+        for bad in ["", "a b", "alpha.test:0", "alpha.test:x", "-a.test", "a..test", "[::1", "a/b", "alpha.test:99999"]
+        {
+            assert!(parse_server_name(bad).is_err(), "{bad:?} must be rejected");
+        }
+    }
+
+    #[test]
+    fn srv_choice() {
+        let r = |p, w, port, t: &str| SrvRecord { priority: p, weight: w, port, target: t.into() };
+        assert_eq!(pick_srv(&[]), None);
+        assert_eq!(pick_srv(&[r(0, 0, 8448, ".")]), None);
+        let recs = [r(10, 5, 1, "b.test"), r(5, 1, 2, "c.test"), r(5, 9, 3, "d.test")];
+        assert_eq!(pick_srv(&recs).unwrap().target, "d.test");
+    }
+
+    fn signed_doc(name: &str) -> (Value, crypto::ServerKey) {
+        let key = crypto::ServerKey::generate("k1").unwrap();
+        let mut doc = json!({
+            "server_name": name,
+            "protocol_versions": ["v1"],
+            "verify_keys": {key.key_id(): {"key": key.public_key_base64()}},
+        });
+        crypto::sign_json(&mut doc, name, &key).unwrap();
+        (doc, key)
+    }
+
+    #[test]
+    fn well_known_checks() {
+        let (doc, key) = signed_doc("alpha.test");
+        let (keys, versions) = check_well_known(&doc, "alpha.test").unwrap();
+        assert_eq!(keys[key.key_id()], key.public_key_base64());
+        assert_eq!(versions, vec!["v1".to_string()]);
+
+        assert!(matches!(check_well_known(&doc, "beta.test"), Err(DiscoveryError::NameMismatch { .. })));
+
+        let mut tampered = doc.clone();
+        tampered["protocol_versions"] = json!(["v2"]);
+        assert!(matches!(check_well_known(&tampered, "alpha.test"), Err(DiscoveryError::BadSignature(_))));
+
+        // Signed by a key the document does not list.
+        let (other, _) = signed_doc("alpha.test");
+        let mut swapped = doc.clone();
+        swapped["signatures"] = other["signatures"].clone();
+        assert!(matches!(check_well_known(&swapped, "alpha.test"), Err(DiscoveryError::BadSignature(_))));
+
+        let mut unsigned = doc.clone();
+        unsigned.as_object_mut().unwrap().remove("signatures");
+        assert!(matches!(check_well_known(&unsigned, "alpha.test"), Err(DiscoveryError::BadSignature(_))));
+
+        assert!(matches!(check_well_known(&json!([]), "alpha.test"), Err(DiscoveryError::BadDocument(_))));
+        assert!(matches!(
+            check_well_known(&json!({"server_name": "alpha.test"}), "alpha.test"),
+            Err(DiscoveryError::BadDocument(_))
+        ));
+    }
+}

@@ -1,0 +1,447 @@
+//! Importing a room bundle: spool it to a temp file (ZIP needs to seek), check all of it
+//! ([`super::validate`]), store its media in the content-addressed store, then create a new room
+//! and replay the bundle's events into it in one transaction. The importer is the new room's
+//! creator and the sender of every imported event; each carries its original author as
+//! `content._imported_sender`. On any failure nothing is left: the transaction rolls back and
+//! media files this import added are removed.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value, json};
+use sha2::Sha256;
+use tokio::runtime::Handle;
+
+use super::Progress;
+use super::export::media_id_of;
+use super::format::{EVENTS, EventLine, ImportedSender, Manifest};
+use super::validate::{self, Archive, Kind, refused};
+use crate::clock::now_secs;
+use crate::error::{ApiError, ApiResult};
+use crate::messages::{EDIT, REACTION, REDACTION};
+use crate::rooms::{self, NewEventSpec, event_types::MESSAGE};
+use crate::storage::{MediaRow, Participant, Room, RoomState, RoomType, Store, WriteTx};
+use crate::{ids, media};
+
+/// What an import writes to.
+#[derive(Clone)]
+pub struct ImportTarget {
+    pub store: Store,
+    pub data_dir: PathBuf,
+    /// This server's name: senders of other servers become foreign participant records.
+    pub server_name: String,
+    pub max_import_bytes: u64,
+}
+
+pub struct Imported {
+    pub room_id: String,
+    pub imported_events: u64,
+}
+
+/// A spooled upload in `<data_dir>/tmp`, removed when dropped.
+pub struct TempBundle {
+    pub path: PathBuf,
+}
+
+impl TempBundle {
+    pub fn create(data_dir: &Path) -> ApiResult<(TempBundle, File)> {
+        let dir = data_dir.join("tmp");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| ApiError::internal(format!("import: create {}: {e}", dir.display())))?;
+        let path = dir.join(format!("import-{}.zip", ids::new_session_id()));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| ApiError::internal(format!("import: create {}: {e}", path.display())))?;
+        Ok((TempBundle { path }, file))
+    }
+}
+
+impl Drop for TempBundle {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot remove import temp file");
+        }
+    }
+}
+
+/// Imports the spooled bundle at `path` as a new room of `importer` in `workspace_id` (their
+/// personal workspace when `None`). Runs on a blocking thread; database work goes through `rt`.
+pub fn import_bundle(
+    rt: &Handle,
+    target: &ImportTarget,
+    importer: &Participant,
+    workspace_id: Option<&str>,
+    path: &Path,
+    progress: &mut dyn FnMut(Progress),
+) -> ApiResult<Imported> {
+    let workspace_id = rt.block_on(rooms::workspace_of_caller(&target.store, importer, workspace_id))?;
+    let file = File::open(path).map_err(|e| ApiError::internal(format!("import: open spool: {e}")))?;
+    let mut archive = validate::open(file)?;
+    let checked = validate::check(&mut archive, target.max_import_bytes, progress)?;
+    let mut added_files = Vec::new();
+    let result = store_media(rt, target, &mut archive, &checked.manifest, &mut added_files)
+        .and_then(|()| replay(rt, target, importer, &workspace_id, &mut archive, &checked.manifest, progress));
+    if result.is_err() {
+        for f in added_files {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+    result
+}
+
+/// Stores each media file through the media module (hashing it again on the way in). Records
+/// the content files that did not exist before, so a failed import can take them back.
+fn store_media(
+    rt: &Handle,
+    target: &ImportTarget,
+    archive: &mut Archive,
+    m: &Manifest,
+    added: &mut Vec<PathBuf>,
+) -> ApiResult<()> {
+    for (sha, info) in &m.media {
+        let dest = media::content_path(&target.data_dir, sha);
+        let existed = dest.exists();
+        let mut upload = rt.block_on(media::Upload::begin(&target.data_dir, target.max_import_bytes))?;
+        let mut r = validate::entry(archive, &info.path)?;
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = r.read(&mut buf).map_err(|e| refused(format!("{} is corrupt: {e}", info.path)))?;
+            if n == 0 {
+                break;
+            }
+            rt.block_on(upload.write(&buf[..n]))?;
+        }
+        let stored = rt.block_on(upload.finish())?;
+        if !existed && dest.exists() {
+            added.push(dest);
+        }
+        if stored.sha256 != *sha || stored.size != info.size {
+            return Err(refused(format!("media {} does not match its hash", info.path)));
+        }
+    }
+    Ok(())
+}
+
+fn replay(
+    rt: &Handle,
+    target: &ImportTarget,
+    importer: &Participant,
+    workspace_id: &str,
+    archive: &mut Archive,
+    m: &Manifest,
+    progress: &mut dyn FnMut(Progress),
+) -> ApiResult<Imported> {
+    let senders = sender_blocks(m);
+    let mut tx = rt.block_on(target.store.write())?;
+    let mut state = Replay {
+        room_id: String::new(),
+        importer,
+        server_name: &target.server_name,
+        senders: &senders,
+        events: HashMap::new(),
+        media: HashMap::new(),
+        reactors: HashMap::new(),
+        count: 0,
+    };
+    rt.block_on(state.create_room(&mut tx, m, workspace_id))?;
+    rt.block_on(state.insert_media(&mut tx, m))?;
+    let mut r = BufReader::with_capacity(256 * 1024, validate::entry(archive, EVENTS)?);
+    let mut hasher = <Sha256 as sha2::Digest>::new();
+    let (mut buf, mut n, mut bytes) = (Vec::new(), 0u64, 0u64);
+    while validate::next_line(&mut r, &mut buf, &mut hasher)? {
+        bytes += buf.len() as u64 + 1;
+        let line = validate::parse_line(&buf, n)?;
+        rt.block_on(state.event(&mut tx, &line))?;
+        n += 1;
+        if n % 1000 == 0 {
+            progress(Progress { events: n, bytes });
+        }
+    }
+    progress(Progress { events: n, bytes });
+    rt.block_on(tx.commit())?;
+    Ok(Imported { room_id: state.room_id, imported_events: state.count })
+}
+
+/// The manifest's `_imported_sender` blocks as JSON, by fqid.
+fn sender_blocks(m: &Manifest) -> HashMap<String, Value> {
+    m.imported_senders.iter().map(|(fqid, s)| (fqid.clone(), serde_json::to_value(s).unwrap_or(Value::Null))).collect()
+}
+
+/// An imported event: its new id, what it is, and (for messages) its author and time.
+struct Mapped {
+    id: String,
+    kind: Kind,
+    sender: String,
+    origin_ts: i64,
+}
+
+struct Replay<'a> {
+    room_id: String,
+    importer: &'a Participant,
+    server_name: &'a str,
+    senders: &'a HashMap<String, Value>,
+    /// Old event id → the imported event.
+    events: HashMap<String, Mapped>,
+    /// Old media id → new media id.
+    media: HashMap<String, String>,
+    /// fqid → the participant id that holds their reactions here.
+    reactors: HashMap<String, String>,
+    count: u64,
+}
+
+fn internal(msg: &str) -> ApiError {
+    ApiError::internal(format!("import: {msg}"))
+}
+
+impl Replay<'_> {
+    async fn create_room(&mut self, tx: &mut WriteTx, m: &Manifest, workspace_id: &str) -> ApiResult<()> {
+        let name = m.room.name.as_deref().and_then(|n| rooms::clean_name(n).ok());
+        let name = name.unwrap_or_else(|| "Imported room".into());
+        let topic = rooms::clean_topic(m.room.topic.as_deref()).unwrap_or(None);
+        let room = Room {
+            id: ids::new_room_id(),
+            tenant_id: self.importer.tenant_id.clone(),
+            room_alias: Some(rooms::free_alias(tx, &name, self.server_name).await?),
+            // A DM becomes a group room: its other side is not here to join it.
+            room_type: if m.room.room_type == RoomType::Public { RoomType::Public } else { RoomType::Group },
+            name: Some(name),
+            topic,
+            workspace_id: workspace_id.to_string(),
+            creator_id: self.importer.id.clone(),
+            created_at: now_secs(),
+            state: RoomState::Open,
+            federated: false,
+            dm_key: None,
+        };
+        tx.insert_room(&room).await?;
+        rooms::populate_new_room(tx, &room, self.importer, &[]).await?;
+        self.room_id = room.id;
+        Ok(())
+    }
+
+    /// Every upload of the bundle gets a new media id here, pointing at the stored content.
+    async fn insert_media(&mut self, tx: &mut WriteTx, m: &Manifest) -> ApiResult<()> {
+        for (old_id, (sha, mime, filename)) in validate::media_by_id(m) {
+            let size = m.media.get(&sha).map(|i| i.size).unwrap_or(0);
+            let row = MediaRow {
+                media_id: ids::new_media_id(),
+                sha256: sha,
+                size: i64::try_from(size).map_err(|_| internal("media size overflows"))?,
+                mime_type: media::clean_mime_type(Some(&mime)),
+                filename: media::clean_filename(filename.as_deref()),
+                uploader_id: self.importer.id.clone(),
+                created_at: now_secs(),
+            };
+            tx.insert_media(&row).await?;
+            self.media.insert(old_id, row.media_id);
+        }
+        Ok(())
+    }
+
+    fn sender_block(&self, fqid: &str) -> Value {
+        self.senders.get(fqid).cloned().unwrap_or_else(|| {
+            let (local, server) = ids::parse_fqid(fqid).unwrap_or((fqid, ""));
+            serde_json::to_value(ImportedSender {
+                fqid: fqid.to_string(),
+                display_name: local.to_string(),
+                server_name: server.to_string(),
+            })
+            .unwrap_or(Value::Null)
+        })
+    }
+
+    /// Points media ids and replies at their imported counterparts (a reply to something not
+    /// imported loses its reference).
+    fn rewrite(&self, content: &mut Value) {
+        if let Some(new) = media_id_of(content).and_then(|old| self.media.get(old)).cloned() {
+            content["media_id"] = json!(new);
+        }
+        if let Some(obj) = content.as_object_mut()
+            && let Some(old) = obj.get("reply_to_event_id").and_then(Value::as_str)
+        {
+            match self.events.get(old) {
+                Some(e) => {
+                    obj.insert("reply_to_event_id".into(), json!(e.id));
+                }
+                None => {
+                    obj.remove("reply_to_event_id");
+                }
+            }
+        }
+    }
+
+    /// Adds the original author and time, keeping those of an earlier import.
+    fn annotate(&self, content: &mut Value, sender: &str, origin_ts: i64) {
+        if !content.is_object() {
+            *content = Value::Object(Map::new());
+        }
+        let obj = content.as_object_mut().expect("made an object");
+        obj.entry("_imported_sender").or_insert_with(|| self.sender_block(sender));
+        obj.entry("_imported_origin_ts").or_insert_with(|| json!(origin_ts));
+    }
+
+    async fn append(
+        &mut self,
+        tx: &mut WriteTx,
+        event_type: &str,
+        content: &Value,
+        relates_to: Option<&str>,
+    ) -> ApiResult<String> {
+        let spec = NewEventSpec {
+            room_id: &self.room_id,
+            sender_id: &self.importer.id,
+            event_type,
+            state_key: None,
+            content,
+            event_uuid: None,
+            relates_to,
+            unsigned: None,
+        };
+        let (id, _) = rooms::append_event(tx, spec).await?;
+        self.count += 1;
+        Ok(id)
+    }
+
+    fn target(&self, line: &EventLine, key: &str) -> ApiResult<(String, Kind, String, i64)> {
+        let content = line.pdu.get("content");
+        let old = if line.redacted_at.is_some() {
+            line.relates_to.as_deref()
+        } else {
+            content.and_then(|c| c.get(key)).and_then(Value::as_str)
+        };
+        let e = old.and_then(|o| self.events.get(o)).ok_or_else(|| internal("relation to an unknown event"))?;
+        Ok((e.id.clone(), e.kind, e.sender.clone(), e.origin_ts))
+    }
+
+    /// The participant a reaction is recorded for: the original reactor when this server knows
+    /// them (or they are of another server, recorded like a federated participant), else the
+    /// importer.
+    async fn reactor(&mut self, tx: &mut WriteTx, fqid: &str) -> ApiResult<String> {
+        if let Some(id) = self.reactors.get(fqid) {
+            return Ok(id.clone());
+        }
+        let id = match tx.participant_id_by_fqid(fqid).await? {
+            Some(id) => id,
+            None => match ids::parse_fqid(fqid) {
+                Some((local, server)) if server != self.server_name && ids::is_local_id(local) => {
+                    let display = self.sender_block(fqid)["display_name"].as_str().unwrap_or(local).to_string();
+                    let p = Participant {
+                        id: ids::new_participant_id(),
+                        tenant_id: self.importer.tenant_id.clone(),
+                        local_id: local.to_string(),
+                        server_name: server.to_string(),
+                        fqid: fqid.to_string(),
+                        display_name: display,
+                        is_admin: false,
+                        created_at: now_secs(),
+                    };
+                    tx.insert_foreign_participant(&p).await?;
+                    p.id
+                }
+                _ => self.importer.id.clone(),
+            },
+        };
+        self.reactors.insert(fqid.to_string(), id.clone());
+        Ok(id)
+    }
+
+    /// Replays one checked event. State events are not replayed: the new room has its own.
+    async fn event(&mut self, tx: &mut WriteTx, line: &EventLine) -> ApiResult<()> {
+        if line.state_key.is_some() {
+            return Ok(());
+        }
+        let redacted = line.redacted_at.is_some();
+        let signed = line.pdu.get("content").cloned().unwrap_or_else(|| json!({}));
+        let now = now_secs();
+        let (id, kind) = match line.event_type.as_str() {
+            MESSAGE => {
+                let mut content = if redacted { json!({}) } else { signed };
+                self.rewrite(&mut content);
+                self.annotate(&mut content, &line.sender, line.origin_ts);
+                (self.append(tx, MESSAGE, &content, None).await?, Kind::Message)
+            }
+            EDIT => {
+                let (target, _, sender, ts) = self.target(line, "event_id")?;
+                let mut new_content = signed.get("new_content").cloned().unwrap_or_else(|| json!({}));
+                if !redacted {
+                    self.rewrite(&mut new_content);
+                    self.annotate(&mut new_content, &sender, ts);
+                }
+                let content = if redacted {
+                    json!({"event_id": target})
+                } else {
+                    json!({"event_id": target, "new_content": new_content})
+                };
+                let id = self.append(tx, EDIT, &content, Some(&target)).await?;
+                tx.apply_edit(&target, &new_content.to_string(), now).await?;
+                (id, Kind::Other)
+            }
+            REACTION => {
+                let (target, ..) = self.target(line, "event_id")?;
+                let emoji = signed.get("emoji").and_then(Value::as_str).filter(|_| !redacted);
+                let mut content = json!({"event_id": target});
+                if let Some(e) = emoji {
+                    content["emoji"] = json!(e);
+                }
+                self.annotate(&mut content, &line.sender, line.origin_ts);
+                let id = self.append(tx, REACTION, &content, Some(&target)).await?;
+                if let Some(e) = emoji {
+                    let reactor = self.reactor(tx, &line.sender).await?;
+                    tx.add_reaction(&target, &reactor, e, &id).await?;
+                }
+                (id, Kind::Reaction)
+            }
+            REDACTION => {
+                let (target, target_kind, sender, ts) = self.target(line, "redacts")?;
+                let mut content = json!({"redacts": target});
+                if let Some(reason) = signed.get("reason").filter(|r| r.is_string()) {
+                    content["reason"] = reason.clone();
+                }
+                self.annotate(&mut content, &line.sender, line.origin_ts);
+                let id = self.append(tx, REDACTION, &content, Some(&target)).await?;
+                tx.apply_redaction(&target, now).await?;
+                rooms::redact_stored_pdus(tx, &target).await?;
+                match target_kind {
+                    Kind::Reaction => tx.forget_reaction_event(&target).await?,
+                    // The body is gone; who wrote it and when stays, as it does for the sender.
+                    Kind::Message => {
+                        let mut kept = json!({});
+                        self.annotate(&mut kept, &sender, ts);
+                        tx.set_event_content(&target, &kept.to_string()).await?;
+                    }
+                    Kind::Other => {}
+                }
+                (id, Kind::Other)
+            }
+            other => {
+                let mut content = if redacted { json!({}) } else { signed };
+                self.annotate(&mut content, &line.sender, line.origin_ts);
+                let relates_to = line.relates_to.as_deref().and_then(|r| self.events.get(r)).map(|e| e.id.clone());
+                (self.append(tx, other, &content, relates_to.as_deref()).await?, Kind::Other)
+            }
+        };
+        let mapped = Mapped { id, kind, sender: line.sender.clone(), origin_ts: line.origin_ts };
+        self.events.insert(line.event_id.clone(), mapped);
+        Ok(())
+    }
+}
+
+/// Copies `from` into a new spool file, refusing more than `max` bytes.
+pub fn spool_reader(data_dir: &Path, mut from: impl Read, max: u64) -> ApiResult<TempBundle> {
+    let (spool, file) = TempBundle::create(data_dir)?;
+    let mut w = std::io::BufWriter::new(file);
+    let n = std::io::copy(&mut (&mut from).take(max + 1), &mut w)
+        .map_err(|e| ApiError::internal(format!("import: spool: {e}")))?;
+    if n > max {
+        return Err(refused(format!("the bundle is larger than max_import_bytes ({max} bytes)")));
+    }
+    std::io::Write::flush(&mut w).map_err(|e| ApiError::internal(format!("import: spool: {e}")))?;
+    Ok(spool)
+}

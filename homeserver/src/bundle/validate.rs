@@ -1,0 +1,366 @@
+//! Everything an import checks before it writes anything: the ZIP's entries (names, kinds,
+//! sizes, compression ratios), the manifest, every media file's hash, and every event's
+//! signature, content hash and relations. A bundle that fails any check is refused whole with
+//! `SW_ROOM_IMPORT_REFUSED`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use zip::{CompressionMethod, ZipArchive};
+
+use super::format::{EVENTS, EntryKind, EventLine, FORMAT, MANIFEST, Manifest, VERSION, classify_entry, is_sha256_hex};
+use super::{Exact, Progress, hex};
+use crate::error::{ApiError, ApiResult};
+use crate::messages::{EDIT, REACTION, REDACTION, validate_content, validate_emoji};
+use crate::rooms::event_types::MESSAGE;
+use crate::storage::RoomType;
+
+/// Largest compression ratio accepted for an entry over [`RATIO_FLOOR`] bytes.
+pub const MAX_RATIO: u64 = 200;
+/// Entries this small are not ratio-checked (a tiny JSON file may compress very well).
+pub const RATIO_FLOOR: u64 = 1024 * 1024;
+/// Largest `manifest.json`.
+pub const MAX_MANIFEST_BYTES: u64 = 64 * 1024 * 1024;
+/// Longest line of `events.jsonl` (content is at most 64 KiB; the line holds it twice).
+pub const MAX_LINE_BYTES: usize = 1024 * 1024;
+
+pub type Archive = ZipArchive<BufReader<File>>;
+
+pub fn refused(msg: impl Into<String>) -> ApiError {
+    ApiError::RoomImportRefused(msg.into())
+}
+
+/// A key the bundle's events may be signed with; old keys only for events before they expired.
+pub struct KnownKey {
+    pub key: crypto::PublicKey,
+    pub expired_ts: Option<i64>,
+}
+
+/// What the checks learned, for the replay.
+pub struct Checked {
+    pub manifest: Manifest,
+    pub events_size: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Message,
+    Reaction,
+    Other,
+}
+
+/// Opens the archive; anything unreadable (truncated, corrupt directory) is refused.
+pub fn open(file: File) -> ApiResult<Archive> {
+    ZipArchive::new(BufReader::new(file)).map_err(|e| refused(format!("not a readable ZIP archive: {e}")))
+}
+
+/// Opens one entry for reading exactly its declared size.
+pub fn entry<'a>(archive: &'a mut Archive, name: &str) -> ApiResult<Exact<zip::read::ZipFile<'a, BufReader<File>>>> {
+    let f = archive.by_name(name).map_err(|e| refused(format!("cannot read {name}: {e}")))?;
+    let size = f.size();
+    Ok(Exact::new(f, size))
+}
+
+fn read_error(name: &str, e: std::io::Error) -> ApiError {
+    refused(format!("{name} is corrupt: {e}"))
+}
+
+pub fn check(archive: &mut Archive, max_bytes: u64, progress: &mut dyn FnMut(Progress)) -> ApiResult<Checked> {
+    let sizes = check_entries(archive, max_bytes)?;
+    let manifest = read_manifest(archive)?;
+    let keys = known_keys(&manifest)?;
+    check_media(archive, &manifest, &sizes)?;
+    let events_size = *sizes.get(EVENTS).ok_or_else(|| refused("the bundle has no events.jsonl"))?;
+    check_events(archive, &manifest, &keys, progress)?;
+    Ok(Checked { manifest, events_size })
+}
+
+/// Every entry: a name of the format, a plain file, stored or deflated, within the size cap
+/// and the ratio cap. Answers each entry's declared size.
+fn check_entries(archive: &mut Archive, max_bytes: u64) -> ApiResult<HashMap<String, u64>> {
+    let mut sizes = HashMap::new();
+    let mut total: u64 = 0;
+    for i in 0..archive.len() {
+        let f = archive.by_index_raw(i).map_err(|e| refused(format!("corrupt entry {i}: {e}")))?;
+        let name = std::str::from_utf8(f.name_raw()).map_err(|_| refused("an entry name is not UTF-8"))?.to_string();
+        if classify_entry(&name).is_none() || f.enclosed_name().is_none() {
+            return Err(refused(format!("entry {name:?} is outside the bundle format")));
+        }
+        if !f.is_file() {
+            return Err(refused(format!("entry {name:?} is not a plain file")));
+        }
+        if f.encrypted() {
+            return Err(refused(format!("entry {name:?} is encrypted")));
+        }
+        if !matches!(f.compression(), CompressionMethod::Stored | CompressionMethod::Deflated) {
+            return Err(refused(format!("entry {name:?} uses an unsupported compression method")));
+        }
+        total = total.saturating_add(f.size());
+        if total > max_bytes {
+            return Err(refused(format!(
+                "the bundle holds more than max_import_bytes ({max_bytes} bytes) uncompressed"
+            )));
+        }
+        if f.size() > RATIO_FLOOR && f.size() / f.compressed_size().max(1) > MAX_RATIO {
+            return Err(refused(format!("entry {name:?} compresses more than {MAX_RATIO}:1")));
+        }
+        if sizes.insert(name.clone(), f.size()).is_some() {
+            return Err(refused(format!("entry {name:?} appears twice")));
+        }
+    }
+    Ok(sizes)
+}
+
+fn read_manifest(archive: &mut Archive) -> ApiResult<Manifest> {
+    let mut r = entry(archive, MANIFEST).map_err(|_| refused("the bundle has no manifest.json"))?;
+    let mut bytes = Vec::new();
+    (&mut r).take(MAX_MANIFEST_BYTES + 1).read_to_end(&mut bytes).map_err(|e| read_error(MANIFEST, e))?;
+    if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+        return Err(refused("manifest.json is too large"));
+    }
+    let value = crypto::parse_strict(&bytes).map_err(|e| refused(format!("manifest.json is not valid JSON: {e}")))?;
+    if value.get("format").and_then(Value::as_str) != Some(FORMAT) || value.get("version") != Some(&VERSION.into()) {
+        return Err(refused(format!(
+            "unknown bundle format or version (this server reads {FORMAT} version {VERSION})"
+        )));
+    }
+    let m: Manifest = serde_json::from_value(value).map_err(|e| refused(format!("manifest.json is malformed: {e}")))?;
+    if m.events.entry != EVENTS {
+        return Err(refused("manifest.json names another events entry"));
+    }
+    if !crate::ids::is_server_name(&m.server.server_name) {
+        return Err(refused("manifest.json names no valid exporting server"));
+    }
+    if m.room.room_type == RoomType::Incognito {
+        return Err(refused("incognito rooms are never imported"));
+    }
+    Ok(m)
+}
+
+fn known_keys(m: &Manifest) -> ApiResult<HashMap<String, KnownKey>> {
+    let mut keys = HashMap::new();
+    let current = m.server.verify_keys.iter().map(|(id, k)| (id, &k.key, None));
+    let old = m.server.old_verify_keys.iter().map(|(id, k)| (id, &k.key, Some(k.expired_ts)));
+    for (id, key, expired_ts) in current.chain(old) {
+        crypto::validate_key_id(id).map_err(|_| refused(format!("bad key id {id:?}")))?;
+        let key = crypto::PublicKey::from_base64(key).map_err(|_| refused(format!("bad verify key {id:?}")))?;
+        keys.insert(id.clone(), KnownKey { key, expired_ts });
+    }
+    if keys.is_empty() {
+        return Err(refused("manifest.json lists no verify keys"));
+    }
+    Ok(keys)
+}
+
+/// The media index and the media entries agree one to one, and every file hashes to its name.
+fn check_media(archive: &mut Archive, m: &Manifest, sizes: &HashMap<String, u64>) -> ApiResult<()> {
+    let mut ids = HashSet::new();
+    for (sha, info) in &m.media {
+        if !is_sha256_hex(sha) || classify_entry(&info.path) != Some(EntryKind::Media { sha256: sha.clone() }) {
+            return Err(refused(format!("media {sha:?} has a bad path")));
+        }
+        if sizes.get(&info.path) != Some(&info.size) {
+            return Err(refused(format!("media {sha} is missing or has the wrong size")));
+        }
+        if info.media_ids.is_empty() {
+            return Err(refused(format!("media {sha} names no media id")));
+        }
+        for id in &info.media_ids {
+            if !crate::ids::is_media_id(id) || !ids.insert(id.clone()) {
+                return Err(refused(format!("media {sha} has a bad or repeated media id")));
+            }
+        }
+        let mut r = entry(archive, &info.path)?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = r.read(&mut buf).map_err(|e| read_error(&info.path, e))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        if hex(&hasher.finalize()) != *sha {
+            return Err(refused(format!("media {} does not match its hash", info.path)));
+        }
+    }
+    let media_entries = sizes.keys().filter(|n| matches!(classify_entry(n), Some(EntryKind::Media { .. }))).count();
+    if media_entries != m.media.len() {
+        return Err(refused("the bundle holds media its manifest does not list"));
+    }
+    Ok(())
+}
+
+/// Reads the next line (without its newline) into `buf`; false at the end. Lines are capped.
+pub fn next_line(r: &mut impl BufRead, buf: &mut Vec<u8>, hasher: &mut Sha256) -> ApiResult<bool> {
+    buf.clear();
+    r.by_ref().take(MAX_LINE_BYTES as u64 + 1).read_until(b'\n', buf).map_err(|e| read_error(EVENTS, e))?;
+    if buf.is_empty() {
+        return Ok(false);
+    }
+    hasher.update(&buf[..]);
+    if buf.last() != Some(&b'\n') {
+        return Err(refused(if buf.len() > MAX_LINE_BYTES {
+            "a line of events.jsonl is too long"
+        } else {
+            "events.jsonl does not end with a newline"
+        }));
+    }
+    buf.pop();
+    Ok(true)
+}
+
+pub fn parse_line(bytes: &[u8], n: u64) -> ApiResult<EventLine> {
+    let value = crypto::parse_strict(bytes).map_err(|e| refused(format!("event {n}: not valid JSON: {e}")))?;
+    serde_json::from_value(value).map_err(|e| refused(format!("event {n}: malformed: {e}")))
+}
+
+fn check_events(
+    archive: &mut Archive,
+    m: &Manifest,
+    keys: &HashMap<String, KnownKey>,
+    progress: &mut dyn FnMut(Progress),
+) -> ApiResult<()> {
+    let mut r = BufReader::with_capacity(256 * 1024, entry(archive, EVENTS)?);
+    let mut hasher = Sha256::new();
+    let (mut buf, mut n, mut bytes) = (Vec::new(), 0u64, 0u64);
+    let mut seen: HashMap<String, Kind> = HashMap::new();
+    while next_line(&mut r, &mut buf, &mut hasher)? {
+        bytes += buf.len() as u64 + 1;
+        let line = parse_line(&buf, n)?;
+        check_event(&line, m, keys, &mut seen).map_err(|e| refused(format!("event {n} ({}): {e}", line.event_id)))?;
+        n += 1;
+        if n % 1000 == 0 {
+            progress(Progress { events: n, bytes });
+        }
+    }
+    progress(Progress { events: n, bytes });
+    if n != m.events.count || hex(&hasher.finalize()) != m.events.sha256 {
+        return Err(refused("events.jsonl does not match the count and hash in manifest.json"));
+    }
+    Ok(())
+}
+
+fn str_at<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str)
+}
+
+/// One event: it is the room's, sent and signed by the exporting server with a listed key, its
+/// id is its reference hash, its content hash holds (or it is in redacted form when the room
+/// shows it redacted), the folded fields agree with it, and what it relates to came before it.
+fn check_event(
+    line: &EventLine,
+    m: &Manifest,
+    keys: &HashMap<String, KnownKey>,
+    seen: &mut HashMap<String, Kind>,
+) -> Result<(), String> {
+    let pdu = &line.pdu;
+    let server = m.server.server_name.as_str();
+    if !pdu.is_object() {
+        return Err("no signed form".into());
+    }
+    if str_at(pdu, "room_id") != Some(m.room.id.as_str()) {
+        return Err("signed for another room".into());
+    }
+    if str_at(pdu, "origin") != Some(server) {
+        return Err("not from the exporting server".into());
+    }
+    let sender = str_at(pdu, "sender").unwrap_or_default();
+    if sender != line.sender || crate::ids::parse_fqid(sender).map(|(_, s)| s) != Some(server) {
+        return Err("sender is not a participant of the exporting server".into());
+    }
+    if str_at(pdu, "event_type") != Some(line.event_type.as_str())
+        || str_at(pdu, "state_key") != line.state_key.as_deref()
+        || pdu.get("origin_ts").and_then(Value::as_i64) != Some(line.origin_ts)
+    {
+        return Err("the listed fields disagree with the signed event".into());
+    }
+    if crypto::event_id(pdu).ok().as_deref() != Some(line.event_id.as_str()) {
+        return Err("the event id is not the signed event's reference hash".into());
+    }
+    if seen.contains_key(&line.event_id) {
+        return Err("listed twice".into());
+    }
+    verify_signature(pdu, server, line.origin_ts, keys)?;
+    let redacted = line.redacted_at.is_some();
+    if redacted {
+        if crypto::redact(pdu).ok().as_ref() != Some(pdu) {
+            return Err("redacted, but its signed form is not redacted".into());
+        }
+    } else if !crypto::check_content_hash(pdu) {
+        return Err("the content hash does not match".into());
+    }
+    let content = pdu.get("content").cloned().unwrap_or(Value::Null);
+    let target_of =
+        |key: &str| if redacted { line.relates_to.clone() } else { str_at(&content, key).map(str::to_string) };
+    let needs = |target: Option<String>, kinds: &[Kind]| match target.and_then(|t| seen.get(&t).copied()) {
+        Some(k) if kinds.contains(&k) => Ok(()),
+        _ => Err("relates to an event that is not before it in the bundle".to_string()),
+    };
+    let kind = match line.event_type.as_str() {
+        _ if line.state_key.is_some() => Kind::Other,
+        MESSAGE => {
+            if !redacted {
+                let folded = line.original_content.as_ref().unwrap_or(&line.content);
+                if *folded != content {
+                    return Err("the listed content disagrees with the signed event".into());
+                }
+                validate_content(&content).map_err(|e| e.to_string())?;
+            }
+            Kind::Message
+        }
+        EDIT => {
+            needs(target_of("event_id"), &[Kind::Message])?;
+            if !redacted {
+                validate_content(content.get("new_content").unwrap_or(&Value::Null)).map_err(|e| e.to_string())?;
+            }
+            Kind::Other
+        }
+        REACTION => {
+            needs(target_of("event_id"), &[Kind::Message])?;
+            if !redacted {
+                validate_emoji(str_at(&content, "emoji").unwrap_or_default()).map_err(|e| e.to_string())?;
+            }
+            Kind::Reaction
+        }
+        REDACTION => {
+            needs(str_at(&content, "redacts").map(str::to_string), &[Kind::Message, Kind::Reaction])?;
+            Kind::Other
+        }
+        _ => Kind::Other,
+    };
+    seen.insert(line.event_id.clone(), kind);
+    Ok(())
+}
+
+/// Every signature by a listed key must verify, and there must be at least one.
+fn verify_signature(pdu: &Value, server: &str, origin_ts: i64, keys: &HashMap<String, KnownKey>) -> Result<(), String> {
+    let sigs = pdu.get("signatures").and_then(|s| s.get(server)).and_then(Value::as_object);
+    let mut verified = false;
+    for key_id in sigs.map(|s| s.keys().collect::<Vec<_>>()).unwrap_or_default() {
+        let Some(k) = keys.get(key_id) else { continue };
+        if k.expired_ts.is_some_and(|exp| origin_ts.saturating_mul(1000) >= exp) {
+            continue;
+        }
+        crypto::verify_event(pdu, server, key_id, &k.key).map_err(|_| "the signature does not verify".to_string())?;
+        verified = true;
+    }
+    if verified { Ok(()) } else { Err("not signed by any key the manifest lists".into()) }
+}
+
+/// Per media id of the bundle: the content's hash and that upload's metadata.
+pub fn media_by_id(m: &Manifest) -> BTreeMap<String, (String, String, Option<String>)> {
+    let mut out = BTreeMap::new();
+    for (sha, info) in &m.media {
+        for id in &info.media_ids {
+            let upload = info.uploads.iter().find(|u| &u.media_id == id);
+            let mime = upload.map(|u| u.mime_type.clone()).unwrap_or_else(|| info.mime_type.clone());
+            let filename = upload.map(|u| u.filename.clone()).unwrap_or_else(|| info.filename.clone());
+            out.insert(id.clone(), (sha.clone(), mime, filename));
+        }
+    }
+    out
+}

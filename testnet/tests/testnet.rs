@@ -1,0 +1,322 @@
+//! The testnet end to end: real homeserver processes, DNS, verified TLS, faults.
+//!
+//! The homeserver binary comes from `$TESTNET_HOMESERVER_BIN`, or is built here with
+//! `cargo build -p homeserver` into this test's own target dir and profile (a no-op when it is
+//! fresh), because `cargo test --workspace` does not promise to build it before this test runs.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use testnet::{NodeClient, Options, Testnet, poll_until, process_alive};
+
+/// Builds (or finds) the homeserver binary once per test process.
+fn homeserver_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("TESTNET_HOMESERVER_BIN") {
+            return PathBuf::from(p);
+        }
+        // target/<profile>/deps/testnet-…: the profile dir holds the binaries.
+        let exe = std::env::current_exe().expect("test executable");
+        let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>").to_path_buf();
+        let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => "dev".to_string(),
+            Some(other) => other.to_string(),
+        };
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        let status = std::process::Command::new(cargo)
+            .args(["build", "--quiet", "-p", "homeserver", "--bin", "homeserver", "--profile", &profile])
+            .arg("--manifest-path")
+            .arg(&manifest)
+            .arg("--target-dir")
+            .arg(&target_dir)
+            .status()
+            .expect("run cargo build -p homeserver");
+        assert!(status.success(), "cargo build -p homeserver failed");
+        let bin = profile_dir.join(format!("homeserver{}", std::env::consts::EXE_SUFFIX));
+        assert!(bin.is_file(), "{} missing after the build", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// A second octet no other testnet on this machine uses now: tests and test processes run
+/// side by side.
+fn free_subnet(offset: u8) -> u8 {
+    let start = 100 + (std::process::id() % 64) as u8 + offset * 64;
+    (0..120u8)
+        .map(|k| start.wrapping_add(k).max(1))
+        .find(|s| {
+            std::net::TcpListener::bind((Ipv4Addr::new(127, *s, 0, 10), testnet::CLIENT_PORT)).is_ok()
+                && std::net::TcpListener::bind((Ipv4Addr::new(127, *s, 0, 11), testnet::FEDERATION_PORT)).is_ok()
+        })
+        .expect("a free 127.x subnet")
+}
+
+fn options(nodes: usize, dir: &std::path::Path, offset: u8) -> Options {
+    Options {
+        nodes,
+        state_dir: dir.to_path_buf(),
+        subnet: free_subnet(offset),
+        homeserver_bin: Some(homeserver_bin()),
+        log: "warn".into(),
+    }
+}
+
+#[track_caller]
+fn assert_resolved(r: &testnet::Resp, name: &str) {
+    assert_eq!(r.status, 200, "resolving {name}: {}", r.body);
+    let d = r.data();
+    assert_eq!(d["server_name"], name);
+    assert_eq!(d["port"], 8448);
+    assert!(d["addresses"].as_array().is_some_and(|a| !a.is_empty()), "{}", r.body);
+    assert!(d["verify_keys"].as_object().is_some_and(|k| !k.is_empty()), "{}", r.body);
+    assert!(d["protocol_versions"].as_array().unwrap().contains(&json!("v1")), "{}", r.body);
+}
+
+#[track_caller]
+fn assert_unavailable(r: &testnet::Resp, what: &str) {
+    assert_eq!(r.status, 502, "{what}: {}", r.body);
+    assert_eq!(r.code(), "SW_FED_UNAVAILABLE", "{what}: {}", r.body);
+}
+
+/// A stand-in peer on `ip:8448` serving a correctly self-signed well-known document for
+/// `name` over TLS with the given certificate.
+async fn fake_peer(name: &str, ip: Ipv4Addr, cert_pem: String, key_pem: String) -> axum_server::Handle<SocketAddr> {
+    let key = crypto::ServerKey::generate("k1").unwrap();
+    let mut doc = json!({
+        "server_name": name,
+        "public_key": key.public_key_base64(),
+        "protocol_versions": ["v1"],
+        "verify_keys": {key.key_id(): {"key": key.public_key_base64()}},
+    });
+    crypto::sign_json(&mut doc, name, &key).unwrap();
+    let app = axum::Router::new()
+        .route("/.well-known/scaiwave/server", axum::routing::get(move || async move { axum::Json(doc.clone()) }));
+    let tls = axum_server::tls_rustls::RustlsConfig::from_pem(cert_pem.into_bytes(), key_pem.into_bytes())
+        .await
+        .expect("fake peer TLS config");
+    let listener = std::net::TcpListener::bind((ip, testnet::FEDERATION_PORT)).expect("bind fake peer");
+    listener.set_nonblocking(true).unwrap();
+    let handle = axum_server::Handle::new();
+    let server = axum_server::from_tcp_rustls(listener, tls).unwrap().handle(handle.clone());
+    tokio::spawn(async move { server.serve(app.into_make_service()).await });
+    handle
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_discover_each_other_and_survive_faults() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let opts = options(3, dir.path(), 0);
+    let s = opts.subnet;
+
+    let started = Instant::now();
+    let mut net = Testnet::start_with(opts).await.expect("testnet starts");
+    let up = started.elapsed();
+    eprintln!("testnet of 3 nodes up in {:.2} s", up.as_secs_f64());
+    assert!(up < Duration::from_secs(10), "3 nodes took {up:?} to start");
+
+    let state: Value = serde_json::from_slice(&std::fs::read(dir.path().join("testnet.json")).unwrap()).unwrap();
+    assert_eq!(state["nodes"].as_array().unwrap().len(), 3);
+    assert_eq!(state["nodes"][1]["server_name"], "beta.test");
+    assert!(state["nodes"][1]["pid"].as_u64().is_some());
+    assert!(state["nodes"][1]["admin"]["password"].as_str().is_some_and(|p| !p.is_empty()));
+    assert!(state["ca_cert"].as_str().is_some());
+
+    // Every node resolves every node (itself included) through testnet DNS and verified TLS.
+    let names = ["alpha.test", "beta.test", "gamma.test"];
+    for from in names {
+        for to in names {
+            assert_resolved(&net.resolve(from, to).await.unwrap(), to);
+        }
+    }
+    // The keys discovered are the ones the peer publishes.
+    let r = net.resolve("alpha", "beta.test").await.unwrap();
+    let beta_doc = net.resolve("beta", "beta.test").await.unwrap();
+    assert_eq!(r.data()["verify_keys"], beta_doc.data()["verify_keys"]);
+
+    // Only server admins may resolve; bad names are a 400.
+    let alpha = net.client("alpha").unwrap();
+    let user = net.register("alpha", "mallory").await.unwrap();
+    let r = alpha
+        .post("/v1/admin/federation/resolve", Some(&user.access_token), &json!({"server_name": "beta.test"}))
+        .await
+        .unwrap();
+    assert_eq!((r.status, r.code()), (403, "SW_AUTH_INSUFFICIENT_PERMISSION"), "{}", r.body);
+    let r = alpha.post("/v1/admin/federation/resolve", None, &json!({"server_name": "beta.test"})).await.unwrap();
+    assert_eq!(r.status, 401);
+    assert_eq!(net.resolve("alpha", "not a name").await.unwrap().status, 400);
+    assert_unavailable(&net.resolve("alpha", "nobody.test").await.unwrap(), "unknown name");
+
+    // A peer with a certificate from the testnet CA is trusted; one with a self-signed
+    // certificate is not, although its document is correctly signed.
+    let trusted_ip = Ipv4Addr::new(127, s, 0, 98);
+    let trusted_dir = dir.path().join("trusted");
+    std::fs::create_dir_all(&trusted_dir).unwrap();
+    let cert = net.ca.node_cert(&trusted_dir, "trusted.test").unwrap();
+    let trusted = fake_peer(
+        "trusted.test",
+        trusted_ip,
+        std::fs::read_to_string(&cert.cert_path).unwrap(),
+        std::fs::read_to_string(&cert.key_path).unwrap(),
+    )
+    .await;
+    net.add_host("trusted.test", IpAddr::V4(trusted_ip), testnet::FEDERATION_PORT);
+    let rogue_ip = Ipv4Addr::new(127, s, 0, 99);
+    let (cert_pem, key_pem) = testnet::certs::self_signed("rogue.test").unwrap();
+    let rogue = fake_peer("rogue.test", rogue_ip, cert_pem, key_pem).await;
+    net.add_host("rogue.test", IpAddr::V4(rogue_ip), testnet::FEDERATION_PORT);
+    let r = poll_until("the trusted fake peer answers", Duration::from_secs(10), || async {
+        net.resolve("alpha", "trusted.test").await.ok().filter(|r| r.status == 200)
+    })
+    .await
+    .unwrap();
+    assert_resolved(&r, "trusted.test");
+    for from in names {
+        let r = net.resolve(from, "rogue.test").await.unwrap();
+        assert_unavailable(&r, "rogue certificate");
+        let msg = r.body["error"]["message"].as_str().unwrap_or("");
+        assert!(msg.to_lowercase().contains("certificate"), "the reason names the certificate: {msg}");
+    }
+    trusted.shutdown();
+    rogue.shutdown();
+
+    // Stop and start keep the node's data: a user registered before still logs in.
+    let carol = net.register("beta", "carol").await.unwrap();
+    let beta_pid = net.node("beta").unwrap().pid().unwrap();
+    net.stop_node("beta").await.unwrap();
+    assert!(!process_alive(beta_pid), "beta's process is gone after stop");
+    assert_unavailable(&net.resolve("alpha", "beta.test").await.unwrap(), "beta stopped");
+    net.start_node("beta").await.unwrap();
+    assert_ne!(net.node("beta").unwrap().pid(), Some(beta_pid));
+    let token = net.client("beta").unwrap().login("carol", &carol.password).await.unwrap();
+    assert!(!token.is_empty());
+    assert_resolved(&net.resolve("alpha", "beta.test").await.unwrap(), "beta.test");
+
+    // Kill (as in a crash) and restart recovers, data included.
+    let dave = net.register("gamma", "dave").await.unwrap();
+    let gamma_pid = net.node("gamma").unwrap().pid().unwrap();
+    net.kill_node("gamma").await.unwrap();
+    assert!(!process_alive(gamma_pid));
+    assert_unavailable(&net.resolve("beta", "gamma.test").await.unwrap(), "gamma killed");
+    net.start_node("gamma").await.unwrap();
+    net.client("gamma").unwrap().login("dave", &dave.password).await.unwrap();
+    assert_resolved(&net.resolve("beta", "gamma.test").await.unwrap(), "gamma.test");
+    assert_resolved(&net.resolve("gamma", "alpha.test").await.unwrap(), "alpha.test");
+
+    // A partition cuts alpha and beta apart, both ways; each still reaches gamma, and gamma
+    // both of them.
+    net.partition("alpha", "beta.test").unwrap();
+    assert_unavailable(&net.resolve("alpha", "beta.test").await.unwrap(), "alpha → beta partitioned");
+    assert_unavailable(&net.resolve("beta", "alpha.test").await.unwrap(), "beta → alpha partitioned");
+    for (from, to) in [("alpha", "gamma.test"), ("beta", "gamma.test"), ("gamma", "alpha.test"), ("gamma", "beta.test")]
+    {
+        assert_resolved(&net.resolve(from, to).await.unwrap(), to);
+    }
+    let state: Value = serde_json::from_slice(&std::fs::read(dir.path().join("testnet.json")).unwrap()).unwrap();
+    assert_eq!(state["partitions"], json!([["alpha.test", "beta.test"]]));
+    net.heal().unwrap();
+    for (from, to) in [("alpha", "beta.test"), ("beta", "alpha.test")] {
+        let r = net
+            .wait_until(from, Duration::from_secs(10), |_c: NodeClient| async {
+                net.resolve(from, to).await.ok().filter(|r| r.status == 200)
+            })
+            .await
+            .unwrap();
+        assert_resolved(&r, to);
+    }
+
+    // Down stops every node; no process stays behind.
+    let pids: Vec<u32> = net.nodes.iter().filter_map(|n| n.pid()).collect();
+    assert_eq!(pids.len(), 3);
+    net.down().await.unwrap();
+    for pid in pids {
+        assert!(!process_alive(pid), "node process {pid} survived down");
+    }
+}
+
+/// The command line: `up` in the foreground, control from "another shell", `down`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_up_control_and_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let subnet = free_subnet(1);
+    let testnet_bin = env!("CARGO_BIN_EXE_testnet");
+    let mut up = tokio::process::Command::new(testnet_bin)
+        .args(["up", "--nodes", "2", "--log", "warn", "--subnet", &subnet.to_string()])
+        .arg("--state-dir")
+        .arg(dir.path())
+        .arg("--homeserver-bin")
+        .arg(homeserver_bin())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn testnet up");
+    let state_path = dir.path().join("testnet.json");
+    let state = poll_until("testnet.json with a control address", Duration::from_secs(30), || async {
+        let s: Value = serde_json::from_slice(&std::fs::read(&state_path).ok()?).ok()?;
+        s["control"].is_string().then_some(s)
+    })
+    .await
+    .unwrap();
+    let nodes = state["nodes"].as_array().unwrap().clone();
+    assert_eq!(nodes.len(), 2);
+    assert_eq!(nodes[0]["client_url"], format!("http://127.{subnet}.0.10:8008"));
+
+    let ctl = |args: &[&str]| {
+        let out = std::process::Command::new(testnet_bin)
+            .args(args)
+            .arg("--state-dir")
+            .arg(dir.path())
+            .output()
+            .expect("run testnet");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text)
+    };
+    let alpha = NodeClient::new(nodes[0]["client_url"].as_str().unwrap());
+    let admin = &nodes[0]["admin"];
+    let token = alpha.login(admin["username"].as_str().unwrap(), admin["password"].as_str().unwrap()).await.unwrap();
+    let resolve = |name: &'static str| {
+        let alpha = alpha.clone();
+        let token = token.clone();
+        async move { alpha.post("/v1/admin/federation/resolve", Some(&token), &json!({"server_name": name})).await.unwrap() }
+    };
+    assert_resolved(&resolve("beta.test").await, "beta.test");
+
+    let (ok, text) = tokio::task::block_in_place(|| ctl(&["partition", "alpha", "beta"]));
+    assert!(ok, "{text}");
+    assert_unavailable(&resolve("beta.test").await, "partitioned through the CLI");
+    let (ok, text) = tokio::task::block_in_place(|| ctl(&["heal"]));
+    assert!(ok, "{text}");
+    assert_resolved(&resolve("beta.test").await, "beta.test");
+
+    let beta_pid = nodes[1]["pid"].as_u64().unwrap() as u32;
+    let (ok, text) = tokio::task::block_in_place(|| ctl(&["node", "stop", "beta"]));
+    assert!(ok, "{text}");
+    assert!(!process_alive(beta_pid));
+    assert_unavailable(&resolve("beta.test").await, "beta stopped through the CLI");
+    let (ok, text) = tokio::task::block_in_place(|| ctl(&["node", "start", "beta.test"]));
+    assert!(ok, "{text}");
+    assert_resolved(&resolve("beta.test").await, "beta.test");
+    let (ok, text) = tokio::task::block_in_place(|| ctl(&["node", "kill", "nobody"]));
+    assert!(!ok && text.contains("no node"), "{text}");
+
+    let state: Value = serde_json::from_slice(&std::fs::read(&state_path).unwrap()).unwrap();
+    let pids: Vec<u32> =
+        state["nodes"].as_array().unwrap().iter().filter_map(|n| n["pid"].as_u64()).map(|p| p as u32).collect();
+    assert_eq!(pids.len(), 2);
+    let (ok, text) = tokio::task::block_in_place(|| ctl(&["down"]));
+    assert!(ok, "{text}");
+    let status = tokio::time::timeout(Duration::from_secs(30), up.wait()).await.expect("up exits after down").unwrap();
+    assert!(status.success());
+    for pid in pids {
+        assert!(!process_alive(pid), "node process {pid} survived down");
+    }
+}

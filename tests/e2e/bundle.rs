@@ -1,0 +1,507 @@
+//! Room export and import as ZIP bundles: a full round trip, every hostile bundle refused with
+//! nothing left behind, who may export, and the CLI making the same bundles as the API.
+
+use std::collections::BTreeMap;
+use std::io::{Cursor, Read, Write};
+use std::path::{Path, PathBuf};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use zip::write::SimpleFileOptions;
+use zip::{CompressionMethod, ZipArchive, ZipWriter};
+
+use crate::harness::{BIN, RawBody, Resp, Server, User};
+
+const BOUNDARY: &str = "sw-bundle-test-7c1e";
+const MULTIPART: &str = "multipart/form-data; boundary=sw-bundle-test-7c1e";
+/// Send limits high enough for a 1,000-message room.
+const FAST: &[(&str, &str)] =
+    &[("HOMESERVER_TENANT_DEFAULTS__SEND_RATE_PER_S", "100000"), ("HOMESERVER_TENANT_DEFAULTS__SEND_BURST", "100000")];
+
+fn multipart(field: &str, filename: Option<&str>, bytes: &[u8], extra: &[(&str, &str)]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (name, value) in extra {
+        body.extend_from_slice(
+            format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").as_bytes(),
+        );
+    }
+    body.extend_from_slice(format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{field}\"").as_bytes());
+    if let Some(f) = filename {
+        body.extend_from_slice(format!("; filename=\"{f}\"").as_bytes());
+    }
+    body.extend_from_slice(b"\r\nContent-Type: application/octet-stream\r\n\r\n");
+    body.extend_from_slice(bytes);
+    body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+    body
+}
+
+async fn upload_media(s: &Server, u: &User, name: &str, bytes: &[u8]) -> Value {
+    let body = multipart("file", Some(name), bytes, &[]);
+    let r = s.raw(Method::POST, "/v1/media/upload", Some(&u.token), Some(RawBody::Bytes(body, MULTIPART))).await;
+    r.expect(201, "");
+    r.data().clone()
+}
+
+async fn import(s: &Server, u: &User, bundle: &[u8], workspace: Option<&str>) -> Resp {
+    let extra: Vec<(&str, &str)> = workspace.map(|w| vec![("workspace_id", w)]).unwrap_or_default();
+    let body = multipart("bundle", Some("bundle.zip"), bundle, &extra);
+    s.raw(Method::POST, "/v1/rooms/import", Some(&u.token), Some(RawBody::Bytes(body, MULTIPART))).await
+}
+
+/// The raw export: status and bytes (the harness would parse JSON).
+async fn export(s: &Server, u: &User, room: &str) -> (u16, Vec<u8>, Value) {
+    let resp = reqwest::Client::new()
+        .get(format!("{}/v1/rooms/{room}/export", s.base))
+        .bearer_auth(&u.token)
+        .send()
+        .await
+        .expect("request reaches the server");
+    let status = resp.status().as_u16();
+    let bytes = resp.bytes().await.expect("body").to_vec();
+    let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, bytes, json)
+}
+
+/// The entries of a bundle, by name, in archive order.
+fn entries(bundle: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut z = ZipArchive::new(Cursor::new(bundle)).expect("a readable zip");
+    (0..z.len())
+        .map(|i| {
+            let mut f = z.by_index(i).unwrap();
+            let mut bytes = Vec::new();
+            f.read_to_end(&mut bytes).unwrap();
+            (f.name().unwrap().to_string(), bytes)
+        })
+        .collect()
+}
+
+fn entry(bundle: &[u8], name: &str) -> Vec<u8> {
+    entries(bundle).into_iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no {name}")).1
+}
+
+fn manifest(bundle: &[u8]) -> Value {
+    serde_json::from_slice(&entry(bundle, "manifest.json")).unwrap()
+}
+
+fn events(bundle: &[u8]) -> Vec<Value> {
+    String::from_utf8(entry(bundle, "events.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes entries as a new ZIP (deflated unless named in `stored`).
+fn build_zip(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut z = ZipWriter::new(Cursor::new(Vec::new()));
+    for (name, bytes) in entries {
+        let method = if name.starts_with("media/") { CompressionMethod::Stored } else { CompressionMethod::Deflated };
+        z.start_file(name.as_str(), SimpleFileOptions::default().compression_method(method)).unwrap();
+        z.write_all(bytes).unwrap();
+    }
+    z.finish().unwrap().into_inner()
+}
+
+/// Rewrites `events.jsonl` with `f` applied to every event, keeping the manifest's count and
+/// hash right, so only the events' own checks can fail.
+fn with_events(bundle: &[u8], f: impl Fn(&mut Value)) -> Vec<u8> {
+    let mut es = entries(bundle);
+    let mut text = String::new();
+    for mut e in events(bundle) {
+        f(&mut e);
+        text.push_str(&serde_json::to_string(&e).unwrap());
+        text.push('\n');
+    }
+    let mut m = manifest(bundle);
+    m["events"]["sha256"] = json!(sha256_hex(text.as_bytes()));
+    for (name, bytes) in es.iter_mut() {
+        match name.as_str() {
+            "events.jsonl" => *bytes = text.clone().into_bytes(),
+            "manifest.json" => *bytes = serde_json::to_vec(&m).unwrap(),
+            _ => {}
+        }
+    }
+    build_zip(&es)
+}
+
+/// Every message of a room, oldest first, through `GET /messages`.
+async fn all_messages(s: &Server, u: &User, room: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut from = "0".to_string();
+    loop {
+        let r =
+            s.get(&format!("/v1/rooms/{room}/messages?direction=forward&limit=200&from={from}"), Some(&u.token)).await;
+        out.extend(r.ok().as_array().unwrap().iter().cloned());
+        if r.body["meta"]["has_more"] != true {
+            return out;
+        }
+        from = r.body["meta"]["next_cursor"].as_str().unwrap().to_string();
+    }
+}
+
+/// What must survive an import: body, media, edit and redaction state, reactions.
+fn comparable(m: &Value) -> Value {
+    let mut reactions: Vec<(String, i64)> = m["reactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["emoji"].as_str().unwrap().to_string(), r["count"].as_i64().unwrap()))
+        .collect();
+    reactions.sort();
+    json!({
+        "body": m["content"]["body"],
+        "msgtype": m["content"]["msgtype"],
+        "has_media": m["content"]["media_id"].is_string(),
+        "original_body": m["original_content"]["body"],
+        "edited": !m["edited_at"].is_null(),
+        "redacted": !m["redacted_at"].is_null(),
+        "reactions": reactions,
+    })
+}
+
+fn media_files(data_dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![data_dir.join("media")];
+    while let Some(dir) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+        for e in rd.flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+async fn send(s: &Server, u: &User, room: &str, content: Value) -> String {
+    let r = s.post(&format!("/v1/rooms/{room}/send"), Some(&u.token), json!({"content": content})).await;
+    r.ok()["id"].as_str().unwrap().to_string()
+}
+
+/// A room with `n` text messages from alice and bob, two media messages (one file uploaded
+/// twice), edits, redactions (of an edited message too) and reactions, one of them taken back.
+async fn busy_room(s: &Server, a: &User, b: &User, n: usize) -> (String, Vec<u8>) {
+    let room = s.create_room(a, "group", "Busy room").await;
+    s.add_member(&room, a, b).await;
+    s.put(&format!("/v1/rooms/{room}/topic"), Some(&a.token), json!({"topic": "for export"})).await.ok();
+    let picture: Vec<u8> = (0..70_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let m1 = upload_media(s, a, "cat.png", &picture).await;
+    let m2 = upload_media(s, b, "same-cat.png", &picture).await;
+    let m3 = upload_media(s, b, "notes.txt", b"plain notes").await;
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let who = if i % 3 == 0 { b } else { a };
+        ids.push(send(s, who, &room, json!({"msgtype": "swp.text", "body": format!("message {i}")})).await);
+    }
+    for (u, m) in [(a, &m1), (b, &m2), (b, &m3)] {
+        let content = json!({"msgtype": "swp.media", "body": m["filename"], "media_id": m["media_id"]});
+        ids.push(send(s, u, &room, content).await);
+    }
+    let reply = json!({"msgtype": "swp.text", "body": "a reply", "reply_to_event_id": ids[1]});
+    ids.push(send(s, a, &room, reply).await);
+    let sender_of = |i: usize| if i % 3 == 0 { b } else { a };
+    for i in (0..n).step_by(20) {
+        let path = format!("/v1/rooms/{room}/events/{}/edit", ids[i]);
+        s.post(
+            &path,
+            Some(&sender_of(i).token),
+            json!({"content": {"msgtype": "swp.text", "body": format!("edited {i}")}}),
+        )
+        .await
+        .ok();
+    }
+    for i in (0..n).step_by(7) {
+        for (u, emoji) in [(a, "👍"), (b, "👍"), (b, "🎉")] {
+            s.post(&format!("/v1/rooms/{room}/events/{}/reaction", ids[i]), Some(&u.token), json!({"emoji": emoji}))
+                .await
+                .ok();
+        }
+    }
+    let unreact = format!("/v1/rooms/{room}/events/{}/reaction?emoji=%F0%9F%8E%89", ids[7]);
+    s.raw(Method::DELETE, &unreact, Some(&b.token), None).await.ok();
+    // Redactions: plain, edited (index 40), reacted (index 35), and a media message.
+    for i in [3usize, 35, 40, 41, n] {
+        let by = if i == n { a } else { sender_of(i) };
+        s.post(&format!("/v1/rooms/{room}/events/{}/redact", ids[i]), Some(&by.token), json!({})).await.ok();
+    }
+    let (status, bundle, body) = export(s, a, &room).await;
+    assert_eq!(status, 200, "export failed: {body}");
+    (room, bundle)
+}
+
+#[tokio::test]
+async fn a_room_round_trips_through_a_bundle() {
+    let s = Server::start_with_env(FAST).await;
+    let a = s.register("alice").await;
+    let b = s.register("bob").await;
+    let (room, bundle) = busy_room(&s, &a, &b, 1000).await;
+
+    let m = manifest(&bundle);
+    assert_eq!(m["format"], "scaiwave.room-export");
+    assert_eq!(m["version"], 1);
+    assert_eq!(m["server"]["server_name"], "localhost");
+    assert!(m["server"]["verify_keys"].as_object().unwrap().len() == 1);
+    assert_eq!(m["room"]["id"], room.as_str());
+    assert_eq!(m["room"]["topic"], "for export");
+    assert_eq!(m["imported_senders"][&b.fqid]["display_name"], "bob");
+    assert_eq!(m["media"].as_object().unwrap().len(), 2, "one entry per distinct content");
+    let es = events(&bundle);
+    assert_eq!(m["events"]["count"], es.len());
+    assert!(es.windows(2).all(|w| w[0]["stream_position"].as_i64() < w[1]["stream_position"].as_i64()));
+    assert!(es.iter().all(|e| e["pdu"]["signatures"]["localhost"].is_object()));
+
+    let before = media_files(&s.data_dir());
+    let r = import(&s, &a, &bundle, None).await;
+    r.expect(201, "");
+    let new_room = r.data()["id"].as_str().unwrap().to_string();
+    assert!(r.data()["imported_events"].as_u64().unwrap() >= 1004);
+    assert_eq!(media_files(&s.data_dir()), before, "identical content is stored once");
+
+    let info = s.get(&format!("/v1/rooms/{new_room}"), Some(&a.token)).await;
+    assert_eq!(info.ok()["creator_id"], a.id.as_str());
+    assert_eq!(info.ok()["name"], "Busy room");
+    assert_eq!(info.ok()["members_count"], 1);
+
+    let old = all_messages(&s, &a, &room).await;
+    let new = all_messages(&s, &a, &new_room).await;
+    assert_eq!(old.len(), new.len());
+    assert_eq!(old.len(), 1004);
+    for (o, n) in old.iter().zip(&new) {
+        assert_eq!(comparable(o), comparable(n), "\nold: {o}\nnew: {n}");
+        assert_eq!(n["sender_id"], a.id.as_str(), "the importer sends every imported event");
+        assert_eq!(n["content"]["_imported_sender"]["fqid"], o["sender_fqid"], "{n}");
+        assert_eq!(n["content"]["_imported_sender"]["server_name"], "localhost");
+    }
+    // Reactions keep who reacted.
+    let reacted = new.iter().find(|m| m["content"]["body"] == "edited 0").unwrap();
+    assert!(reacted["reactions"].as_array().unwrap().iter().any(|r| r["emoji"] == "👍" && r["reacted_by_me"] == true));
+    // Media messages point at new media ids with the same bytes; replies at the new event.
+    for n in new.iter().filter(|m| m["content"]["msgtype"] == "swp.media") {
+        let id = n["content"]["media_id"].as_str().unwrap();
+        let info = s.get(&format!("/v1/media/{id}/info"), Some(&a.token)).await;
+        assert!(["cat.png", "same-cat.png", "notes.txt"].contains(&info.ok()["filename"].as_str().unwrap()));
+    }
+    let reply = new.iter().find(|m| m["content"]["body"] == "a reply").unwrap();
+    assert_eq!(reply["content"]["reply_to_event_id"], new[1]["id"]);
+    // Read markers are not carried over.
+    let state = s.get(&format!("/v1/rooms/{new_room}/state"), Some(&a.token)).await;
+    assert_eq!(state.ok()["last_read_event_id"], Value::Null);
+    assert!(std::fs::read_dir(s.data_dir().join("tmp")).unwrap().next().is_none(), "the spool is removed");
+}
+
+/// Everything a refused import must leave untouched.
+struct Snapshot {
+    rooms: usize,
+    position: String,
+    media: Vec<PathBuf>,
+}
+
+async fn snapshot(s: &Server, u: &User) -> Snapshot {
+    let rooms = s.get("/v1/rooms", Some(&u.token)).await.ok().as_array().unwrap().len();
+    let position = s.get("/v1/sync", Some(&u.token)).await.ok()["next_cursor"].as_str().unwrap().to_string();
+    Snapshot { rooms, position, media: media_files(&s.data_dir()) }
+}
+
+#[tokio::test]
+async fn hostile_bundles_are_refused_and_leave_nothing_behind() {
+    let s = Server::start_with_env(&[("HOMESERVER_MAX_IMPORT_BYTES", "2097152")]).await;
+    let a = s.register("alice").await;
+    let b = s.register("bob").await;
+    let (_, good) = busy_room(&s, &a, &b, 45).await;
+    let es = entries(&good);
+    let media_name = es.iter().find(|(n, _)| n.starts_with("media/")).unwrap().0.clone();
+
+    let mut cases: Vec<(&str, Vec<u8>)> = vec![("not a zip", b"PK\x03\x04 this is not a zip".to_vec())];
+    cases.push(("truncated", good[..good.len() / 2].to_vec()));
+    cases.push(("truncated tail", good[..good.len() - 10].to_vec()));
+    let mut corrupt = good.clone();
+    {
+        let mut z = ZipArchive::new(Cursor::new(&good)).unwrap();
+        let f = z.by_name("events.jsonl").unwrap();
+        let at = (f.data_start().unwrap() + f.compressed_size() / 2) as usize;
+        corrupt[at] ^= 0x55;
+    }
+    cases.push(("corrupt byte", corrupt));
+    let mut m = manifest(&good);
+    m["version"] = json!(2);
+    let mut v2 = es.clone();
+    v2.iter_mut().find(|(n, _)| n == "manifest.json").unwrap().1 = serde_json::to_vec(&m).unwrap();
+    cases.push(("unknown version", build_zip(&v2)));
+    for evil in ["../evil", "/etc/evil", "media/../../evil", "events.jsonl/../../evil"] {
+        let mut e = es.clone();
+        e.push((evil.to_string(), b"pwned".to_vec()));
+        cases.push((evil, build_zip(&e)));
+    }
+    let mut link = ZipWriter::new(Cursor::new(Vec::new()));
+    for (name, bytes) in &es {
+        link.start_file(name.as_str(), SimpleFileOptions::default()).unwrap();
+        link.write_all(bytes).unwrap();
+    }
+    link.add_symlink(format!("media/{}/link", "0".repeat(64)), "/etc/passwd", SimpleFileOptions::default()).unwrap();
+    cases.push(("symlink", link.finish().unwrap().into_inner()));
+    for (what, size) in [("zip bomb over the cap", 64 << 20), ("zip bomb ratio", 1_500_000)] {
+        let mut e = es.clone();
+        e.insert(0, (format!("media/{}/zeros", "f".repeat(64)), vec![0u8; size]));
+        let mut z = ZipWriter::new(Cursor::new(Vec::new()));
+        for (name, bytes) in &e {
+            let o = SimpleFileOptions::default().compression_method(CompressionMethod::Deflated);
+            z.start_file(name.as_str(), o).unwrap();
+            z.write_all(bytes).unwrap();
+        }
+        cases.push((what, z.finish().unwrap().into_inner()));
+    }
+    let mut swapped = es.clone();
+    let media = &mut swapped.iter_mut().find(|(n, _)| *n == media_name).unwrap().1;
+    media[5] ^= 1;
+    cases.push(("media not matching its hash", build_zip(&swapped)));
+    let tamper_body = |e: &mut Value| {
+        if e["pdu"]["content"]["body"] == "message 1" {
+            e["pdu"]["content"]["body"] = json!("message one");
+            e["content"]["body"] = json!("message one");
+        }
+    };
+    cases.push(("tampered content", with_events(&good, tamper_body)));
+    cases.push((
+        "tampered content with a fixed hash and id",
+        with_events(&good, |e| {
+            if e["pdu"]["content"]["body"] == "message 2" {
+                e["pdu"]["content"]["body"] = json!("message two");
+                e["content"]["body"] = json!("message two");
+                let hash = crypto::content_hash(&e["pdu"]).unwrap();
+                e["pdu"]["hashes"]["sha256"] = json!(hash);
+                e["event_id"] = json!(crypto::event_id(&e["pdu"]).unwrap());
+            }
+        }),
+    ));
+    cases.push((
+        "foreign signature",
+        with_events(&good, |e| {
+            if let Some(sigs) = e["pdu"]["signatures"]["localhost"].as_object_mut() {
+                let (k, v) = sigs.iter().next().map(|(k, v)| (k.clone(), v.clone())).unwrap();
+                sigs.insert(k, json!(v.as_str().unwrap().chars().rev().collect::<String>()));
+            }
+        }),
+    ));
+    cases.push(("a dropped event", {
+        let mut es2 = entries(&good);
+        let text = String::from_utf8(entry(&good, "events.jsonl")).unwrap();
+        let kept: String = text.lines().skip(1).map(|l| format!("{l}\n")).collect();
+        es2.iter_mut().find(|(n, _)| n == "events.jsonl").unwrap().1 = kept.into_bytes();
+        build_zip(&es2)
+    }));
+
+    let before = snapshot(&s, &a).await;
+    for (what, bundle) in &cases {
+        let r = import(&s, &a, bundle, None).await;
+        assert_eq!((r.status, r.code()), (400, "SW_ROOM_IMPORT_REFUSED"), "{what}: {}", r.body);
+        let after = snapshot(&s, &a).await;
+        assert_eq!(after.rooms, before.rooms, "{what}: a room was left behind");
+        assert_eq!(after.position, before.position, "{what}: an event was left behind");
+        assert_eq!(after.media, before.media, "{what}: a media file was left behind");
+        assert!(std::fs::read_dir(s.data_dir().join("tmp")).unwrap().next().is_none(), "{what}: spool left");
+    }
+    // The untouched bundle still imports (the cases were refused for what they changed).
+    import(&s, &a, &good, Some(&a.workspace_id)).await.expect(201, "");
+    import(&s, &b, &good, Some(&a.workspace_id)).await.expect(400, "SW_BAD_REQUEST");
+}
+
+#[tokio::test]
+async fn who_may_export() {
+    let s = Server::start().await;
+    let a = s.register("alice").await;
+    let c = s.register("carol").await;
+    let group = s.create_room(&a, "group", "Private").await;
+    let (status, _, body) = export(&s, &c, &group).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("SW_ROOM_NOT_FOUND")));
+    let public = s.create_room(&a, "public", "Lobby").await;
+    let (status, _, body) = export(&s, &c, &public).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("SW_NOT_MEMBER")));
+    s.add_member(&public, &a, &c).await;
+    let (status, bundle, _) = export(&s, &c, &public).await;
+    assert_eq!(status, 200, "any joined member may export");
+    assert_eq!(manifest(&bundle)["exported_by"], c.fqid.as_str());
+    let incognito = s.create_room(&a, "incognito", "Secret").await;
+    let (status, _, body) = export(&s, &a, &incognito).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("SW_ROOM_EXPORT_REFUSED")));
+    let (status, _, _) = export(&s, &a, "not-a-room").await;
+    assert_eq!(status, 400);
+}
+
+/// Runs the CLI with `stdin`, answering (success, stdout bytes, stderr).
+fn cli(s: &Server, args: &[&str], stdin: &[u8]) -> (bool, Vec<u8>, String) {
+    let mut child = std::process::Command::new(BIN)
+        .args(args)
+        .arg("--data-dir")
+        .arg(s.data_dir())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run homeserver cli");
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    (out.status.success(), out.stdout, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn without_export_time(mut m: Value) -> Value {
+    m.as_object_mut().unwrap().remove("exported_at");
+    m
+}
+
+#[tokio::test]
+async fn the_cli_makes_and_reads_the_same_bundles() {
+    let s = Server::start_with_env(FAST).await;
+    let a = s.register("alice").await;
+    let b = s.register("bob").await;
+    let (room, api_bundle) = busy_room(&s, &a, &b, 60).await;
+
+    let (ok, cli_bundle, err) = cli(&s, &["room", "export", &room, "--as", "alice"], b"");
+    assert!(ok, "cli export failed: {err}");
+    assert!(err.is_empty(), "quiet when stderr is not a terminal: {err}");
+    assert_eq!(without_export_time(manifest(&cli_bundle)), without_export_time(manifest(&api_bundle)));
+    assert_eq!(entry(&cli_bundle, "events.jsonl"), entry(&api_bundle, "events.jsonl"));
+    let names = |b: &[u8]| entries(b).into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+    assert_eq!(names(&cli_bundle), names(&api_bundle));
+    // Without --as the creator exports.
+    let (ok, default_bundle, err) = cli(&s, &["room", "export", &room], b"");
+    assert!(ok, "{err}");
+    assert_eq!(manifest(&default_bundle)["exported_by"], a.fqid.as_str());
+    let (ok, _, err) = cli(&s, &["room", "export", &room, "--as", "nobody"], b"");
+    assert!(!ok && err.contains("no local user"), "{err}");
+
+    let (ok, out, err) = cli(&s, &["room", "import", &a.workspace_id], &cli_bundle);
+    assert!(ok, "cli import failed: {err}");
+    let answer: Value = serde_json::from_slice(&out).unwrap();
+    let cli_room = answer["id"].as_str().unwrap().to_string();
+    let api = import(&s, &a, &api_bundle, None).await;
+    assert_eq!(answer["imported_events"], api.ok()["imported_events"]);
+    let api_room = api.ok()["id"].as_str().unwrap().to_string();
+    let via_cli: Vec<Value> = all_messages(&s, &a, &cli_room).await.iter().map(comparable).collect();
+    let via_api: Vec<Value> = all_messages(&s, &a, &api_room).await.iter().map(comparable).collect();
+    assert_eq!(via_cli, via_api);
+    let rooms = s.get("/v1/rooms", Some(&a.token)).await;
+    assert!(rooms.ok().as_array().unwrap().iter().any(|r| r["id"] == cli_room.as_str()));
+
+    let (ok, _, err) = cli(&s, &["room", "import", &a.workspace_id], b"garbage");
+    assert!(!ok && err.contains("SW_ROOM_IMPORT_REFUSED"), "{err}");
+    let (ok, _, err) = cli(&s, &["room", "import", &a.workspace_id, "--as", "bob"], &cli_bundle);
+    assert!(!ok, "bob does not own alice's workspace: {err}");
+    let mut counts = BTreeMap::new();
+    for r in rooms.ok().as_array().unwrap() {
+        *counts.entry(r["name"].as_str().unwrap_or("").to_string()).or_insert(0) += 1;
+    }
+    assert_eq!(counts.get("Busy room"), Some(&3), "the refused imports left no room: {counts:?}");
+}
