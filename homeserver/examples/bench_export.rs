@@ -41,6 +41,8 @@ fn mib(kib: u64) -> f64 {
 
 #[tokio::main]
 async fn main() {
+    // reqwest is built with rustls and no default provider in this workspace.
+    federation::install_crypto_provider();
     let mut args = std::env::args().skip(1);
     let events: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(100_000);
     let concurrency: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(32);

@@ -314,6 +314,27 @@ mod tests {
     }
 
     #[test]
+    fn federation_tls_and_discovery_settings() {
+        let c = Config::load(
+            &ConfigFlags::default(),
+            env(&[
+                ("HOMESERVER_FEDERATION_TLS_CERT", "/tmp/tls.pem"),
+                ("HOMESERVER_FEDERATION_TLS_KEY", "/tmp/tls.key"),
+                ("HOMESERVER_FEDERATION_DNS_SERVER", "127.0.0.2:5353"),
+                ("HOMESERVER_FEDERATION_CA_FILE", "/tmp/ca.pem"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.federation_tls_key.as_deref(), Some(Path::new("/tmp/tls.key")));
+        assert_eq!(c.federation_dns_server, Some("127.0.0.2:5353".parse().unwrap()));
+        assert_eq!(c.federation_ca_file.as_deref(), Some(Path::new("/tmp/ca.pem")));
+        let half = Config::load(&ConfigFlags::default(), env(&[("HOMESERVER_FEDERATION_TLS_CERT", "/tmp/tls.pem")]));
+        assert!(half.is_err(), "a certificate without its key is refused");
+        let bad = Config::load(&ConfigFlags::default(), env(&[("HOMESERVER_FEDERATION_DNS_SERVER", "nonsense")]));
+        assert!(bad.is_err());
+    }
+
+    #[test]
     fn rejects_unknown_keys_and_bad_values() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");

@@ -158,6 +158,7 @@ pub async fn send(
     let (room, me) = rooms::load(&mut tx, room_id, caller).await?;
     let seat = rules::Seat::of(me.as_ref());
     rules::require_joined(&room, seat, caller)?;
+    let on_behalf = req.as_participant_id.is_some();
     let sender_id = match &req.as_participant_id {
         None => caller.id.clone(),
         Some(other) => {
@@ -191,20 +192,21 @@ pub async fn send(
         return Err(ApiError::RateLimited("over the tenant's send rate".into(), wait));
     }
     let unsigned = req.as_participant_id.as_ref().map(|_| json!({"sent_by": caller.id}));
-    let appended = rooms::append(
-        &mut tx,
-        NewEventSpec {
-            room_id,
-            sender_id: &sender_id,
-            event_type: event_types::MESSAGE,
-            state_key: None,
-            content: &req.content,
-            event_uuid: req.event_uuid.as_deref(),
-            relates_to: None,
-            unsigned: unsigned.as_ref(),
-        },
-    )
-    .await?;
+    let spec = NewEventSpec {
+        room_id,
+        sender_id: &sender_id,
+        event_type: event_types::MESSAGE,
+        state_key: None,
+        content: &req.content,
+        event_uuid: req.event_uuid.as_deref(),
+        relates_to: None,
+        unsigned: unsigned.as_ref(),
+    };
+    let appended = if on_behalf {
+        rooms::append(&mut tx, spec).await?
+    } else {
+        rooms::append_by(&mut tx, spec, caller.fqid.clone()).await?
+    };
     tx.commit().await?;
     // Everything the answer needs is known: no read-back.
     let row = MessageRow {

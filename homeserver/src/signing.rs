@@ -65,9 +65,11 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-fn new_key() -> Result<ServerKey, KeyError> {
-    // Versions sort by creation time and never repeat.
-    let version = format!("k{}", now_ms());
+/// A new key whose version sorts after `after` (a previous key id), even within one millisecond.
+fn new_key(after: Option<&str>) -> Result<ServerKey, KeyError> {
+    let previous_ms = after.and_then(|id| id.strip_prefix("ed25519:k")).and_then(|v| v.parse::<i64>().ok());
+    let ms = now_ms().max(previous_ms.map_or(0, |p| p + 1));
+    let version = format!("k{ms}");
     ServerKey::generate(&version).map_err(|e| KeyError::Invalid("new key".into(), e.to_string()))
 }
 
@@ -118,7 +120,7 @@ impl Keys {
     pub fn load_or_create(data_dir: &Path) -> Result<Keys, KeyError> {
         let path = key_path(data_dir);
         if !path.exists() {
-            let key = new_key()?;
+            let key = new_key(None)?;
             let file = KeyFile {
                 current: CurrentKey { key_id: key.key_id().to_string(), seed: key.seed_base64(), created_ts: now_ms() },
                 old: Vec::new(),
@@ -140,7 +142,7 @@ impl Keys {
         let path = key_path(data_dir);
         let mut file = read_key_file(&path)?;
         let previous = Self::from_file(&path, file.clone())?.current;
-        let key = new_key()?;
+        let key = new_key(Some(previous.key_id()))?;
         let now = now_ms();
         file.old.retain(|k| k.expired_ts > now);
         file.old.push(OldKey {

@@ -373,10 +373,10 @@ impl Testnet {
 
         let mut proxies = HashMap::new();
         for i in 0..n {
-            for j in 0..n {
+            for (j, ip) in ips.iter().enumerate() {
                 if i != j {
                     let listen = SocketAddr::new(IpAddr::V4(proxy_ip(i, j)), FEDERATION_PORT);
-                    let target = SocketAddr::new(IpAddr::V4(ips[j]), FEDERATION_PORT);
+                    let target = SocketAddr::new(IpAddr::V4(*ip), FEDERATION_PORT);
                     proxies.insert((i, j), Proxy::start(listen, target).await?);
                 }
             }
@@ -491,10 +491,10 @@ impl Testnet {
 
     async fn ensure_admin(&self, node: &Node) -> Result<Credentials> {
         let path = node.data_dir.parent().unwrap_or(&node.data_dir).join("admin.json");
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            if let Ok(c) = serde_json::from_str::<Credentials>(&text) {
-                return Ok(c);
-            }
+        if let Ok(text) = std::fs::read_to_string(&path)
+            && let Ok(c) = serde_json::from_str::<Credentials>(&text)
+        {
+            return Ok(c);
         }
         let creds = Credentials { username: "admin".into(), password: random_hex(12) };
         let out = Command::new(&self.bin)
@@ -590,16 +590,8 @@ impl Testnet {
                 )));
             }
             let healthy = matches!(client.get("/healthz", None).await, Ok(r) if r.status == 200);
-            if healthy {
-                if let Ok(resp) = self.tls.get(&url).send().await {
-                    if resp.status().is_success() {
-                        if let Ok(doc) = resp.json::<Value>().await {
-                            if doc["server_name"] == node.server_name.as_str() {
-                                return Ok(());
-                            }
-                        }
-                    }
-                }
+            if healthy && self.serves_well_known(&url, &node.server_name).await {
+                return Ok(());
             }
             if Instant::now() >= deadline {
                 return Err(Error::new(format!(
@@ -613,6 +605,16 @@ impl Testnet {
         }
     }
 
+    /// Whether `url` answers the well-known document of `server_name` over TLS verified against
+    /// the testnet CA.
+    async fn serves_well_known(&self, url: &str, server_name: &str) -> bool {
+        let Ok(resp) = self.tls.get(url).send().await else { return false };
+        if !resp.status().is_success() {
+            return false;
+        }
+        matches!(resp.json::<Value>().await, Ok(doc) if doc["server_name"] == server_name)
+    }
+
     /// Starts a stopped node again, on its data dir, and waits until it is ready.
     pub async fn start_node(&mut self, name: &str) -> Result<()> {
         let i = self.index(name)?;
@@ -622,10 +624,10 @@ impl Testnet {
         let child = self.spawn(i)?;
         self.nodes[i].child = Some(child);
         let ready = self.wait_ready(i).await;
-        if ready.is_err() {
-            if let Some(mut c) = self.nodes[i].child.take() {
-                let _ = c.kill().await;
-            }
+        if ready.is_err()
+            && let Some(mut c) = self.nodes[i].child.take()
+        {
+            let _ = c.kill().await;
         }
         self.write_state()?;
         ready

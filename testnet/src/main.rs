@@ -128,16 +128,17 @@ async fn run(cli: Cli) -> Result<()> {
 }
 
 async fn up(options: Options) -> Result<()> {
-    if let Ok(state) = control::read_state(&options.state_dir) {
-        if let Some(pid) = state["pid"].as_u64() {
-            if pid as u32 != std::process::id() && testnet::process_alive(pid as u32) && state["control"].is_string() {
-                return Err(Error::new(format!(
-                    "a testnet (pid {pid}) already runs on {}; `testnet down --state-dir {}` first",
-                    options.state_dir.display(),
-                    options.state_dir.display()
-                )));
-            }
-        }
+    if let Ok(state) = control::read_state(&options.state_dir)
+        && let Some(pid) = state["pid"].as_u64().map(|p| p as u32)
+        && pid != std::process::id()
+        && testnet::process_alive(pid)
+        && state["control"].is_string()
+    {
+        return Err(Error::new(format!(
+            "a testnet (pid {pid}) already runs on {}; `testnet down --state-dir {}` first",
+            options.state_dir.display(),
+            options.state_dir.display()
+        )));
     }
     let started = Instant::now();
     let net = Testnet::start_with(options).await?;

@@ -13,7 +13,18 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use testnet::{NodeClient, Options, Testnet, poll_until, process_alive};
 
-/// Builds (or finds) the homeserver binary once per test process.
+/// The newest modification time under `path` (a file or a directory tree).
+fn newest_mtime(path: &std::path::Path) -> Option<std::time::SystemTime> {
+    let meta = std::fs::metadata(path).ok()?;
+    if meta.is_file() {
+        return meta.modified().ok();
+    }
+    std::fs::read_dir(path).ok()?.flatten().filter_map(|e| newest_mtime(&e.path())).max()
+}
+
+/// Finds the homeserver binary, building it first when it is missing or older than its
+/// sources (once per test process). Under `cargo test --workspace` it is already fresh: cargo
+/// builds every target, the homeserver binary included, before it runs any test.
 fn homeserver_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -24,22 +35,36 @@ fn homeserver_bin() -> PathBuf {
         let exe = std::env::current_exe().expect("test executable");
         let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>").to_path_buf();
         let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
+        let bin = profile_dir.join(format!("homeserver{}", std::env::consts::EXE_SUFFIX));
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let sources = [
+            "homeserver/src",
+            "homeserver/Cargo.toml",
+            "federation",
+            "crypto/src",
+            "crypto/Cargo.toml",
+            "migrations",
+            "Cargo.lock",
+        ];
+        let newest_source = sources.iter().filter_map(|s| newest_mtime(&root.join(s))).max();
+        let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
+        if built.is_some() && built >= newest_source {
+            return bin;
+        }
         let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
             Some("debug") | None => "dev".to_string(),
             Some(other) => other.to_string(),
         };
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
         let status = std::process::Command::new(cargo)
             .args(["build", "--quiet", "-p", "homeserver", "--bin", "homeserver", "--profile", &profile])
             .arg("--manifest-path")
-            .arg(&manifest)
+            .arg(root.join("Cargo.toml"))
             .arg("--target-dir")
             .arg(&target_dir)
             .status()
             .expect("run cargo build -p homeserver");
         assert!(status.success(), "cargo build -p homeserver failed");
-        let bin = profile_dir.join(format!("homeserver{}", std::env::consts::EXE_SUFFIX));
         assert!(bin.is_file(), "{} missing after the build", bin.display());
         bin
     })

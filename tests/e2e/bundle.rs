@@ -198,7 +198,7 @@ async fn busy_room(s: &Server, a: &User, b: &User, n: usize) -> (String, Vec<u8>
     let m3 = upload_media(s, b, "notes.txt", b"plain notes").await;
     let mut ids = Vec::new();
     for i in 0..n {
-        let who = if i % 3 == 0 { b } else { a };
+        let who = if i.is_multiple_of(3) { b } else { a };
         ids.push(send(s, who, &room, json!({"msgtype": "swp.text", "body": format!("message {i}")})).await);
     }
     for (u, m) in [(a, &m1), (b, &m2), (b, &m3)] {
@@ -207,7 +207,7 @@ async fn busy_room(s: &Server, a: &User, b: &User, n: usize) -> (String, Vec<u8>
     }
     let reply = json!({"msgtype": "swp.text", "body": "a reply", "reply_to_event_id": ids[1]});
     ids.push(send(s, a, &room, reply).await);
-    let sender_of = |i: usize| if i % 3 == 0 { b } else { a };
+    let sender_of = |i: usize| if i.is_multiple_of(3) { b } else { a };
     for i in (0..n).step_by(20) {
         let path = format!("/v1/rooms/{room}/events/{}/edit", ids[i]);
         s.post(

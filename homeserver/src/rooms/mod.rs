@@ -104,8 +104,7 @@ async fn emit(
         relates_to: None,
         unsigned: None,
     };
-    let (_, pos) = append_event(tx, spec).await?;
-    Ok(pos)
+    Ok(append_by(tx, spec, sender.fqid.clone()).await?.stream_position)
 }
 
 /// What a domain operation asks to append; ids and timestamps are filled in here.
@@ -166,6 +165,12 @@ pub struct Appended {
 
 /// [`append_event`], answering everything it stored.
 pub async fn append(tx: &mut WriteTx, spec: NewEventSpec<'_>) -> ApiResult<Appended> {
+    let sender_fqid = tx.fqid_of(spec.sender_id).await?.ok_or_else(|| ApiError::internal("event sender vanished"))?;
+    append_by(tx, spec, sender_fqid).await
+}
+
+/// [`append`] when the caller already knows the sender's fqid (saves a read).
+pub async fn append_by(tx: &mut WriteTx, spec: NewEventSpec<'_>, sender_fqid: String) -> ApiResult<Appended> {
     let generated_uuid;
     let event_uuid = match spec.event_uuid {
         Some(u) => u,
@@ -174,7 +179,6 @@ pub async fn append(tx: &mut WriteTx, spec: NewEventSpec<'_>) -> ApiResult<Appen
             &generated_uuid
         }
     };
-    let sender_fqid = tx.fqid_of(spec.sender_id).await?.ok_or_else(|| ApiError::internal("event sender vanished"))?;
     let extremities = tx.extremities(spec.room_id).await?;
     let depth = extremities.iter().map(|(_, d)| *d).max().unwrap_or(0) + 1;
     let prev_events: Vec<String> = extremities.into_iter().map(|(id, _)| id).collect();

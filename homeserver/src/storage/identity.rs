@@ -73,7 +73,7 @@ impl Store {
         password_hash: Option<&str>,
         workspace: &Workspace,
     ) -> Result<bool, sqlx::Error> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         let r = sqlx::query(
             "INSERT INTO participants (id, tenant_id, local_id, server_name, fqid, display_name, password_hash, is_admin, created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (fqid) DO NOTHING",
@@ -123,7 +123,7 @@ impl Store {
         access: (&str, i64),
         refresh: (&str, i64),
     ) -> Result<(), sqlx::Error> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         sqlx::query("INSERT INTO sessions (id, participant_id, created_at) VALUES ($1, $2, $3)")
             .bind(session_id)
             .bind(participant_id)
@@ -165,7 +165,7 @@ impl Store {
         access: (&str, i64),
         refresh: (&str, i64),
     ) -> Result<RefreshOutcome, sqlx::Error> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         let row: Option<(String, i64, bool, bool, String)> = sqlx::query_as(
             "SELECT s.id, t.expires_at, t.used, s.revoked, s.participant_id FROM tokens t
              JOIN sessions s ON s.id = t.session_id WHERE t.token_hash = $1 AND t.kind = 'refresh'",
@@ -202,7 +202,7 @@ impl Store {
     }
 
     pub async fn revoke_session(&self, session_id: &str) -> Result<(), sqlx::Error> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         sqlx::query("UPDATE sessions SET revoked = TRUE WHERE id = $1").bind(session_id).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM tokens WHERE session_id = $1").bind(session_id).execute(&mut *tx).await?;
         tx.commit().await
@@ -227,7 +227,7 @@ impl Store {
     }
 
     pub async fn create_workspace(&self, w: &Workspace) -> Result<(), sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         insert_workspace(&mut tx, w).await?;
         tx.commit().await
     }

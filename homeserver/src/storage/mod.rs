@@ -63,6 +63,9 @@ pub struct Store {
     committed: std::sync::Arc<tokio::sync::watch::Sender<i64>>,
     /// Signs the events this server creates; absent for maintenance commands that make none.
     signer: Option<std::sync::Arc<EventSigner>>,
+    /// Writers queue here, in memory, before `BEGIN IMMEDIATE`: SQLite admits one writer at a
+    /// time anyway, and its busy handler would make waiters sleep in growing steps instead.
+    write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The server's identity for signing the events it creates.
@@ -72,7 +75,9 @@ pub struct EventSigner {
 }
 
 pub struct WriteTx {
+    // Field order matters: the transaction ends before the write lock is released.
     tx: Transaction<'static, Sqlite>,
+    _turn: tokio::sync::OwnedMutexGuard<()>,
     committed: std::sync::Arc<tokio::sync::watch::Sender<i64>>,
     signer: Option<std::sync::Arc<EventSigner>>,
     last_position: i64,
@@ -92,7 +97,9 @@ impl Store {
                 Durability::Full => SqliteSynchronous::Full,
             })
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(Duration::from_secs(10))
+            // 1 MiB of page cache per connection instead of 2: the pool has several.
+            .pragma("cache_size", "-1024");
         let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await?;
         let migrator = Migrator {
             migrations: Cow::Owned(
@@ -109,7 +116,7 @@ impl Store {
         let top: i64 =
             sqlx::query_scalar("SELECT COALESCE(MAX(stream_position), 0) FROM events").fetch_one(&pool).await?;
         let (committed, _) = tokio::sync::watch::channel(top);
-        Ok(Store { pool, committed: std::sync::Arc::new(committed), signer: None })
+        Ok(Store { pool, committed: std::sync::Arc::new(committed), signer: None, write_lock: Default::default() })
     }
 
     /// The sqlite URL for a database file inside `data_dir`.
@@ -118,12 +125,17 @@ impl Store {
     }
 
     pub async fn write(&self) -> Result<WriteTx, sqlx::Error> {
-        Ok(WriteTx {
-            tx: self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            committed: self.committed.clone(),
-            signer: self.signer.clone(),
-            last_position: 0,
-        })
+        let (_turn, tx) = self.begin_write().await?;
+        Ok(WriteTx { tx, _turn, committed: self.committed.clone(), signer: self.signer.clone(), last_position: 0 })
+    }
+
+    /// Waits for this process's write turn, then begins an immediate transaction.
+    async fn begin_write(
+        &self,
+    ) -> Result<(tokio::sync::OwnedMutexGuard<()>, Transaction<'static, Sqlite>), sqlx::Error> {
+        let turn = self.write_lock.clone().lock_owned().await;
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        Ok((turn, tx))
     }
 
     /// This store, signing the events it appends with `signer`.
