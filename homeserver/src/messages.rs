@@ -303,32 +303,42 @@ pub async fn redact(
     }
     rules::require_open(&room)?;
     if target.redacted_at.is_none() {
-        let mut content = json!({"redacts": event_id});
-        if let Some(r) = reason {
-            content["reason"] = json!(r);
-        }
-        rooms::append_event(
-            &mut tx,
-            NewEventSpec {
-                room_id,
-                sender_id: &caller.id,
-                event_type: REDACTION,
-                state_key: None,
-                content: &content,
-                event_uuid: None,
-                relates_to: Some(event_id),
-                unsigned: None,
-            },
-        )
-        .await?;
-        tx.apply_redaction(event_id, now_secs()).await?;
-        rooms::redact_stored_pdus(&mut tx, event_id).await?;
+        append_redaction(&mut tx, room_id, caller, event_id, reason).await?;
         if target.event_type == REACTION {
             tx.forget_reaction_event(event_id).await?;
         }
         tx.commit().await?;
     }
     folded(store, room_id, event_id, caller).await
+}
+
+/// Records a redaction of `target` and wipes it: the folded row, the stored wire forms (its own
+/// and its edits'), and its reactions.
+async fn append_redaction(
+    tx: &mut crate::storage::WriteTx,
+    room_id: &str,
+    caller: &Participant,
+    target: &str,
+    reason: Option<&str>,
+) -> ApiResult<()> {
+    let mut content = json!({"redacts": target});
+    if let Some(r) = reason {
+        content["reason"] = json!(r);
+    }
+    let spec = NewEventSpec {
+        room_id,
+        sender_id: &caller.id,
+        event_type: REDACTION,
+        state_key: None,
+        content: &content,
+        event_uuid: None,
+        relates_to: Some(target),
+        unsigned: None,
+    };
+    rooms::append_by(tx, spec, caller.fqid.clone()).await?;
+    tx.apply_redaction(target, now_secs()).await?;
+    rooms::redact_stored_pdus(tx, target).await?;
+    Ok(())
 }
 
 pub fn validate_emoji(emoji: &str) -> ApiResult<()> {
@@ -394,23 +404,7 @@ pub async fn unreact(
     }
     rules::require_open(&room)?;
     if let Some(reaction_id) = tx.remove_reaction(event_id, &caller.id, emoji).await? {
-        let content = json!({"redacts": reaction_id});
-        rooms::append_event(
-            &mut tx,
-            NewEventSpec {
-                room_id,
-                sender_id: &caller.id,
-                event_type: REDACTION,
-                state_key: None,
-                content: &content,
-                event_uuid: None,
-                relates_to: Some(&reaction_id),
-                unsigned: None,
-            },
-        )
-        .await?;
-        tx.apply_redaction(&reaction_id, now_secs()).await?;
-        rooms::redact_stored_pdus(&mut tx, &reaction_id).await?;
+        append_redaction(&mut tx, room_id, caller, &reaction_id, None).await?;
         tx.commit().await?;
     }
     folded(store, room_id, event_id, caller).await
