@@ -6,12 +6,14 @@
 //!    name's own A/AAAA records on port [`DEFAULT_PORT`].
 //! 2. Fetch `https://<name>:<port>/.well-known/scaiwave/server` over verified TLS, connecting to
 //!    the resolved addresses with the server name as SNI and `Host`.
-//! 3. Check the document ([`check_well_known`], pure): `server_name` matches, it lists
-//!    `verify_keys`, and it carries a valid self-signature under one of them.
+//!    The body is read chunk by chunk and refused as soon as it passes 64 KiB ([`push_capped`]).
+//! 3. Check the document ([`check_well_known`], pure): `server_name` equals the server name as
+//!    asked for (port included), `valid_until_ts` is not in the past, it lists `verify_keys`,
+//!    and it carries a valid self-signature under one of them.
 //!
 //! The decisions (what is pure, which roots are trusted) are in [`parse_server_name`],
-//! [`pick_srv`] and [`check_well_known`], which do no I/O and are unit-tested; [`Discovery`]
-//! is the thin I/O shell around them.
+//! [`pick_srv`], [`push_capped`] and [`check_well_known`], which do no I/O and are
+//! unit-tested; [`Discovery`] is the thin I/O shell around them.
 //!
 //! TLS is rustls with the ring provider only. The process must install it
 //! (`rustls::crypto::ring::default_provider().install_default()`) before building a
@@ -22,7 +24,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
@@ -36,7 +38,7 @@ pub const DEFAULT_PORT: u16 = 8448;
 /// The path of the self-signed discovery document.
 pub const WELL_KNOWN_PATH: &str = "/.well-known/scaiwave/server";
 /// The largest well-known document accepted.
-const MAX_DOCUMENT_BYTES: usize = 64 * 1024;
+pub const MAX_DOCUMENT_BYTES: usize = 64 * 1024;
 
 /// Installs ring as the process-wide rustls provider. Safe to call more than once.
 pub fn install_crypto_provider() {
@@ -59,6 +61,8 @@ pub enum DiscoveryError {
     BadDocument(String),
     #[error("well-known document names {found:?}, expected {expected:?}")]
     NameMismatch { expected: String, found: String },
+    #[error("well-known document expired: valid_until_ts {valid_until_ts} is before now ({now_ms})")]
+    Expired { valid_until_ts: u64, now_ms: u64 },
     #[error("well-known document signature: {0}")]
     BadSignature(String),
     #[error("discovery setup: {0}")]
@@ -83,6 +87,8 @@ pub struct ServerInfo {
     /// `key_id → unpadded base64 public key`.
     pub verify_keys: BTreeMap<String, String>,
     pub protocol_versions: Vec<String>,
+    /// Unix ms until which the keys may be trusted.
+    pub valid_until_ts: u64,
     /// The whole document as received (signatures included).
     pub document: Value,
 }
@@ -104,10 +110,10 @@ pub fn parse_server_name(name: &str) -> Result<NamePlan, DiscoveryError> {
     if name.is_empty() || name.len() > 255 || name.chars().any(|c| c.is_whitespace() || c == '/') {
         return Err(bad());
     }
-    // [v6]:port or [v6]
+    // [v6]:port or [v6]; brackets are for IPv6 only.
     if let Some(rest) = name.strip_prefix('[') {
         let (ip, after) = rest.split_once(']').ok_or_else(bad)?;
-        let ip: IpAddr = ip.parse().map_err(|_| bad())?;
+        let ip: IpAddr = ip.parse::<std::net::Ipv6Addr>().map_err(|_| bad())?.into();
         let port = match after {
             "" => DEFAULT_PORT,
             p => p.strip_prefix(':').and_then(|p| p.parse().ok()).filter(|p| *p != 0).ok_or_else(bad)?,
@@ -118,6 +124,10 @@ pub fn parse_server_name(name: &str) -> Result<NamePlan, DiscoveryError> {
         Some((h, p)) => (h, Some(p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(bad)?)),
         None => (name, None),
     };
+    // An IPv6 literal must be bracketed: `::1` would otherwise read as host `::`, port 1.
+    if host.contains(':') {
+        return Err(bad());
+    }
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(NamePlan::Ip(ip, port.unwrap_or(DEFAULT_PORT)));
     }
@@ -156,11 +166,32 @@ pub fn pick_srv(records: &[SrvRecord]) -> Option<&SrvRecord> {
         .min_by(|a, b| a.priority.cmp(&b.priority).then(b.weight.cmp(&a.weight)).then(a.target.cmp(&b.target)))
 }
 
-/// Checks a well-known document against the name it was fetched for. Pure.
-pub fn check_well_known(
-    doc: &Value,
-    expected_name: &str,
-) -> Result<(BTreeMap<String, String>, Vec<String>), DiscoveryError> {
+/// Appends one chunk of a response body to `buf`, refusing it (and so the whole document) as
+/// soon as the total would pass `cap` bytes. Pure; lets the caller stop reading at the cap
+/// instead of buffering whatever a peer sends without a `Content-Length`.
+pub fn push_capped(buf: &mut Vec<u8>, chunk: &[u8], cap: usize) -> Result<(), DiscoveryError> {
+    if chunk.len() > cap.saturating_sub(buf.len()) {
+        return Err(DiscoveryError::BadDocument(format!("document too large (more than {cap} bytes)")));
+    }
+    buf.extend_from_slice(chunk);
+    Ok(())
+}
+
+/// What a checked well-known document says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WellKnown {
+    /// `key_id → unpadded base64 public key`.
+    pub verify_keys: BTreeMap<String, String>,
+    pub protocol_versions: Vec<String>,
+    /// Unix ms until which the keys may be trusted.
+    pub valid_until_ts: u64,
+}
+
+/// Checks a well-known document against the server name it was fetched for, exactly as asked
+/// for (`alpha.test:8448` and `[::1]:8448` keep their port; ASCII case is ignored), at
+/// `now_ms` (Unix milliseconds): a document whose `valid_until_ts` is missing or in the past is
+/// refused. Pure.
+pub fn check_well_known(doc: &Value, expected_name: &str, now_ms: u64) -> Result<WellKnown, DiscoveryError> {
     let obj = doc.as_object().ok_or_else(|| DiscoveryError::BadDocument("not a JSON object".into()))?;
     let found = obj
         .get("server_name")
@@ -168,6 +199,13 @@ pub fn check_well_known(
         .ok_or_else(|| DiscoveryError::BadDocument("missing server_name".into()))?;
     if !found.eq_ignore_ascii_case(expected_name) {
         return Err(DiscoveryError::NameMismatch { expected: expected_name.into(), found: found.into() });
+    }
+    let valid_until_ts = obj
+        .get("valid_until_ts")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| DiscoveryError::BadDocument("missing or invalid valid_until_ts".into()))?;
+    if valid_until_ts < now_ms {
+        return Err(DiscoveryError::Expired { valid_until_ts, now_ms });
     }
     let keys = obj
         .get("verify_keys")
@@ -216,7 +254,12 @@ pub fn check_well_known(
         .and_then(Value::as_array)
         .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
         .unwrap_or_default();
-    Ok((verify_keys, protocol_versions))
+    Ok(WellKnown { verify_keys, protocol_versions, valid_until_ts })
+}
+
+/// The current time in Unix milliseconds.
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// How discovery reaches the network.
@@ -412,7 +455,7 @@ impl Discovery {
             m.insert(resolved.host.clone(), resolved.addresses.clone());
         }
         let fetch_err = |e: reqwest::Error| DiscoveryError::Fetch { url: url.clone(), reason: error_chain(&e) };
-        let resp = self.http.get(&url).send().await.map_err(fetch_err)?;
+        let mut resp = self.http.get(&url).send().await.map_err(fetch_err)?;
         let status = resp.status();
         if !status.is_success() {
             return Err(DiscoveryError::Status { url, status: status.as_u16() });
@@ -420,21 +463,22 @@ impl Discovery {
         if resp.content_length().is_some_and(|l| l > MAX_DOCUMENT_BYTES as u64) {
             return Err(DiscoveryError::BadDocument("document too large".into()));
         }
-        let bytes = resp.bytes().await.map_err(fetch_err)?;
-        if bytes.len() > MAX_DOCUMENT_BYTES {
-            return Err(DiscoveryError::BadDocument("document too large".into()));
+        // Read chunk by chunk and stop at the cap: without a Content-Length the peer could
+        // otherwise make us buffer an unbounded body.
+        let mut bytes = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(fetch_err)? {
+            push_capped(&mut bytes, &chunk, MAX_DOCUMENT_BYTES)?;
         }
         let doc = crypto::parse_strict(&bytes).map_err(|e| DiscoveryError::BadDocument(e.to_string()))?;
-        // The document names the server without a port; compare against the host part.
-        let expected =
-            server_name.rsplit_once(':').filter(|_| !server_name.starts_with('[')).map_or(server_name, |(h, _)| h);
-        let (verify_keys, protocol_versions) = check_well_known(&doc, expected)?;
+        // The document names the server exactly as it is asked for, port included.
+        let checked = check_well_known(&doc, server_name, now_ms())?;
         Ok(ServerInfo {
             server_name: server_name.to_string(),
             addresses: resolved.addresses,
             port: resolved.port,
-            verify_keys,
-            protocol_versions,
+            verify_keys: checked.verify_keys,
+            protocol_versions: checked.protocol_versions,
+            valid_until_ts: checked.valid_until_ts,
             document: doc,
         })
     }
@@ -463,8 +507,27 @@ mod tests {
         assert_eq!(parse_server_name("Alpha.Test:9000").unwrap(), NamePlan::HostPort("alpha.test".into(), 9000));
         assert_eq!(parse_server_name("127.0.0.1").unwrap(), NamePlan::Ip("127.0.0.1".parse().unwrap(), DEFAULT_PORT));
         assert_eq!(parse_server_name("[::1]:8000").unwrap(), NamePlan::Ip("::1".parse().unwrap(), 8000));
-        for bad in ["", "a b", "alpha.test:0", "alpha.test:x", "-a.test", "a..test", "[::1", "a/b", "alpha.test:99999"]
-        {
+        assert_eq!(parse_server_name("[::1]").unwrap(), NamePlan::Ip("::1".parse().unwrap(), DEFAULT_PORT));
+        assert_eq!(parse_server_name("127.0.0.1:9000").unwrap(), NamePlan::Ip("127.0.0.1".parse().unwrap(), 9000));
+        for bad in [
+            "",
+            "a b",
+            "alpha.test:0",
+            "alpha.test:x",
+            "-a.test",
+            "a..test",
+            "[::1",
+            "a/b",
+            "alpha.test:99999",
+            // IPv6 only in brackets, and brackets only for IPv6.
+            "::1",
+            "::1:8448",
+            "2001:db8::1",
+            "[127.0.0.1]:8448",
+            "[::1]8448",
+            "[::1]:",
+            "[alpha.test]:8448",
+        ] {
             assert!(parse_server_name(bad).is_err(), "{bad:?} must be rejected");
         }
     }
@@ -478,44 +541,138 @@ mod tests {
         assert_eq!(pick_srv(&recs).unwrap().target, "d.test");
     }
 
-    fn signed_doc(name: &str) -> (Value, crypto::ServerKey) {
+    /// A fixed "now" for the pure checks (2025-01-01T00:00:00Z in Unix ms).
+    const NOW: u64 = 1_735_689_600_000;
+    const DAY_MS: u64 = 24 * 3600 * 1000;
+
+    fn signed_doc_until(name: &str, valid_until_ts: Value) -> (Value, crypto::ServerKey) {
         let key = crypto::ServerKey::generate("k1").unwrap();
         let mut doc = json!({
             "server_name": name,
             "protocol_versions": ["v1"],
             "verify_keys": {key.key_id(): {"key": key.public_key_base64()}},
         });
+        if !valid_until_ts.is_null() {
+            doc["valid_until_ts"] = valid_until_ts;
+        }
         crypto::sign_json(&mut doc, name, &key).unwrap();
         (doc, key)
+    }
+
+    fn signed_doc(name: &str) -> (Value, crypto::ServerKey) {
+        signed_doc_until(name, json!(NOW + 7 * DAY_MS))
     }
 
     #[test]
     fn well_known_checks() {
         let (doc, key) = signed_doc("alpha.test");
-        let (keys, versions) = check_well_known(&doc, "alpha.test").unwrap();
-        assert_eq!(keys[key.key_id()], key.public_key_base64());
-        assert_eq!(versions, vec!["v1".to_string()]);
+        let checked = check_well_known(&doc, "alpha.test", NOW).unwrap();
+        assert_eq!(checked.verify_keys[key.key_id()], key.public_key_base64());
+        assert_eq!(checked.protocol_versions, vec!["v1".to_string()]);
+        assert_eq!(checked.valid_until_ts, NOW + 7 * DAY_MS);
+        // Server names are DNS names: ASCII case does not matter.
+        assert!(check_well_known(&doc, "Alpha.TEST", NOW).is_ok());
 
-        assert!(matches!(check_well_known(&doc, "beta.test"), Err(DiscoveryError::NameMismatch { .. })));
+        assert!(matches!(check_well_known(&doc, "beta.test", NOW), Err(DiscoveryError::NameMismatch { .. })));
 
         let mut tampered = doc.clone();
         tampered["protocol_versions"] = json!(["v2"]);
-        assert!(matches!(check_well_known(&tampered, "alpha.test"), Err(DiscoveryError::BadSignature(_))));
+        assert!(matches!(check_well_known(&tampered, "alpha.test", NOW), Err(DiscoveryError::BadSignature(_))));
 
         // Signed by a key the document does not list.
         let (other, _) = signed_doc("alpha.test");
         let mut swapped = doc.clone();
         swapped["signatures"] = other["signatures"].clone();
-        assert!(matches!(check_well_known(&swapped, "alpha.test"), Err(DiscoveryError::BadSignature(_))));
+        assert!(matches!(check_well_known(&swapped, "alpha.test", NOW), Err(DiscoveryError::BadSignature(_))));
 
         let mut unsigned = doc.clone();
         unsigned.as_object_mut().unwrap().remove("signatures");
-        assert!(matches!(check_well_known(&unsigned, "alpha.test"), Err(DiscoveryError::BadSignature(_))));
+        assert!(matches!(check_well_known(&unsigned, "alpha.test", NOW), Err(DiscoveryError::BadSignature(_))));
 
-        assert!(matches!(check_well_known(&json!([]), "alpha.test"), Err(DiscoveryError::BadDocument(_))));
+        assert!(matches!(check_well_known(&json!([]), "alpha.test", NOW), Err(DiscoveryError::BadDocument(_))));
         assert!(matches!(
-            check_well_known(&json!({"server_name": "alpha.test"}), "alpha.test"),
+            check_well_known(&json!({"server_name": "alpha.test", "valid_until_ts": NOW + 1}), "alpha.test", NOW),
             Err(DiscoveryError::BadDocument(_))
         ));
+    }
+
+    #[test]
+    fn well_known_name_keeps_its_port() {
+        // A server whose name carries a port names itself with that port.
+        let (doc, _) = signed_doc("alpha.test:8448");
+        assert!(check_well_known(&doc, "alpha.test:8448", NOW).is_ok());
+        assert!(check_well_known(&doc, "ALPHA.test:8448", NOW).is_ok());
+        // The port is part of the name: neither the bare host nor another port matches.
+        for other in ["alpha.test", "alpha.test:9000"] {
+            assert!(
+                matches!(check_well_known(&doc, other, NOW), Err(DiscoveryError::NameMismatch { .. })),
+                "{other:?} must not match alpha.test:8448"
+            );
+        }
+        let (bare, _) = signed_doc("alpha.test");
+        assert!(matches!(check_well_known(&bare, "alpha.test:8448", NOW), Err(DiscoveryError::NameMismatch { .. })));
+
+        // IP literals, IPv6 in brackets, with and without a port.
+        for name in ["127.0.0.1:8448", "[::1]:8448", "[::1]", "[2001:db8::1]:9000"] {
+            let (doc, _) = signed_doc(name);
+            assert!(parse_server_name(name).is_ok(), "{name}");
+            assert!(check_well_known(&doc, name, NOW).is_ok(), "{name}");
+        }
+        let (v6, _) = signed_doc("[::1]:8448");
+        assert!(matches!(check_well_known(&v6, "[::1]", NOW), Err(DiscoveryError::NameMismatch { .. })));
+        assert!(matches!(check_well_known(&v6, "[::1]:9000", NOW), Err(DiscoveryError::NameMismatch { .. })));
+    }
+
+    #[test]
+    fn well_known_validity() {
+        // Valid up to and including valid_until_ts.
+        let (doc, _) = signed_doc_until("alpha.test", json!(NOW));
+        assert!(check_well_known(&doc, "alpha.test", NOW).is_ok());
+        assert!(matches!(
+            check_well_known(&doc, "alpha.test", NOW + 1),
+            Err(DiscoveryError::Expired { valid_until_ts: NOW, now_ms }) if now_ms == NOW + 1
+        ));
+        let (expired, _) = signed_doc_until("alpha.test", json!(NOW - DAY_MS));
+        let err = check_well_known(&expired, "alpha.test", NOW).unwrap_err();
+        assert!(matches!(err, DiscoveryError::Expired { .. }));
+        assert!(err.to_string().contains("expired"), "{err}");
+        // Missing, negative or non-integer: refused, since the keys would be trusted forever.
+        for bad in [Value::Null, json!(-1), json!("1735689600000"), json!(true)] {
+            let (doc, _) = signed_doc_until("alpha.test", bad.clone());
+            assert!(
+                matches!(check_well_known(&doc, "alpha.test", NOW), Err(DiscoveryError::BadDocument(_))),
+                "valid_until_ts {bad} must be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn body_is_capped_while_reading() {
+        let mut buf = Vec::new();
+        push_capped(&mut buf, b"0123", 10).unwrap();
+        push_capped(&mut buf, b"456789", 10).unwrap();
+        assert_eq!(buf, b"0123456789");
+        // Exactly at the cap is fine; one byte more is refused and nothing more is buffered.
+        assert!(matches!(push_capped(&mut buf, b"x", 10), Err(DiscoveryError::BadDocument(_))));
+        assert_eq!(buf.len(), 10);
+        push_capped(&mut buf, b"", 10).unwrap();
+
+        // A body streamed in small chunks with no Content-Length stops at the first chunk past
+        // the cap, long before the whole body would have been read.
+        let mut buf = Vec::new();
+        let chunk = [b'a'; 1000];
+        let mut chunks_read = 0;
+        let result = std::iter::repeat_n(&chunk[..], 1_000_000).try_for_each(|c| {
+            chunks_read += 1;
+            push_capped(&mut buf, c, MAX_DOCUMENT_BYTES)
+        });
+        assert!(matches!(result, Err(DiscoveryError::BadDocument(_))));
+        assert_eq!(chunks_read, MAX_DOCUMENT_BYTES / 1000 + 1);
+        assert!(buf.len() <= MAX_DOCUMENT_BYTES);
+
+        // One huge chunk is refused without being copied.
+        let mut buf = Vec::new();
+        assert!(push_capped(&mut buf, &vec![0; MAX_DOCUMENT_BYTES + 1], MAX_DOCUMENT_BYTES).is_err());
+        assert!(buf.is_empty());
     }
 }

@@ -96,7 +96,7 @@ impl Default for Config {
             refresh_token_ttl_secs: 30 * 24 * 3600,
             max_body_bytes: 1024 * 1024,
             max_upload_bytes: 50 * 1024 * 1024,
-            max_import_bytes: 1024 * 1024 * 1024,
+            max_import_bytes: 256 * 1024 * 1024,
             edit_window_secs: 24 * 3600,
             log: "info".into(),
             tenant_defaults: TenantLimits::default(),

@@ -195,9 +195,19 @@ pub async fn refresh(
 /// Every revocation goes through this process (logout, rotation, reuse detection), which drops
 /// the session's entries at once; entries also age out after [`TokenCache::TTL`] so changes to
 /// the participant made by the admin CLI show up.
+///
+/// A lookup that began before its session was invalidated is not cached: otherwise a request
+/// racing a logout could put the dead token back for a whole TTL.
 #[derive(Default)]
 pub struct TokenCache {
-    entries: std::sync::RwLock<std::collections::HashMap<String, (TokenOwner, std::time::Instant)>>,
+    inner: std::sync::RwLock<CacheInner>,
+}
+
+#[derive(Default)]
+struct CacheInner {
+    entries: std::collections::HashMap<String, (TokenOwner, std::time::Instant)>,
+    /// session → when it was last invalidated; kept for one TTL.
+    invalidated: std::collections::HashMap<String, std::time::Instant>,
 }
 
 impl TokenCache {
@@ -205,24 +215,30 @@ impl TokenCache {
     const MAX_ENTRIES: usize = 100_000;
 
     fn get(&self, hash: &str) -> Option<TokenOwner> {
-        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
-        entries.get(hash).filter(|(_, at)| at.elapsed() < Self::TTL).map(|(o, _)| o.clone())
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        inner.entries.get(hash).filter(|(_, at)| at.elapsed() < Self::TTL).map(|(o, _)| o.clone())
     }
 
-    fn put(&self, hash: String, owner: TokenOwner) {
-        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
-        if entries.len() >= Self::MAX_ENTRIES {
-            entries.retain(|_, (_, at)| at.elapsed() < Self::TTL);
-            if entries.len() >= Self::MAX_ENTRIES {
-                entries.clear();
+    /// Caches `owner`, looked up at `looked_up_at`, unless its session was invalidated since.
+    fn put(&self, hash: String, owner: TokenOwner, looked_up_at: std::time::Instant) {
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        if inner.invalidated.get(&owner.session_id).is_some_and(|at| *at >= looked_up_at) {
+            return;
+        }
+        if inner.entries.len() >= Self::MAX_ENTRIES {
+            inner.entries.retain(|_, (_, at)| at.elapsed() < Self::TTL);
+            if inner.entries.len() >= Self::MAX_ENTRIES {
+                inner.entries.clear();
             }
         }
-        entries.insert(hash, (owner, std::time::Instant::now()));
+        inner.entries.insert(hash, (owner, std::time::Instant::now()));
     }
 
     pub fn forget_session(&self, session_id: &str) {
-        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
-        entries.retain(|_, (o, _)| o.session_id != session_id);
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        inner.entries.retain(|_, (o, _)| o.session_id != session_id);
+        inner.invalidated.retain(|_, at| at.elapsed() < Self::TTL);
+        inner.invalidated.insert(session_id.to_string(), std::time::Instant::now());
     }
 }
 
@@ -235,11 +251,12 @@ pub async fn authenticate(store: &Store, cache: &TokenCache, bearer: &str) -> Ap
     let owner = match cache.get(&hash) {
         Some(o) => o,
         None => {
+            let looked_up_at = std::time::Instant::now();
             let o = store
                 .access_token_owner(&hash)
                 .await?
                 .ok_or_else(|| ApiError::InvalidToken("unknown or revoked access token".into()))?;
-            cache.put(hash, o.clone());
+            cache.put(hash, o.clone(), looked_up_at);
             o
         }
     };
@@ -247,4 +264,42 @@ pub async fn authenticate(store: &Store, cache: &TokenCache, bearer: &str) -> Ap
         return Err(ApiError::ExpiredToken);
     }
     Ok(owner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner(session: &str) -> TokenOwner {
+        TokenOwner {
+            participant: Participant {
+                id: "p".into(),
+                tenant_id: "default".into(),
+                local_id: "a".into(),
+                server_name: "t".into(),
+                fqid: "@a:t".into(),
+                display_name: "a".into(),
+                is_admin: false,
+                created_at: 0,
+            },
+            session_id: session.into(),
+            expires_at: i64::MAX,
+        }
+    }
+
+    #[test]
+    fn a_lookup_racing_a_logout_is_not_cached() {
+        let cache = TokenCache::default();
+        let started = std::time::Instant::now();
+        cache.forget_session("s1");
+        cache.put("h".into(), owner("s1"), started);
+        assert!(cache.get("h").is_none(), "the session died after the lookup began");
+        let later = std::time::Instant::now() + std::time::Duration::from_millis(1);
+        cache.put("h".into(), owner("s1"), later);
+        assert!(cache.get("h").is_some());
+        cache.forget_session("s1");
+        assert!(cache.get("h").is_none());
+        cache.put("h2".into(), owner("s2"), started);
+        assert!(cache.get("h2").is_some(), "other sessions are unaffected");
+    }
 }

@@ -25,6 +25,24 @@ pub const MAX_PAGE: i64 = 200;
 /// Checks a message body: an object, canonical-JSON encodable, within the size limit, with the
 /// well-known fields of the right types.
 pub fn validate_content(content: &Value) -> ApiResult<()> {
+    // Only an import writes `_imported_*` keys: a member must not forge an imported author.
+    if let Some(key) = content.as_object().and_then(|o| o.keys().find(|k| k.starts_with(IMPORTED_PREFIX))) {
+        return Err(ApiError::bad_request(format!(
+            "content key {key:?} is reserved: keys starting with {IMPORTED_PREFIX} are set by imports only"
+        )));
+    }
+    validate_stored_content(content)
+}
+
+/// Content keys an import sets: the original author, time, and an earlier import's author.
+pub const IMPORTED_PREFIX: &str = "_imported_";
+pub const IMPORTED_SENDER: &str = "_imported_sender";
+pub const IMPORTED_ORIGIN_TS: &str = "_imported_origin_ts";
+pub const IMPORTED_PREVIOUS: &str = "_imported_previous";
+
+/// [`validate_content`] without the reserved-key check: for content the server annotates itself
+/// (a room import) and for signed content that an earlier import annotated.
+pub fn validate_stored_content(content: &Value) -> ApiResult<()> {
     let Some(obj) = content.as_object() else {
         return Err(ApiError::bad_request("content must be a JSON object"));
     };

@@ -26,6 +26,7 @@ pub async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let keys = Keys::load_or_create(&config.data_dir)?;
     let signer = EventSigner { server_name: config.server_name.clone(), key: keys.current.clone() };
     let store = open_store(&config).await?.with_signer(signer);
+    crate::bundle::sweep_stale_temp_files(&config.data_dir);
     let config = Arc::new(config);
     let state = AppState {
         store: store.clone(),

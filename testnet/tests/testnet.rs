@@ -111,15 +111,32 @@ fn assert_unavailable(r: &testnet::Resp, what: &str) {
     assert_eq!(r.code(), "SW_FED_UNAVAILABLE", "{what}: {}", r.body);
 }
 
+/// Unix milliseconds now.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
 /// A stand-in peer on `ip:8448` serving a correctly self-signed well-known document for
-/// `name` over TLS with the given certificate.
+/// `name` (valid for a day) over TLS with the given certificate.
 async fn fake_peer(name: &str, ip: Ipv4Addr, cert_pem: String, key_pem: String) -> axum_server::Handle<SocketAddr> {
+    fake_peer_until(name, now_ms() + 24 * 3600 * 1000, ip, cert_pem, key_pem).await
+}
+
+/// [`fake_peer`] with the document's `valid_until_ts` given.
+async fn fake_peer_until(
+    name: &str,
+    valid_until_ts: u64,
+    ip: Ipv4Addr,
+    cert_pem: String,
+    key_pem: String,
+) -> axum_server::Handle<SocketAddr> {
     let key = crypto::ServerKey::generate("k1").unwrap();
     let mut doc = json!({
         "server_name": name,
         "public_key": key.public_key_base64(),
         "protocol_versions": ["v1"],
         "verify_keys": {key.key_id(): {"key": key.public_key_base64()}},
+        "valid_until_ts": valid_until_ts,
     });
     crypto::sign_json(&mut doc, name, &key).unwrap();
     let app = axum::Router::new()
@@ -175,9 +192,20 @@ async fn three_nodes_discover_each_other_and_survive_faults() {
         .await
         .unwrap();
     assert_eq!((r.status, r.code()), (403, "SW_AUTH_INSUFFICIENT_PERMISSION"), "{}", r.body);
+    // The admin check comes before the body: a non-admin's malformed body is a 403 too.
+    for bad_body in [json!([1]), json!({}), json!({"server_name": 7})] {
+        let r = alpha.post("/v1/admin/federation/resolve", Some(&user.access_token), &bad_body).await.unwrap();
+        assert_eq!((r.status, r.code()), (403, "SW_AUTH_INSUFFICIENT_PERMISSION"), "{bad_body}: {}", r.body);
+        let admin = net.admin_token("alpha").await.unwrap();
+        let r = alpha.post("/v1/admin/federation/resolve", Some(&admin), &bad_body).await.unwrap();
+        assert_eq!(r.status, 400, "an admin's {bad_body} body: {}", r.body);
+    }
     let r = alpha.post("/v1/admin/federation/resolve", None, &json!({"server_name": "beta.test"})).await.unwrap();
     assert_eq!(r.status, 401);
+    let r = alpha.post("/v1/admin/federation/resolve", None, &json!([1])).await.unwrap();
+    assert_eq!(r.status, 401, "authentication comes before the body: {}", r.body);
     assert_eq!(net.resolve("alpha", "not a name").await.unwrap().status, 400);
+    assert_eq!(net.resolve("alpha", "::1").await.unwrap().status, 400, "IPv6 literals need brackets");
     assert_unavailable(&net.resolve("alpha", "nobody.test").await.unwrap(), "unknown name");
 
     // A peer with a certificate from the testnet CA is trusted; one with a self-signed
@@ -212,6 +240,56 @@ async fn three_nodes_discover_each_other_and_survive_faults() {
     }
     trusted.shutdown();
     rogue.shutdown();
+
+    // A server whose name carries its port names itself with that port and is found by it;
+    // the bare host is another server name and does not match that document.
+    let ported_ip = Ipv4Addr::new(127, s, 0, 97);
+    let ported_dir = dir.path().join("ported");
+    std::fs::create_dir_all(&ported_dir).unwrap();
+    let cert = net.ca.node_cert(&ported_dir, "ported.test").unwrap();
+    let ported = fake_peer(
+        "ported.test:8448",
+        ported_ip,
+        std::fs::read_to_string(&cert.cert_path).unwrap(),
+        std::fs::read_to_string(&cert.key_path).unwrap(),
+    )
+    .await;
+    net.add_host("ported.test", IpAddr::V4(ported_ip), testnet::FEDERATION_PORT);
+    let r = poll_until("the fake peer with a port in its name answers", Duration::from_secs(10), || async {
+        net.resolve("alpha", "ported.test:8448").await.ok().filter(|r| r.status == 200)
+    })
+    .await
+    .unwrap();
+    assert_resolved(&r, "ported.test:8448");
+    let r = net.resolve("alpha", "ported.test").await.unwrap();
+    assert_unavailable(&r, "the bare host of a name with a port");
+    assert!(r.body["error"]["message"].as_str().unwrap_or("").contains("ported.test:8448"), "{}", r.body);
+    ported.shutdown();
+
+    // A correctly signed document whose valid_until_ts has passed is refused.
+    let expired_ip = Ipv4Addr::new(127, s, 0, 96);
+    let expired_dir = dir.path().join("expired");
+    std::fs::create_dir_all(&expired_dir).unwrap();
+    let cert = net.ca.node_cert(&expired_dir, "expired.test").unwrap();
+    let expired = fake_peer_until(
+        "expired.test",
+        now_ms() - 60_000,
+        expired_ip,
+        std::fs::read_to_string(&cert.cert_path).unwrap(),
+        std::fs::read_to_string(&cert.key_path).unwrap(),
+    )
+    .await;
+    net.add_host("expired.test", IpAddr::V4(expired_ip), testnet::FEDERATION_PORT);
+    let r = poll_until("the expired fake peer answers", Duration::from_secs(10), || async {
+        net.resolve("alpha", "expired.test")
+            .await
+            .ok()
+            .filter(|r| r.body["error"]["message"].as_str().unwrap_or("").contains("valid_until_ts") || r.status == 200)
+    })
+    .await
+    .unwrap();
+    assert_unavailable(&r, "an expired well-known document");
+    expired.shutdown();
 
     // Stop and start keep the node's data: a user registered before still logs in.
     let carol = net.register("beta", "carol").await.unwrap();

@@ -505,3 +505,196 @@ async fn the_cli_makes_and_reads_the_same_bundles() {
     }
     assert_eq!(counts.get("Busy room"), Some(&3), "the refused imports left no room: {counts:?}");
 }
+
+fn temp_files(data_dir: &Path, prefix: &str) -> Vec<String> {
+    let Ok(rd) = std::fs::read_dir(data_dir.join("tmp")) else { return Vec::new() };
+    rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with(prefix)).collect()
+}
+
+/// Exports are written to a temp file first: clients that never read their body hold no
+/// database connection (the pool has 8), and the temp files go when they disconnect.
+#[tokio::test]
+async fn stalled_exports_do_not_take_the_database() {
+    let s = Server::start().await;
+    let a = s.register("alice").await;
+    let room = s.create_room(&a, "group", "Big").await;
+    // Far more than socket buffers hold, so an unread body really stalls its sender.
+    let big: Vec<u8> = (0..4_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let m = upload_media(&s, &a, "big.bin", &big).await;
+    send(&s, &a, &room, json!({"msgtype": "swp.media", "body": "big", "media_id": m["media_id"]})).await;
+    let client = reqwest::Client::new();
+    let mut stalled = Vec::new();
+    for _ in 0..10 {
+        let resp = client
+            .get(format!("{}/v1/rooms/{room}/export", s.base))
+            .bearer_auth(&a.token)
+            .send()
+            .await
+            .expect("export answers its headers");
+        assert_eq!(resp.status().as_u16(), 200);
+        assert!(resp.content_length().unwrap() > 4_000_000, "the length is known up front");
+        stalled.push(resp);
+    }
+    // The server still reads and writes the database while ten clients read nothing.
+    let check = async {
+        s.get("/v1/rooms", Some(&a.token)).await.ok();
+        send(&s, &a, &room, json!({"msgtype": "swp.text", "body": "still up"})).await;
+        let (status, bundle, _) = export(&s, &a, &room).await;
+        assert_eq!(status, 200);
+        assert_eq!(manifest(&bundle)["events"]["count"], events(&bundle).len());
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(20), check).await.expect("the server is not starved");
+    let last = stalled.pop().unwrap();
+    let body = last.bytes().await.unwrap();
+    assert_eq!(manifest(&body)["media"].as_object().unwrap().len(), 1, "a stalled export completes when read");
+    drop(stalled);
+    let data_dir = s.data_dir();
+    crate::harness::eventually(std::time::Duration::from_secs(10), || {
+        let left = temp_files(&data_dir, "export-");
+        async move { left.is_empty().then_some(()) }
+    })
+    .await;
+}
+
+/// Rewrites `manifest.json` with `f`.
+fn with_manifest(bundle: &[u8], f: impl Fn(&mut Value)) -> Vec<u8> {
+    let mut es = entries(bundle);
+    let mut m = manifest(bundle);
+    f(&mut m);
+    es.iter_mut().find(|(n, _)| n == "manifest.json").unwrap().1 = serde_json::to_vec(&m).unwrap();
+    build_zip(&es)
+}
+
+/// The author of an imported event is its signed sender; the unsigned manifest only lends a
+/// display name, which must be a valid one.
+#[tokio::test]
+async fn imported_authors_come_from_the_signatures() {
+    let s = Server::start().await;
+    let a = s.register("alice").await;
+    let b = s.register("bob").await;
+    let room = s.create_room(&a, "group", "Authors").await;
+    s.add_member(&room, &a, &b).await;
+    send(&s, &b, &room, json!({"msgtype": "swp.text", "body": "from bob"})).await;
+    let (_, bundle, _) = export(&s, &a, &room).await;
+
+    let bob = b.fqid.clone();
+    let forged = with_manifest(&bundle, |m| m["imported_senders"][&bob]["fqid"] = json!("@ceo:localhost"));
+    import(&s, &a, &forged, None).await.expect(400, "SW_ROOM_IMPORT_REFUSED");
+    let long = with_manifest(&bundle, |m| m["imported_senders"][&bob]["display_name"] = json!("x".repeat(129)));
+    import(&s, &a, &long, None).await.expect(400, "SW_ROOM_IMPORT_REFUSED");
+    let blank = with_manifest(&bundle, |m| m["imported_senders"][&bob]["display_name"] = json!("  "));
+    import(&s, &a, &blank, None).await.expect(400, "SW_ROOM_IMPORT_REFUSED");
+
+    let renamed = with_manifest(&bundle, |m| {
+        m["imported_senders"][&bob]["display_name"] = json!("Robert");
+        m["imported_senders"][&bob]["server_name"] = json!("elsewhere.test");
+    });
+    let r = import(&s, &a, &renamed, None).await;
+    r.expect(201, "");
+    let new_room = r.data()["id"].as_str().unwrap().to_string();
+    let msgs = all_messages(&s, &a, &new_room).await;
+    let m = msgs.iter().find(|m| m["content"]["body"] == "from bob").unwrap();
+    assert_eq!(
+        m["content"]["_imported_sender"],
+        json!({"fqid": bob, "display_name": "Robert", "server_name": "localhost"})
+    );
+}
+
+/// Members cannot write `_imported_*` keys, and a re-import names the signed sender as author,
+/// keeping an earlier import's author only as `_imported_previous`.
+#[tokio::test]
+async fn imported_keys_cannot_be_forged() {
+    let s = Server::start().await;
+    let a = s.register("alice").await;
+    let b = s.register("bob").await;
+    let room = s.create_room(&a, "group", "Forgery").await;
+    s.add_member(&room, &a, &b).await;
+    let forged = json!({"msgtype": "swp.text", "body": "hi", "_imported_sender": {"fqid": "@ceo:localhost"}});
+    let r = s.post(&format!("/v1/rooms/{room}/send"), Some(&b.token), json!({"content": forged})).await;
+    r.expect(400, "SW_BAD_REQUEST");
+    let id = send(&s, &b, &room, json!({"msgtype": "swp.text", "body": "hi"})).await;
+    let edit = json!({"content": {"msgtype": "swp.text", "body": "hi", "_imported_origin_ts": 1}});
+    s.post(&format!("/v1/rooms/{room}/events/{id}/edit"), Some(&b.token), edit).await.expect(400, "SW_BAD_REQUEST");
+
+    // Import once (bob's message now sent by alice, crediting bob), export, import again.
+    let (_, first, _) = export(&s, &a, &room).await;
+    let r1 = import(&s, &a, &first, None).await;
+    let room1 = r1.ok()["id"].as_str().unwrap().to_string();
+    let (_, second, _) = export(&s, &a, &room1).await;
+    let r2 = import(&s, &b, &second, None).await;
+    let room2 = r2.ok()["id"].as_str().unwrap().to_string();
+    let msgs = all_messages(&s, &b, &room2).await;
+    let m = msgs.iter().find(|m| m["content"]["body"] == "hi").unwrap();
+    assert_eq!(m["content"]["_imported_sender"]["fqid"], a.fqid.as_str(), "the signed sender: {m}");
+    assert_eq!(m["content"]["_imported_previous"]["sender"]["fqid"], b.fqid.as_str(), "{m}");
+}
+
+#[tokio::test]
+async fn import_request_limits() {
+    let s = Server::start().await;
+    let a = s.register("alice").await;
+    let room = s.create_room(&a, "group", "Limits").await;
+    send(&s, &a, &room, json!({"msgtype": "swp.text", "body": "x"})).await;
+    let (_, bundle, _) = export(&s, &a, &room).await;
+    // A workspace_id field over 256 bytes.
+    let long = "w".repeat(300);
+    import(&s, &a, &bundle, Some(&long)).await.expect(400, "SW_BAD_REQUEST");
+    // Over 100,000 entries: refused on the end record, before the directory is read.
+    let mut z = ZipWriter::new(Cursor::new(Vec::new()));
+    for i in 0..100_001u32 {
+        z.start_file(format!("{i}"), SimpleFileOptions::default().compression_method(CompressionMethod::Stored))
+            .unwrap();
+    }
+    let many = z.finish().unwrap().into_inner();
+    let r = import(&s, &a, &many, None).await;
+    r.expect(400, "SW_ROOM_IMPORT_REFUSED");
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("100000 entries"), "{}", r.body);
+    assert!(temp_files(&s.data_dir(), "import-").is_empty());
+}
+
+/// A redaction's target is its signed `redacts`, whatever the unsigned `relates_to` says.
+#[tokio::test]
+async fn redaction_targets_come_from_the_signature() {
+    let s = Server::start().await;
+    let a = s.register("alice").await;
+    let room = s.create_room(&a, "group", "Redactions").await;
+    let gone = send(&s, &a, &room, json!({"msgtype": "swp.text", "body": "gone"})).await;
+    let other = send(&s, &a, &room, json!({"msgtype": "swp.text", "body": "other"})).await;
+    s.post(&format!("/v1/rooms/{room}/events/{gone}/redact"), Some(&a.token), json!({})).await.ok();
+    let (_, bundle, _) = export(&s, &a, &room).await;
+    let is_redaction = |e: &Value| e["event_type"] == "swp.room.redaction";
+    // Marked redacted (its signed form is already redacted: no reason) with no relates_to.
+    let nulled = with_events(&bundle, |e| {
+        if is_redaction(e) {
+            e["redacted_at"] = json!(1);
+            e["relates_to"] = Value::Null;
+        }
+    });
+    let r = import(&s, &a, &nulled, None).await;
+    r.expect(201, "");
+    let msgs = all_messages(&s, &a, r.data()["id"].as_str().unwrap()).await;
+    assert!(msgs.iter().any(|m| m["content"]["_imported_sender"].is_object() && !m["redacted_at"].is_null()));
+    assert!(msgs.iter().any(|m| m["content"]["body"] == "other" && m["redacted_at"].is_null()));
+    let retargeted = with_events(&bundle, |e| {
+        if is_redaction(e) {
+            e["relates_to"] = json!(other);
+        }
+    });
+    import(&s, &a, &retargeted, None).await.expect(400, "SW_ROOM_IMPORT_REFUSED");
+}
+
+/// Spool files of a crashed process are swept at start; those of a live process stay.
+#[tokio::test]
+async fn stale_spool_files_are_swept_at_start() {
+    let mut s = Server::start().await;
+    let tmp = s.data_dir().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let live = format!("import-{}-live.zip", std::process::id());
+    for name in ["import-999999999-dead.zip", "import-old.zip", "export-999999999-dead.zip", live.as_str()] {
+        std::fs::write(tmp.join(name), b"partial").unwrap();
+    }
+    s.restart().await;
+    assert_eq!(temp_files(&s.data_dir(), "import-"), vec![live.clone()]);
+    assert!(temp_files(&s.data_dir(), "export-").is_empty());
+    std::fs::remove_file(tmp.join(live)).unwrap();
+}

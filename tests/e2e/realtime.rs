@@ -253,3 +253,43 @@ async fn presence_follows_streams_and_choices() {
     s.get("/v1/presence", Some(&a.token)).await.expect(400, "SW_BAD_REQUEST");
     s.get("/v1/presence?ids=@ghost:localhost", Some(&a.token)).await.expect(404, "SW_PARTICIPANT_NOT_FOUND");
 }
+
+#[tokio::test]
+async fn a_stream_ends_when_its_session_does() {
+    let s = Server::start().await;
+    let a = s.register("alice").await;
+    let b = s.register("bob").await;
+    let room = s.create_room(&a, "group", "Team").await;
+    s.add_member(&room, &a, &b).await;
+    let mut ws = connect(&s, &b.token, None).await;
+    next_frame(&mut ws, |f| f["type"] == "hello").await;
+    s.post("/v1/auth/logout", Some(&b.token), json!({})).await.expect(200, "");
+    // The next wake-up (any commit) re-checks the token.
+    send(&s, &a, &room, "after logout").await;
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(Some(c)))) => return Some(u16::from(c.code)),
+                Some(Ok(Message::Text(t))) => {
+                    let v: Value = serde_json::from_str(&t).unwrap();
+                    assert_ne!(v["content"]["body"], "after logout", "a logged-out session must not receive events");
+                }
+                Some(Ok(_)) => {}
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .expect("the stream closes within 10 s");
+    assert_eq!(closed, Some(4001));
+}
+
+#[tokio::test]
+async fn a_cursor_from_the_future_is_refused() {
+    let s = Server::start().await;
+    let a = s.register("alice").await;
+    s.get("/v1/sync?since=999999999", Some(&a.token)).await.expect(400, "SW_BAD_REQUEST");
+    let base = s.base.replacen("http://", "ws://", 1);
+    let refused = tokio_tungstenite::connect_async(format!("{base}/v1/stream?token={}&since=999999999", a.token)).await;
+    assert!(refused.is_err(), "the upgrade is refused with a 400");
+}

@@ -19,6 +19,9 @@ use crate::error::{ApiError, ApiResult};
 /// Room for the multipart framing and the `workspace_id` field on top of `max_import_bytes`.
 pub const IMPORT_BODY_SLACK: usize = 64 * 1024;
 
+/// Longest `workspace_id` field accepted, in bytes.
+pub const MAX_WORKSPACE_ID_FIELD: usize = 256;
+
 /// The body limit of the import route.
 pub fn import_body_limit(config: &Config) -> usize {
     usize::try_from(config.max_import_bytes).unwrap_or(usize::MAX).saturating_add(IMPORT_BODY_SLACK)
@@ -38,15 +41,19 @@ pub fn import_target(st: &AppState) -> import::ImportTarget {
         data_dir: st.config.data_dir.clone(),
         server_name: st.config.server_name.clone(),
         max_import_bytes: st.config.max_import_bytes,
+        own_server: bundle::server_info(&st.config.server_name, &st.keys),
     }
 }
 
 pub async fn export(State(st): State<AppState>, caller: Caller, RoomId(room_id): RoomId) -> ApiResult<Response> {
     let room = export::authorize(&st.store, &caller.participant, &room_id).await?;
-    let stream = export::stream(export_source(&st), room.id.clone(), caller.participant);
-    let mut resp = Response::new(Body::from_stream(stream));
+    // Written in full to a temp file first: the database is held at disk speed, not the client's.
+    let finished = export::to_temp_file(export_source(&st), room.id.clone(), caller.participant).await?;
+    let size = finished.size;
+    let mut resp = Response::new(Body::from_stream(export::file_stream(finished)));
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/zip"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{}.zip\"", room.id)) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
@@ -78,7 +85,7 @@ pub async fn import(
                 if spool.is_some() {
                     return Err(ApiError::bad_request("more than one `bundle` field"));
                 }
-                let (temp, file) = import::TempBundle::create(&st.config.data_dir)?;
+                let (temp, file) = bundle::TempFile::create(&st.config.data_dir, "import")?;
                 let mut file = tokio::io::BufWriter::with_capacity(256 * 1024, tokio::fs::File::from_std(file));
                 let mut size: u64 = 0;
                 while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
@@ -94,10 +101,15 @@ pub async fn import(
                 spool = Some(temp);
             }
             Some("workspace_id") => {
-                let text = field.text().await.map_err(multipart_error)?;
-                if text.len() > 256 {
-                    return Err(ApiError::bad_request("workspace_id is not a workspace id"));
+                // Read chunk by chunk: a huge field is refused at its first bytes over the cap.
+                let mut bytes = Vec::new();
+                while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                    if bytes.len() + chunk.len() > MAX_WORKSPACE_ID_FIELD {
+                        return Err(ApiError::bad_request("workspace_id is not a workspace id"));
+                    }
+                    bytes.extend_from_slice(&chunk);
                 }
+                let text = String::from_utf8(bytes).map_err(|_| ApiError::bad_request("workspace_id is not UTF-8"))?;
                 workspace_id = Some(text.trim().to_string()).filter(|w| !w.is_empty());
             }
             _ => {}

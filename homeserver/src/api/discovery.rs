@@ -1,15 +1,21 @@
 //! `POST /v1/admin/federation/resolve`: runs peer discovery (DNS, then the well-known document
 //! over verified TLS) and reports what it found, so operators and tests can check that this
 //! server reaches a peer.
+//!
+//! Order of checks: authentication (401), then admin (403), and only then the body (400/413),
+//! so a non-admin learns nothing about what a valid request looks like.
 
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::AppState;
-use super::extract::{Caller, Json};
+use super::extract::{Caller, parse_json_object};
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
 
@@ -38,14 +44,23 @@ pub struct ResolveBody {
     server_name: String,
 }
 
+/// The body is taken raw (a read failure included) and parsed only after the admin check.
 pub async fn resolve(
     State(st): State<AppState>,
     caller: Caller,
-    Json(body): Json<ResolveBody>,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<axum::Json<serde_json::Value>> {
     if !caller.participant.is_admin {
         return Err(ApiError::InsufficientPermission("only a server admin may resolve peers".into()));
     }
+    let body = body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::ContentTooLarge("request body too large".into())
+        } else {
+            ApiError::bad_request(format!("unreadable request body: {}", r.body_text()))
+        }
+    })?;
+    let body: ResolveBody = parse_json_object(&body)?;
     federation::parse_server_name(&body.server_name).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let discovery = st.discovery.as_ref().as_ref().map_err(|e| ApiError::FedUnavailable(e.clone()))?;
     let info = discovery

@@ -42,6 +42,15 @@ fn parse_position(v: Option<&str>, what: &str) -> ApiResult<Option<i64>> {
     }
 }
 
+/// A cursor beyond what this server has committed cannot be ours (a restored backup, another
+/// server): following it would skip events, so the client must start again.
+fn check_not_ahead(st: &AppState, since: i64) -> ApiResult<()> {
+    if since > st.store.committed_position() {
+        return Err(ApiError::bad_request("since is ahead of this server's position; sync again without it"));
+    }
+    Ok(())
+}
+
 #[derive(Deserialize)]
 pub struct SyncParams {
     since: Option<String>,
@@ -74,6 +83,9 @@ pub async fn sync(
             .ok_or_else(|| ApiError::bad_request(format!("timeout must be from 0 to {MAX_SYNC_TIMEOUT_MS} ms")))?,
     };
     let me = &caller.participant;
+    if let Some(s) = since {
+        check_not_ahead(&st, s)?;
+    }
     let Some(since) = since else {
         let top = st.store.committed_position();
         return Ok(data(json!({"events": [], "next_cursor": top.to_string(), "has_more": false})));
@@ -121,6 +133,9 @@ pub async fn stream(
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };
+    if let Some(Err(e)) = since.map(|s| check_not_ahead(&st, s)) {
+        return e.into_response();
+    }
     let bearer = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -128,13 +143,13 @@ pub async fn stream(
         .map(str::to_string)
         .or(p.token);
     ws.on_upgrade(move |socket| async move {
-        let owner = match bearer {
-            Some(t) => identity::authenticate(&st.store, &st.tokens, &t).await.ok(),
+        let owner = match &bearer {
+            Some(t) => identity::authenticate(&st.store, &st.tokens, t).await.ok(),
             None => None,
         };
-        match owner {
-            Some(owner) => run_stream(st, socket, owner.participant, since).await,
-            None => close_bad_token(socket).await,
+        match (owner, bearer) {
+            (Some(owner), Some(token)) => run_stream(st, socket, owner.participant, token, since).await,
+            _ => close_bad_token(socket).await,
         }
     })
 }
@@ -181,7 +196,13 @@ async fn wanted(st: &AppState, me: &Participant, rooms: &HashSet<String>, e: &Ep
     }
 }
 
-async fn run_stream(st: AppState, mut socket: WebSocket, me: Participant, since: Option<i64>) {
+/// Whether the stream's token still authenticates (cheap: the token cache). A logout, a
+/// rotation or expiry ends the stream with 4001 at the next wake or ping.
+async fn still_valid(st: &AppState, token: &str) -> bool {
+    identity::authenticate(&st.store, &st.tokens, token).await.is_ok()
+}
+
+async fn run_stream(st: AppState, mut socket: WebSocket, me: Participant, token: String, since: Option<i64>) {
     let session_id = crate::ids::new_session_id();
     let mut committed = st.store.subscribe();
     let mut ephemeral = st.hub.subscribe();
@@ -213,6 +234,11 @@ async fn run_stream(st: AppState, mut socket: WebSocket, me: Participant, since:
             tokio::select! {
                 changed = committed.changed() => {
                     if changed.is_err() { break 'session; }
+                    if !still_valid(&st, &token).await {
+                        close_bad_token(socket).await;
+                        st.hub.stream_closed(&me.id, Instant::now());
+                        return;
+                    }
                     rooms = st.store.joined_room_ids(&me.id).await.unwrap_or_default().into_iter().collect();
                     continue 'session;
                 }
@@ -226,6 +252,11 @@ async fn run_stream(st: AppState, mut socket: WebSocket, me: Participant, since:
                     Err(RecvError::Closed) => break 'session,
                 },
                 _ = ping.tick() => {
+                    if !still_valid(&st, &token).await {
+                        close_bad_token(socket).await;
+                        st.hub.stream_closed(&me.id, Instant::now());
+                        return;
+                    }
                     if socket.send(Message::Ping(Default::default())).await.is_err() { break 'session; }
                 }
                 incoming = socket.recv() => match incoming {

@@ -13,6 +13,7 @@ use clap::Subcommand;
 use tokio::runtime::Handle;
 
 use super::export::{self, ExportSource};
+use super::format::ServerInfo;
 use super::import::{self, ImportTarget};
 use super::{Progress, server_info};
 use crate::config::{Config, ConfigFlags};
@@ -131,7 +132,8 @@ pub async fn run(command: RoomCommand) -> CliResult<()> {
             let store = server::open_store(&config).await?.with_signer(signer);
             // A running server's in-flight uploads share media/tmp with us.
             media::skip_leftover_sweep();
-            let result = import_from_stdin(&store, &config, &workspace_id, as_user.as_deref()).await;
+            let own = server_info(&config.server_name, &keys);
+            let result = import_from_stdin(&store, &config, own, &workspace_id, as_user.as_deref()).await;
             store.close().await;
             result
         }
@@ -172,7 +174,13 @@ async fn export_to_stdout(
     Ok(done?)
 }
 
-async fn import_from_stdin(store: &Store, config: &Config, workspace_id: &str, as_user: Option<&str>) -> CliResult<()> {
+async fn import_from_stdin(
+    store: &Store,
+    config: &Config,
+    own_server: ServerInfo,
+    workspace_id: &str,
+    as_user: Option<&str>,
+) -> CliResult<()> {
     let workspace = match ids::is_workspace_id(workspace_id) {
         true => store.workspace(workspace_id).await?,
         false => None,
@@ -187,6 +195,7 @@ async fn import_from_stdin(store: &Store, config: &Config, workspace_id: &str, a
         data_dir: config.data_dir.clone(),
         server_name: config.server_name.clone(),
         max_import_bytes: config.max_import_bytes,
+        own_server,
     };
     let rt = Handle::current();
     let workspace_id = workspace_id.to_string();

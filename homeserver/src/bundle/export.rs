@@ -4,16 +4,18 @@
 //! Nothing is held in memory beyond one page of events and the sets of senders and media ids.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{self, Write};
+use std::io::{self, Seek, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
 use tokio::runtime::Handle;
-use tokio::sync::mpsc;
+use tokio::sync::Semaphore;
 use zip::CompressionMethod;
 use zip::write::SimpleFileOptions;
 
@@ -21,7 +23,7 @@ use super::format::{
     EVENTS, EventLine, EventsInfo, FORMAT, ImportedSender, MANIFEST, Manifest, MediaInfo, MediaUpload, MemberInfo,
     RoomInfo, ServerInfo, VERSION, media_entry_path,
 };
-use super::{Progress, hex};
+use super::{Progress, TempFile, hex};
 use crate::clock::now_secs;
 use crate::error::{ApiError, ApiResult};
 use crate::messages::EDIT;
@@ -32,9 +34,6 @@ use crate::storage::{ExportEventRow, ExportReader, MediaRow, Participant, Room, 
 const PAGE: i64 = 500;
 /// Bytes handed to the HTTP body at a time.
 const CHUNK: usize = 64 * 1024;
-/// Chunks in flight between the writer thread and the response: bounds memory and applies
-/// back-pressure when the client reads slowly.
-const CHANNEL_DEPTH: usize = 8;
 
 /// What an export reads from.
 #[derive(Clone)]
@@ -295,57 +294,58 @@ fn write_snapshot<W: Write>(
     Ok(out.inner)
 }
 
-/// A `Write` that hands its bytes to an async receiver in chunks. `blocking_send` waits while
-/// the channel is full, so a slow client slows the export instead of growing a buffer.
-pub struct ChannelWriter {
-    tx: mpsc::Sender<io::Result<Bytes>>,
-    buf: Vec<u8>,
+/// Exports that may read the database at once, server-wide. Each holds one pooled read
+/// connection while it writes its temp file (at disk speed, never at the client's).
+pub const MAX_CONCURRENT_EXPORTS: usize = 2;
+/// How long an export waits for a turn before it is answered 503 `SW_UNAVAILABLE`.
+pub const EXPORT_QUEUE_WAIT: Duration = Duration::from_secs(20);
+static EXPORT_TURNS: Semaphore = Semaphore::const_new(MAX_CONCURRENT_EXPORTS);
+
+/// A bundle written in full to a temp file, ready to send; the file goes when this is dropped.
+pub struct Finished {
+    pub temp: TempFile,
+    pub file: std::fs::File,
+    pub size: u64,
 }
 
-impl ChannelWriter {
-    fn send_buffered(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
-        self.tx.blocking_send(Ok(chunk)).map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))
-    }
-}
-
-impl Write for ChannelWriter {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= CHUNK {
-            self.send_buffered()?;
-        }
-        Ok(data.len())
-    }
-    /// Chunks go out when full or at the end; flushing early would only make them small.
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// The bundle as a stream of body chunks, written on a blocking thread while it is sent. An
-/// error after the first byte can only abort the stream (the client sees a truncated body).
-pub fn stream(
-    src: ExportSource,
-    room_id: String,
-    exporter: Participant,
-) -> impl futures_util::Stream<Item = io::Result<Bytes>> + Send + 'static {
-    let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+/// Writes the bundle to `<data_dir>/tmp/export-*.zip` on a blocking thread, once one of the
+/// [`MAX_CONCURRENT_EXPORTS`] turns is free (waiting at most [`EXPORT_QUEUE_WAIT`]). The
+/// database snapshot is held only while the file is written, so a slow or stalled client never
+/// holds a connection of the pool. Dropping the future (the client left) drops the file too.
+pub async fn to_temp_file(src: ExportSource, room_id: String, exporter: Participant) -> ApiResult<Finished> {
+    let permit = tokio::time::timeout(EXPORT_QUEUE_WAIT, EXPORT_TURNS.acquire())
+        .await
+        .map_err(|_| ApiError::Unavailable("too many room exports are running; retry later".into()))?
+        .map_err(ApiError::internal)?;
     let rt = Handle::current();
     tokio::task::spawn_blocking(move || {
-        let writer = ChannelWriter { tx: tx.clone(), buf: Vec::with_capacity(CHUNK) };
-        match write_bundle(&rt, &src, &room_id, &exporter, writer, &mut |_| {}) {
-            Ok(mut w) => {
-                let _ = w.send_buffered();
+        let _permit = permit;
+        let (temp, file) = TempFile::create(&src.data_dir, "export")?;
+        let out = io::BufWriter::with_capacity(256 * 1024, file);
+        let out = write_bundle(&rt, &src, &room_id, &exporter, out, &mut |_| {})?;
+        let mut file = out.into_inner().map_err(|e| io_err(e.into_error()))?;
+        let size = file.stream_position().map_err(io_err)?;
+        file.rewind().map_err(io_err)?;
+        Ok(Finished { temp, file, size })
+    })
+    .await
+    .map_err(ApiError::internal)?
+}
+
+/// The finished bundle as body chunks. The temp file is removed when the stream ends or is
+/// dropped (the client went away).
+pub fn file_stream(f: Finished) -> impl futures_util::Stream<Item = io::Result<Bytes>> + Send + 'static {
+    let state = Some((tokio::fs::File::from_std(f.file), f.temp));
+    futures_util::stream::unfold(state, |state| async move {
+        let (mut file, temp) = state?;
+        let mut buf = vec![0u8; CHUNK];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(Bytes::from(buf)), Some((file, temp))))
             }
-            Err(e) => {
-                tracing::warn!(room_id = %room_id, error = ?e, "export aborted");
-                let _ = tx.blocking_send(Err(io::Error::other(e.to_string())));
-            }
+            Err(e) => Some((Err(e), None)),
         }
-    });
-    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
+    })
 }

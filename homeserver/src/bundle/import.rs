@@ -2,10 +2,14 @@
 //! ([`super::validate`]), store its media in the content-addressed store, then create a new room
 //! and replay the bundle's events into it in one transaction. The importer is the new room's
 //! creator and the sender of every imported event; each carries its original author as
-//! `content._imported_sender`. On any failure nothing is left: the transaction rolls back and
-//! media files this import added are removed.
+//! `content._imported_sender`. On any failure the transaction rolls back; content files already
+//! stored stay (they may be shared with a concurrent upload of the same bytes; an unreferenced
+//! one is harmless and left for a future garbage collection).
+//!
+//! One import replays at a time server-wide ([`IMPORT_TURN`]): the replay holds the store's
+//! write lock from its first event to its commit.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -13,14 +17,18 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value, json};
 use sha2::Sha256;
 use tokio::runtime::Handle;
+use tokio::sync::Semaphore;
 
-use super::Progress;
 use super::export::media_id_of;
-use super::format::{EVENTS, EventLine, ImportedSender, Manifest};
+use super::format::{EVENTS, EventLine, ImportedSender, Manifest, ServerInfo};
 use super::validate::{self, Archive, Kind, refused};
+use super::{Progress, TempFile};
 use crate::clock::now_secs;
 use crate::error::{ApiError, ApiResult};
-use crate::messages::{EDIT, REACTION, REDACTION};
+use crate::messages::{
+    EDIT, IMPORTED_ORIGIN_TS, IMPORTED_PREFIX, IMPORTED_PREVIOUS, IMPORTED_SENDER, REACTION, REDACTION,
+    validate_stored_content,
+};
 use crate::rooms::{self, NewEventSpec, event_types::MESSAGE};
 use crate::storage::{MediaRow, Participant, Room, RoomState, RoomType, Store, WriteTx};
 use crate::{ids, media};
@@ -30,10 +38,16 @@ use crate::{ids, media};
 pub struct ImportTarget {
     pub store: Store,
     pub data_dir: PathBuf,
-    /// This server's name: senders of other servers become foreign participant records.
+    /// This server's name.
     pub server_name: String,
     pub max_import_bytes: u64,
+    /// This server's name and keys: a bundle signed only with them was made here, and only then
+    /// are its reactions credited to the local participants who made them.
+    pub own_server: ServerInfo,
 }
+
+/// Imports that may store media and replay at once, server-wide; others wait their turn.
+static IMPORT_TURN: Semaphore = Semaphore::const_new(1);
 
 pub struct Imported {
     pub room_id: String,
@@ -41,35 +55,7 @@ pub struct Imported {
 }
 
 /// A spooled upload in `<data_dir>/tmp`, removed when dropped.
-pub struct TempBundle {
-    pub path: PathBuf,
-}
-
-impl TempBundle {
-    pub fn create(data_dir: &Path) -> ApiResult<(TempBundle, File)> {
-        let dir = data_dir.join("tmp");
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| ApiError::internal(format!("import: create {}: {e}", dir.display())))?;
-        let path = dir.join(format!("import-{}.zip", ids::new_session_id()));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| ApiError::internal(format!("import: create {}: {e}", path.display())))?;
-        Ok((TempBundle { path }, file))
-    }
-}
-
-impl Drop for TempBundle {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_file(&self.path)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(path = %self.path.display(), error = %e, "cannot remove import temp file");
-        }
-    }
-}
+pub type TempBundle = TempFile;
 
 /// Imports the spooled bundle at `path` as a new room of `importer` in `workspace_id` (their
 /// personal workspace when `None`). Runs on a blocking thread; database work goes through `rt`.
@@ -85,29 +71,15 @@ pub fn import_bundle(
     let file = File::open(path).map_err(|e| ApiError::internal(format!("import: open spool: {e}")))?;
     let mut archive = validate::open(file)?;
     let checked = validate::check(&mut archive, target.max_import_bytes, progress)?;
-    let mut added_files = Vec::new();
-    let result = store_media(rt, target, &mut archive, &checked.manifest, &mut added_files)
-        .and_then(|()| replay(rt, target, importer, &workspace_id, &mut archive, &checked.manifest, progress));
-    if result.is_err() {
-        for f in added_files {
-            let _ = std::fs::remove_file(f);
-        }
-    }
-    result
+    let _turn = rt.block_on(IMPORT_TURN.acquire()).map_err(ApiError::internal)?;
+    // Content files stay on failure: see the module documentation.
+    store_media(rt, target, &mut archive, &checked.manifest)?;
+    replay(rt, target, importer, &workspace_id, &mut archive, &checked.manifest, progress)
 }
 
-/// Stores each media file through the media module (hashing it again on the way in). Records
-/// the content files that did not exist before, so a failed import can take them back.
-fn store_media(
-    rt: &Handle,
-    target: &ImportTarget,
-    archive: &mut Archive,
-    m: &Manifest,
-    added: &mut Vec<PathBuf>,
-) -> ApiResult<()> {
+/// Stores each media file through the media module (hashing it again on the way in).
+fn store_media(rt: &Handle, target: &ImportTarget, archive: &mut Archive, m: &Manifest) -> ApiResult<()> {
     for (sha, info) in &m.media {
-        let dest = media::content_path(&target.data_dir, sha);
-        let existed = dest.exists();
         let mut upload = rt.block_on(media::Upload::begin(&target.data_dir, target.max_import_bytes))?;
         let mut r = validate::entry(archive, &info.path)?;
         let mut buf = vec![0u8; 256 * 1024];
@@ -119,9 +91,6 @@ fn store_media(
             rt.block_on(upload.write(&buf[..n]))?;
         }
         let stored = rt.block_on(upload.finish())?;
-        if !existed && dest.exists() {
-            added.push(dest);
-        }
         if stored.sha256 != *sha || stored.size != info.size {
             return Err(refused(format!("media {} does not match its hash", info.path)));
         }
@@ -138,13 +107,13 @@ fn replay(
     m: &Manifest,
     progress: &mut dyn FnMut(Progress),
 ) -> ApiResult<Imported> {
-    let senders = sender_blocks(m);
     let mut tx = rt.block_on(target.store.write())?;
     let mut state = Replay {
         room_id: String::new(),
         importer,
         server_name: &target.server_name,
-        senders: &senders,
+        manifest: m,
+        credit_local_reactors: made_here(m, &target.own_server),
         events: HashMap::new(),
         media: HashMap::new(),
         reactors: HashMap::new(),
@@ -158,7 +127,7 @@ fn replay(
     while validate::next_line(&mut r, &mut buf, &mut hasher)? {
         bytes += buf.len() as u64 + 1;
         let line = validate::parse_line(&buf, n)?;
-        rt.block_on(state.event(&mut tx, &line))?;
+        rt.block_on(state.event(&mut tx, &line)).map_err(|e| replay_error(e, n, &line))?;
         n += 1;
         if n % 1000 == 0 {
             progress(Progress { events: n, bytes });
@@ -169,9 +138,30 @@ fn replay(
     Ok(Imported { room_id: state.room_id, imported_events: state.count })
 }
 
-/// The manifest's `_imported_sender` blocks as JSON, by fqid.
-fn sender_blocks(m: &Manifest) -> HashMap<String, Value> {
-    m.imported_senders.iter().map(|(fqid, s)| (fqid.clone(), serde_json::to_value(s).unwrap_or(Value::Null))).collect()
+/// A replay error that the bundle's content caused (a relation or content the checks let
+/// through) is a refusal, never a 500; only the database's own errors stay internal.
+fn replay_error(e: ApiError, n: u64, line: &EventLine) -> ApiError {
+    match e {
+        ApiError::Internal(_) | ApiError::Unavailable(_) | ApiError::RoomImportRefused(_) => e,
+        other => refused(format!("event {n} ({}): cannot be replayed: {other}", line.event_id)),
+    }
+}
+
+/// Whether the bundle was signed by this very server: its own name, and only keys it holds.
+fn made_here(m: &Manifest, own: &ServerInfo) -> bool {
+    let own_keys: HashSet<&str> = own
+        .verify_keys
+        .values()
+        .map(|k| k.key.as_str())
+        .chain(own.old_verify_keys.values().map(|k| k.key.as_str()))
+        .collect();
+    let mut theirs = m
+        .server
+        .verify_keys
+        .values()
+        .map(|k| k.key.as_str())
+        .chain(m.server.old_verify_keys.values().map(|k| k.key.as_str()));
+    m.server.server_name == own.server_name && theirs.all(|k| own_keys.contains(k))
 }
 
 /// An imported event: its new id, what it is, and (for messages) its author and time.
@@ -186,7 +176,9 @@ struct Replay<'a> {
     room_id: String,
     importer: &'a Participant,
     server_name: &'a str,
-    senders: &'a HashMap<String, Value>,
+    manifest: &'a Manifest,
+    /// Whether reactions go to the local participants who made them (see [`made_here`]).
+    credit_local_reactors: bool,
     /// Old event id → the imported event.
     events: HashMap<String, Mapped>,
     /// Old media id → new media id.
@@ -245,16 +237,17 @@ impl Replay<'_> {
         Ok(())
     }
 
+    /// The `_imported_sender` block of a signed sender fqid. Only the display name comes from
+    /// the (unsigned, already checked) manifest; the fqid and server name come from the signature.
     fn sender_block(&self, fqid: &str) -> Value {
-        self.senders.get(fqid).cloned().unwrap_or_else(|| {
-            let (local, server) = ids::parse_fqid(fqid).unwrap_or((fqid, ""));
-            serde_json::to_value(ImportedSender {
-                fqid: fqid.to_string(),
-                display_name: local.to_string(),
-                server_name: server.to_string(),
-            })
-            .unwrap_or(Value::Null)
+        let (local, server) = ids::parse_fqid(fqid).unwrap_or((fqid, ""));
+        let display_name = self.manifest.imported_senders.get(fqid).map(|s| s.display_name.as_str()).unwrap_or(local);
+        serde_json::to_value(ImportedSender {
+            fqid: fqid.to_string(),
+            display_name: display_name.to_string(),
+            server_name: server.to_string(),
         })
+        .unwrap_or(Value::Null)
     }
 
     /// Points media ids and replies at their imported counterparts (a reply to something not
@@ -277,14 +270,27 @@ impl Replay<'_> {
         }
     }
 
-    /// Adds the original author and time, keeping those of an earlier import.
+    /// Sets the original author (the signed sender) and time. An earlier import's blocks are
+    /// what the exporting server claims, so they move under `_imported_previous` (one level:
+    /// anything older is dropped) and never stand for the author.
     fn annotate(&self, content: &mut Value, sender: &str, origin_ts: i64) {
         if !content.is_object() {
             *content = Value::Object(Map::new());
         }
         let obj = content.as_object_mut().expect("made an object");
-        obj.entry("_imported_sender").or_insert_with(|| self.sender_block(sender));
-        obj.entry("_imported_origin_ts").or_insert_with(|| json!(origin_ts));
+        let earlier_sender = obj.remove(IMPORTED_SENDER);
+        let earlier_ts = obj.remove(IMPORTED_ORIGIN_TS);
+        obj.retain(|k, _| !k.starts_with(IMPORTED_PREFIX));
+        if let Some(earlier) = earlier_sender {
+            let mut previous = Map::new();
+            previous.insert("sender".into(), earlier);
+            if let Some(ts) = earlier_ts {
+                previous.insert("origin_ts".into(), ts);
+            }
+            obj.insert(IMPORTED_PREVIOUS.into(), Value::Object(previous));
+        }
+        obj.insert(IMPORTED_SENDER.into(), self.sender_block(sender));
+        obj.insert(IMPORTED_ORIGIN_TS.into(), json!(origin_ts));
     }
 
     async fn append(
@@ -294,6 +300,8 @@ impl Replay<'_> {
         content: &Value,
         relates_to: Option<&str>,
     ) -> ApiResult<String> {
+        // The final, annotated content passes the same checks as `POST /send` (64 KiB included).
+        validate_stored_content(content)?;
         let spec = NewEventSpec {
             room_id: &self.room_id,
             sender_id: &self.importer.id,
@@ -309,44 +317,27 @@ impl Replay<'_> {
         Ok(id)
     }
 
-    fn target(&self, line: &EventLine, key: &str) -> ApiResult<(String, Kind, String, i64)> {
-        let content = line.pdu.get("content");
-        let old = if line.redacted_at.is_some() {
-            line.relates_to.as_deref()
-        } else {
-            content.and_then(|c| c.get(key)).and_then(Value::as_str)
-        };
-        let e = old.and_then(|o| self.events.get(o)).ok_or_else(|| internal("relation to an unknown event"))?;
+    /// The imported event a line relates to ([`validate::relation_target`]: from the signed
+    /// content where it survives, i.e. always for redactions).
+    fn target(&self, line: &EventLine) -> ApiResult<(String, Kind, String, i64)> {
+        let old = validate::relation_target(line);
+        let e = old.as_deref().and_then(|o| self.events.get(o));
+        let e = e.ok_or_else(|| refused(format!("{} relates to an event not before it", line.event_id)))?;
         Ok((e.id.clone(), e.kind, e.sender.clone(), e.origin_ts))
     }
 
-    /// The participant a reaction is recorded for: the original reactor when this server knows
-    /// them (or they are of another server, recorded like a federated participant), else the
-    /// importer.
+    /// The participant a reaction is recorded for. Import never creates participants: the
+    /// original reactor only when the bundle was made by this very server (its own keys) and
+    /// they are an existing local participant, else the importer (who then holds one reaction
+    /// per emoji and message: counts of a foreign bundle's reactions fold to 1).
     async fn reactor(&mut self, tx: &mut WriteTx, fqid: &str) -> ApiResult<String> {
         if let Some(id) = self.reactors.get(fqid) {
             return Ok(id.clone());
         }
-        let id = match tx.participant_id_by_fqid(fqid).await? {
-            Some(id) => id,
-            None => match ids::parse_fqid(fqid) {
-                Some((local, server)) if server != self.server_name && ids::is_local_id(local) => {
-                    let display = self.sender_block(fqid)["display_name"].as_str().unwrap_or(local).to_string();
-                    let p = Participant {
-                        id: ids::new_participant_id(),
-                        tenant_id: self.importer.tenant_id.clone(),
-                        local_id: local.to_string(),
-                        server_name: server.to_string(),
-                        fqid: fqid.to_string(),
-                        display_name: display,
-                        is_admin: false,
-                        created_at: now_secs(),
-                    };
-                    tx.insert_foreign_participant(&p).await?;
-                    p.id
-                }
-                _ => self.importer.id.clone(),
-            },
+        let local = ids::parse_fqid(fqid).is_some_and(|(_, server)| server == self.server_name);
+        let id = match self.credit_local_reactors && local {
+            true => tx.participant_id_by_fqid(fqid).await?.unwrap_or_else(|| self.importer.id.clone()),
+            false => self.importer.id.clone(),
         };
         self.reactors.insert(fqid.to_string(), id.clone());
         Ok(id)
@@ -368,11 +359,12 @@ impl Replay<'_> {
                 (self.append(tx, MESSAGE, &content, None).await?, Kind::Message)
             }
             EDIT => {
-                let (target, _, sender, ts) = self.target(line, "event_id")?;
+                let (target, _, sender, ts) = self.target(line)?;
                 let mut new_content = signed.get("new_content").cloned().unwrap_or_else(|| json!({}));
                 if !redacted {
                     self.rewrite(&mut new_content);
                     self.annotate(&mut new_content, &sender, ts);
+                    validate_stored_content(&new_content)?;
                 }
                 let content = if redacted {
                     json!({"event_id": target})
@@ -384,7 +376,7 @@ impl Replay<'_> {
                 (id, Kind::Other)
             }
             REACTION => {
-                let (target, ..) = self.target(line, "event_id")?;
+                let (target, ..) = self.target(line)?;
                 let emoji = signed.get("emoji").and_then(Value::as_str).filter(|_| !redacted);
                 let mut content = json!({"event_id": target});
                 if let Some(e) = emoji {
@@ -399,7 +391,7 @@ impl Replay<'_> {
                 (id, Kind::Reaction)
             }
             REDACTION => {
-                let (target, target_kind, sender, ts) = self.target(line, "redacts")?;
+                let (target, target_kind, sender, ts) = self.target(line)?;
                 let mut content = json!({"redacts": target});
                 if let Some(reason) = signed.get("reason").filter(|r| r.is_string()) {
                     content["reason"] = reason.clone();
@@ -414,6 +406,7 @@ impl Replay<'_> {
                     Kind::Message => {
                         let mut kept = json!({});
                         self.annotate(&mut kept, &sender, ts);
+                        validate_stored_content(&kept)?;
                         tx.set_event_content(&target, &kept.to_string()).await?;
                     }
                     Kind::Other => {}
@@ -435,7 +428,7 @@ impl Replay<'_> {
 
 /// Copies `from` into a new spool file, refusing more than `max` bytes.
 pub fn spool_reader(data_dir: &Path, mut from: impl Read, max: u64) -> ApiResult<TempBundle> {
-    let (spool, file) = TempBundle::create(data_dir)?;
+    let (spool, file) = TempFile::create(data_dir, "import")?;
     let mut w = std::io::BufWriter::new(file);
     let n = std::io::copy(&mut (&mut from).take(max + 1), &mut w)
         .map_err(|e| ApiError::internal(format!("import: spool: {e}")))?;

@@ -12,8 +12,11 @@ pub mod format;
 pub mod import;
 pub mod validate;
 
+use std::fs::File;
 use std::io::{self, Read};
+use std::path::{Path, PathBuf};
 
+use crate::error::{ApiError, ApiResult};
 use crate::signing::Keys;
 use format::{OldVerifyKey, ServerInfo, VerifyKey};
 
@@ -79,4 +82,82 @@ impl<R: Read> Read for Exact<R> {
         self.remaining -= n as u64;
         Ok(n)
     }
+}
+
+/// A temp file in `<data_dir>/tmp` (an import's spooled upload, an export's finished bundle),
+/// removed when dropped. Its name carries this process's id, so that [`sweep_stale_temp_files`]
+/// at the next start can tell a crashed process's leftovers from a running CLI's files.
+pub struct TempFile {
+    pub path: PathBuf,
+}
+
+/// Name prefixes of the temp files this module makes.
+const TEMP_KINDS: [&str; 2] = ["import", "export"];
+
+impl TempFile {
+    /// Creates `<data_dir>/tmp/<kind>-<pid>-<random>.zip`, open for reading and writing.
+    pub fn create(data_dir: &Path, kind: &str) -> ApiResult<(TempFile, File)> {
+        let dir = data_dir.join("tmp");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| ApiError::internal(format!("{kind}: create {}: {e}", dir.display())))?;
+        let path = dir.join(format!("{kind}-{}-{}.zip", std::process::id(), crate::ids::new_session_id()));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| ApiError::internal(format!("{kind}: create {}: {e}", path.display())))?;
+        Ok((TempFile { path }, file))
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.path)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot remove bundle temp file");
+        }
+    }
+}
+
+fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: kill with signal 0 only checks whether the process exists.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Removes `<data_dir>/tmp/import-*` and `export-*` files left by a process that is gone (a
+/// crash, a kill). Files of a live process (a CLI import running next to the server) stay.
+/// Called once at server start; answers how many files it removed.
+pub fn sweep_stale_temp_files(data_dir: &Path) -> usize {
+    let dir = data_dir.join("tmp");
+    let Ok(entries) = std::fs::read_dir(&dir) else { return 0 };
+    let me = std::process::id();
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(rest) = TEMP_KINDS.iter().find_map(|k| name.strip_prefix(k).and_then(|r| r.strip_prefix('-'))) else {
+            continue;
+        };
+        let owner = rest.split_once('-').and_then(|(pid, _)| pid.parse::<u32>().ok());
+        if owner.is_some_and(|pid| pid == me || process_alive(pid)) {
+            continue;
+        }
+        match std::fs::remove_file(entry.path()) {
+            Ok(()) => removed += 1,
+            Err(e) => {
+                tracing::warn!(path = %entry.path().display(), error = %e, "cannot remove stale bundle temp file")
+            }
+        }
+    }
+    if removed > 0 {
+        tracing::info!(removed, dir = %dir.display(), "removed stale bundle temp files");
+    }
+    removed
 }

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -14,7 +14,7 @@ use zip::{CompressionMethod, ZipArchive};
 use super::format::{EVENTS, EntryKind, EventLine, FORMAT, MANIFEST, Manifest, VERSION, classify_entry, is_sha256_hex};
 use super::{Exact, Progress, hex};
 use crate::error::{ApiError, ApiResult};
-use crate::messages::{EDIT, REACTION, REDACTION, validate_content, validate_emoji};
+use crate::messages::{EDIT, REACTION, REDACTION, validate_emoji, validate_stored_content as validate_content};
 use crate::rooms::event_types::MESSAGE;
 use crate::storage::RoomType;
 
@@ -24,6 +24,8 @@ pub const MAX_RATIO: u64 = 200;
 pub const RATIO_FLOOR: u64 = 1024 * 1024;
 /// Largest `manifest.json`.
 pub const MAX_MANIFEST_BYTES: u64 = 64 * 1024 * 1024;
+/// Most entries a bundle may hold (checked on the end record, before the directory is read).
+pub const MAX_ENTRIES: u64 = 100_000;
 /// Longest line of `events.jsonl` (content is at most 64 KiB; the line holds it twice).
 pub const MAX_LINE_BYTES: usize = 1024 * 1024;
 
@@ -52,9 +54,63 @@ pub enum Kind {
     Other,
 }
 
-/// Opens the archive; anything unreadable (truncated, corrupt directory) is refused.
-pub fn open(file: File) -> ApiResult<Archive> {
+/// Opens the archive; anything unreadable (truncated, corrupt directory) is refused, and so is
+/// an archive whose end record declares more than [`MAX_ENTRIES`] entries, before the central
+/// directory is read.
+pub fn open(mut file: File) -> ApiResult<Archive> {
+    let count = declared_entries(&mut file).map_err(|e| refused(format!("not a readable ZIP archive: {e}")))?;
+    if count > MAX_ENTRIES {
+        return Err(refused(format!("the bundle has more than {MAX_ENTRIES} entries")));
+    }
+    file.rewind().map_err(|e| ApiError::internal(format!("import: rewind spool: {e}")))?;
     ZipArchive::new(BufReader::new(file)).map_err(|e| refused(format!("not a readable ZIP archive: {e}")))
+}
+
+const EOCD_SIG: u32 = 0x0605_4b50;
+const EOCD_LEN: usize = 22;
+const ZIP64_LOCATOR_SIG: u32 = 0x0706_4b50;
+const ZIP64_LOCATOR_LEN: usize = 20;
+const ZIP64_EOCD_SIG: u32 = 0x0606_4b50;
+
+fn le_u16(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+fn le_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+fn le_u64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// The entry count that the end-of-central-directory record declares (the ZIP64 one when the
+/// archive has it), read from the file's tail only.
+pub fn declared_entries(file: &mut File) -> std::io::Result<u64> {
+    let bad = |msg: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, msg.to_string());
+    let len = file.seek(SeekFrom::End(0))?;
+    // The record is 22 bytes plus a comment of at most 65535; the ZIP64 locator sits before it.
+    let tail_len = len.min((EOCD_LEN + u16::MAX as usize + ZIP64_LOCATOR_LEN) as u64);
+    let mut tail = vec![0u8; tail_len as usize];
+    file.seek(SeekFrom::Start(len - tail_len))?;
+    file.read_exact(&mut tail)?;
+    let at = (0..=tail.len().saturating_sub(EOCD_LEN))
+        .rev()
+        .find(|&i| tail.len() >= i + EOCD_LEN && le_u32(&tail, i) == EOCD_SIG)
+        .ok_or_else(|| bad("no end-of-central-directory record"))?;
+    let count = u64::from(le_u16(&tail, at + 10));
+    if at >= ZIP64_LOCATOR_LEN && le_u32(&tail, at - ZIP64_LOCATOR_LEN) == ZIP64_LOCATOR_SIG {
+        let record_at = le_u64(&tail, at - ZIP64_LOCATOR_LEN + 8);
+        let mut record = [0u8; 40];
+        if record_at.checked_add(40).is_none_or(|end| end > len) {
+            return Err(bad("the ZIP64 end record is out of bounds"));
+        }
+        file.seek(SeekFrom::Start(record_at))?;
+        file.read_exact(&mut record)?;
+        if le_u32(&record, 0) != ZIP64_EOCD_SIG {
+            return Err(bad("no ZIP64 end-of-central-directory record"));
+        }
+        return Ok(le_u64(&record, 32).max(count));
+    }
+    Ok(count)
 }
 
 /// Opens one entry for reading exactly its declared size.
@@ -136,6 +192,14 @@ fn read_manifest(archive: &mut Archive) -> ApiResult<Manifest> {
     }
     if m.room.room_type == RoomType::Incognito {
         return Err(refused("incognito rooms are never imported"));
+    }
+    // Unsigned: only each display name is used, and it must be one this server would accept.
+    for (fqid, block) in &m.imported_senders {
+        if block.fqid != *fqid || crate::ids::parse_fqid(fqid).is_none() {
+            return Err(refused(format!("imported_senders entry {fqid:?} names another or no valid fqid")));
+        }
+        crate::identity::validate_display_name(&block.display_name)
+            .map_err(|_| refused(format!("imported_senders entry {fqid:?} has a bad display_name")))?;
     }
     Ok(m)
 }
@@ -294,8 +358,15 @@ fn check_event(
         return Err("the content hash does not match".into());
     }
     let content = pdu.get("content").cloned().unwrap_or(Value::Null);
-    let target_of =
-        |key: &str| if redacted { line.relates_to.clone() } else { str_at(&content, key).map(str::to_string) };
+    let target = relation_target(line);
+    if matches!(line.event_type.as_str(), EDIT | REACTION | REDACTION)
+        && line.state_key.is_none()
+        && line.relates_to.is_some()
+        && line.relates_to != target
+    {
+        return Err("relates_to disagrees with the signed target".into());
+    }
+    let target_of = |_: &str| target.clone();
     let needs = |target: Option<String>, kinds: &[Kind]| match target.and_then(|t| seen.get(&t).copied()) {
         Some(k) if kinds.contains(&k) => Ok(()),
         _ => Err("relates to an event that is not before it in the bundle".to_string()),
@@ -327,13 +398,27 @@ fn check_event(
             Kind::Reaction
         }
         REDACTION => {
-            needs(str_at(&content, "redacts").map(str::to_string), &[Kind::Message, Kind::Reaction])?;
+            needs(target_of("redacts"), &[Kind::Message, Kind::Reaction])?;
             Kind::Other
         }
         _ => Kind::Other,
     };
     seen.insert(line.event_id.clone(), kind);
     Ok(())
+}
+
+/// The event an edit, reaction or redaction is about: from its signed content (`redacts` for a
+/// redaction, which survives redaction; `event_id` for an edit or reaction), and only for an
+/// edit or reaction in redacted form, whose signed content is gone, from the line's `relates_to`.
+pub fn relation_target(line: &EventLine) -> Option<String> {
+    let content = line.pdu.get("content");
+    let signed = |key: &str| content.and_then(|c| c.get(key)).and_then(Value::as_str).map(str::to_string);
+    match line.event_type.as_str() {
+        REDACTION => signed("redacts"),
+        EDIT | REACTION if line.redacted_at.is_some() => line.relates_to.clone(),
+        EDIT | REACTION => signed("event_id"),
+        _ => line.relates_to.clone(),
+    }
 }
 
 /// Every signature by a listed key must verify, and there must be at least one.

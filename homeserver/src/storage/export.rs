@@ -135,24 +135,6 @@ impl WriteTx {
         sqlx::query_scalar("SELECT id FROM participants WHERE fqid = $1").bind(fqid).fetch_optional(&mut *self.tx).await
     }
 
-    /// Records a participant of another server (no password, no workspace: it cannot log in).
-    pub async fn insert_foreign_participant(&mut self, p: &Participant) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO participants (id, tenant_id, local_id, server_name, fqid, display_name, password_hash, is_admin, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, NULL, FALSE, $7)",
-        )
-        .bind(&p.id)
-        .bind(&p.tenant_id)
-        .bind(&p.local_id)
-        .bind(&p.server_name)
-        .bind(&p.fqid)
-        .bind(&p.display_name)
-        .bind(p.created_at)
-        .execute(&mut *self.tx)
-        .await?;
-        Ok(())
-    }
-
     /// Replaces an event's folded content (not its signed wire form).
     pub async fn set_event_content(&mut self, event_id: &str, content: &str) -> Result<(), sqlx::Error> {
         sqlx::query("UPDATE events SET content = $2 WHERE event_id = $1")
