@@ -87,39 +87,47 @@ impl Hub {
         v
     }
 
-    /// Sets or clears a typing notice and announces the room's typers. Answers when the notice
-    /// lapses, so the caller can schedule [`Hub::expire_typing`].
+    /// Sets or clears a typing notice. Announces the room's typers when the set changes; a
+    /// repeated `typing: true` only extends the notice, so clients may refresh it freely.
+    /// Answers the expiry when a new notice started, so the caller schedules one expiry task.
     pub fn set_typing(&self, room_id: &str, participant_id: &str, typing: bool, now: Instant) -> Option<Instant> {
-        let (typers, until) = {
+        let (typers, started) = {
             let mut s = self.state();
             let key = (room_id.to_string(), participant_id.to_string());
-            let until = if typing {
+            let was_typing = s.typing.get(&key).is_some_and(|until| *until > now);
+            if typing {
                 let until = now + TYPING_TTL;
                 s.typing.insert(key, until);
-                Some(until)
+                if was_typing {
+                    return None;
+                }
+                (Self::typers(&s, room_id, now), Some(until))
             } else {
-                s.typing.remove(&key);
-                None
-            };
-            (Self::typers(&s, room_id, now), until)
+                if s.typing.remove(&key).is_none() {
+                    return None;
+                }
+                (Self::typers(&s, room_id, now), None)
+            }
         };
         self.publish(
             Audience::RoomMembers(room_id.to_string()),
             json!({"type": "typing", "room_id": room_id, "participant_ids": typers}),
         );
-        until
+        started
     }
 
-    /// Clears a notice that was not renewed and announces the change.
-    pub fn expire_typing(&self, room_id: &str, participant_id: &str, now: Instant) {
+    /// Clears a notice that was not renewed and announces the change. Answers when to look
+    /// again if it was renewed meanwhile, `None` once it is gone.
+    pub fn expire_typing(&self, room_id: &str, participant_id: &str, now: Instant) -> Option<Instant> {
         let typers = {
             let mut s = self.state();
             let key = (room_id.to_string(), participant_id.to_string());
             match s.typing.get(&key) {
-                Some(until) if *until <= now => {
+                Some(until) if *until > now => return Some(*until),
+                Some(_) => {
                     s.typing.remove(&key);
                 }
-                _ => return,
+                None => return None,
             }
             Self::typers(&s, room_id, now)
         };
@@ -127,6 +135,7 @@ impl Hub {
             Audience::RoomMembers(room_id.to_string()),
             json!({"type": "typing", "room_id": room_id, "participant_ids": typers}),
         );
+        None
     }
 
     pub fn typing_in(&self, room_id: &str, now: Instant) -> Vec<String> {
@@ -229,12 +238,18 @@ mod tests {
     fn typing_lapses() {
         let hub = Hub::default();
         let t0 = Instant::now();
-        hub.set_typing("r", "a", true, t0);
+        assert!(hub.set_typing("r", "a", true, t0).is_some());
+        assert!(hub.set_typing("r", "a", true, t0).is_none(), "a refresh starts nothing new");
         hub.set_typing("r", "b", true, t0);
         assert_eq!(hub.typing_in("r", t0), vec!["a", "b"]);
+        // Renewed before it lapsed: the expiry task is told to look again later.
+        let later = t0 + TYPING_TTL / 2;
+        hub.set_typing("r", "a", true, later);
+        assert_eq!(hub.expire_typing("r", "a", t0 + TYPING_TTL), Some(later + TYPING_TTL));
         hub.set_typing("r", "b", false, t0);
         assert_eq!(hub.typing_in("r", t0), vec!["a"]);
-        assert!(hub.typing_in("r", t0 + TYPING_TTL).is_empty());
+        assert_eq!(hub.typing_in("r", t0 + TYPING_TTL), vec!["a"], "b lapsed; a was renewed");
+        assert!(hub.typing_in("r", later + TYPING_TTL).is_empty());
     }
 
     #[test]

@@ -293,3 +293,39 @@ async fn a_cursor_from_the_future_is_refused() {
     let refused = tokio_tungstenite::connect_async(format!("{base}/v1/stream?token={}&since=999999999", a.token)).await;
     assert!(refused.is_err(), "the upgrade is refused with a 400");
 }
+
+#[tokio::test]
+async fn presence_of_strangers_stays_private() {
+    let s = Server::start().await;
+    s.cli(&["admin", "create-tenant", "other"]);
+    let a = s.register("alice").await;
+    let o = s.register_in("olga", Some("other")).await;
+    // Olga is active, but Alice shares no tenant and no room with her.
+    s.get("/v1/auth/whoami", Some(&o.token)).await.expect(200, "");
+    let p = s.get(&format!("/v1/presence?ids={}", o.id), Some(&a.token)).await;
+    assert_eq!(p.ok()[&o.id], "offline");
+    // Once they share a room, Alice sees her.
+    let room = s.create_room(&a, "group", "Shared").await;
+    s.add_member(&room, &a, &o).await;
+    let p = s.get(&format!("/v1/presence?ids={}", o.id), Some(&a.token)).await;
+    assert_eq!(p.ok()[&o.id], "online");
+}
+
+#[tokio::test]
+async fn refreshing_typing_extends_it_without_repeating_it() {
+    let s = Server::start().await;
+    let a = s.register("alice").await;
+    let b = s.register("bob").await;
+    let room = s.create_room(&a, "group", "Team").await;
+    s.add_member(&room, &a, &b).await;
+    let mut ws = connect(&s, &b.token, None).await;
+    next_frame(&mut ws, |f| f["type"] == "hello").await;
+    for _ in 0..5 {
+        s.put("/v1/typing", Some(&a.token), json!({"room_id": room, "typing": true})).await.expect(200, "");
+    }
+    let first = next_frame(&mut ws, |f| f["type"] == "typing").await;
+    assert_eq!(first["participant_ids"], json!([a.id]));
+    // The next typing frame is the clear, not four repeats of the start.
+    let next = next_frame(&mut ws, |f| f["type"] == "typing").await;
+    assert_eq!(next["participant_ids"], json!([]));
+}

@@ -293,8 +293,14 @@ pub async fn typing(
         let hub = st.hub.clone();
         let (room, who) = (b.room_id.clone(), caller.participant.id.clone());
         tokio::spawn(async move {
-            tokio::time::sleep_until(until.into()).await;
-            hub.expire_typing(&room, &who, Instant::now());
+            let mut at = until;
+            loop {
+                tokio::time::sleep_until(at.into()).await;
+                match hub.expire_typing(&room, &who, Instant::now()) {
+                    Some(renewed) => at = renewed,
+                    None => break,
+                }
+            }
         });
     }
     Ok(data(json!({"room_id": b.room_id, "typing": b.typing})))
@@ -317,9 +323,13 @@ pub async fn presence(
     }
     let now = Instant::now();
     let mut out = Map::new();
+    let me = &caller.participant;
     for id in ids {
         let who = resolve_participant(&st.store, id).await?;
-        out.insert(id.to_string(), json!(st.hub.presence_of(&who.id, &caller.participant.id, now)));
+        // Presence is for colleagues and people one talks to: a stranger looks offline.
+        let related = who.id == me.id || who.tenant_id == me.tenant_id || st.store.shares_room(&me.id, &who.id).await?;
+        let status = if related { st.hub.presence_of(&who.id, &me.id, now) } else { PresenceStatus::Offline };
+        out.insert(id.to_string(), json!(status));
     }
     Ok(data(Value::Object(out)))
 }
