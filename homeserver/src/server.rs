@@ -27,10 +27,12 @@ pub async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let signer = EventSigner { server_name: config.server_name.clone(), key: keys.current.clone() };
     let store = open_store(&config).await?.with_signer(signer);
     let config = Arc::new(config);
+    let limiter: Arc<crate::ratelimit::SendLimiter> = Default::default();
     let state = AppState {
         store: store.clone(),
         config: config.clone(),
-        limiter: Default::default(),
+        sends: Arc::new(crate::send_queue::SendQueue::start(store.clone(), limiter.clone())),
+        limiter,
         hub: Default::default(),
         keys: Arc::new(keys),
         discovery: api::discovery::build(&config),
