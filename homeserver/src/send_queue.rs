@@ -45,7 +45,7 @@ use crate::ids;
 use crate::messages::SendRequest;
 use crate::ratelimit::SendLimiter;
 use crate::rooms::{self, NewEventSpec, SignedEvent, event_types, rules};
-use crate::storage::{MemberRow, Membership, MessageRow, Participant, Room, Store, Tenant, WriteTx};
+use crate::storage::{Membership, MessageRow, Participant, Room, Store, Tenant, WriteTx};
 
 /// The most sends committed together.
 pub const MAX_BATCH: usize = 64;
@@ -135,7 +135,8 @@ impl SendQueue {
 struct RoomBatch {
     room: Option<Room>,
     /// Membership rows of the batch's senders (absent: no row).
-    members: HashMap<String, MemberRow>,
+    /// `participant_id → (membership, power)` of those senders that have a membership row.
+    members: HashMap<String, (Membership, i64)>,
     /// `(type, state_key, event_id)` rows of the room's auth state, for the senders' fqids.
     auth: Vec<(String, String, String)>,
     /// The fqids whose membership events `auth` covers.
@@ -287,14 +288,15 @@ impl Writer {
     async fn check(&self, tx: &mut WriteTx, st: &mut RoomBatch, i: usize, job: &Job) -> ApiResult<Checked> {
         let (caller, room_id, req) = (&job.caller, job.room_id.as_str(), &job.req);
         let room = st.room.as_ref().ok_or(ApiError::RoomNotFound)?;
-        let seat = rules::Seat::of(st.members.get(&caller.id));
+        let seat = st.members.get(&caller.id).map(|&(m, power)| rules::Seat { membership: Some(m), power });
+        let seat = seat.unwrap_or_default();
         rules::require_joined(room, seat, caller)?;
         let sender_id = match &req.as_participant_id {
             None => caller.id.clone(),
             Some(other) => {
                 rules::require_power(seat, rules::POWER_MAX, "sending on behalf of another participant")?;
                 match st.members.get(other) {
-                    Some(m) if m.membership == Membership::Join => m.participant_id.clone(),
+                    Some((Membership::Join, _)) => other.clone(),
                     _ => {
                         return Err(ApiError::ParticipantNotFound(
                             "as_participant_id is not a member of this room".into(),
@@ -400,16 +402,6 @@ fn created(job: &Job, r: &Ready, s: SignedEvent, stream_position: i64) -> Sent {
 /// Reads, for the batch, what its sends to `room_id` need: the room, the memberships of their
 /// callers and on-behalf senders, the auth state of the callers, and the extremities.
 async fn load_room(tx: &mut WriteTx, room_id: &str, jobs: &[Job]) -> ApiResult<RoomBatch> {
-    let Some(room) = tx.room(room_id).await? else {
-        return Ok(RoomBatch {
-            room: None,
-            members: HashMap::new(),
-            auth: Vec::new(),
-            auth_fqids: Vec::new(),
-            extremities: Vec::new(),
-            appended: false,
-        });
-    };
     let mine = || jobs.iter().filter(|j| j.room_id == room_id);
     let mut ids: Vec<&str> = Vec::new();
     let mut fqids: Vec<&str> = Vec::new();
@@ -424,9 +416,18 @@ async fn load_room(tx: &mut WriteTx, room_id: &str, jobs: &[Job]) -> ApiResult<R
             fqids.push(&j.caller.fqid);
         }
     }
-    let members = tx.members_among(room_id, &ids).await?.into_iter().map(|m| (m.participant_id.clone(), m)).collect();
-    let auth = tx.auth_state_many(room_id, &fqids).await?;
-    let extremities = tx.extremities(room_id).await?;
+    let Some((room, members)) = tx.room_with_members(room_id, &ids).await? else {
+        return Ok(RoomBatch {
+            room: None,
+            members: HashMap::new(),
+            auth: Vec::new(),
+            auth_fqids: Vec::new(),
+            extremities: Vec::new(),
+            appended: false,
+        });
+    };
+    let members = members.into_iter().map(|(p, m, power)| (p, (m, power))).collect();
+    let (auth, extremities) = tx.auth_state_and_extremities(room_id, &fqids).await?;
     Ok(RoomBatch {
         room: Some(room),
         members,

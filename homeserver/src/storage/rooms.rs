@@ -244,23 +244,45 @@ impl WriteTx {
             .await
     }
 
-    /// The membership rows of those of `participant_ids` that have one in the room.
-    pub async fn members_among(
+    /// The room and, in the same read, the membership and power of those of `participant_ids`
+    /// that have a membership row in it.
+    pub async fn room_with_members(
         &mut self,
         room_id: &str,
         participant_ids: &[&str],
-    ) -> Result<Vec<MemberRow>, sqlx::Error> {
-        if participant_ids.is_empty() {
-            return Ok(Vec::new());
+    ) -> Result<Option<(Room, Vec<(String, Membership, i64)>)>, sqlx::Error> {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            #[sqlx(flatten)]
+            room: Room,
+            m_participant_id: Option<String>,
+            m_membership: Option<Membership>,
+            m_power_level: Option<i64>,
         }
         let placeholders: Vec<String> = (0..participant_ids.len()).map(|i| format!("${}", i + 2)).collect();
-        let sql =
-            format!("SELECT * FROM memberships WHERE room_id = $1 AND participant_id IN ({})", placeholders.join(", "));
+        let sql = format!(
+            "SELECT r.*, m.participant_id AS m_participant_id, m.membership AS m_membership,
+                    m.power_level AS m_power_level
+             FROM rooms r LEFT JOIN memberships m ON m.room_id = r.id AND m.participant_id IN ({})
+             WHERE r.id = $1",
+            if placeholders.is_empty() { "NULL".to_string() } else { placeholders.join(", ") }
+        );
         let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(room_id);
         for p in participant_ids {
             query = query.bind(*p);
         }
-        query.fetch_all(&mut *self.tx).await
+        let rows: Vec<Row> = query.fetch_all(&mut *self.tx).await?;
+        let mut rows = rows.into_iter();
+        let Some(first) = rows.next() else { return Ok(None) };
+        let mut members = Vec::new();
+        let mut room = None;
+        for row in std::iter::once(first).chain(rows) {
+            if let (Some(p), Some(m), Some(l)) = (row.m_participant_id, row.m_membership, row.m_power_level) {
+                members.push((p, m, l));
+            }
+            room.get_or_insert(row.room);
+        }
+        Ok(room.map(|r| (r, members)))
     }
 
     /// Joined members, plus pending invites when `with_invites`.
