@@ -19,6 +19,7 @@ pub mod messages;
 pub mod ratelimit;
 pub mod realtime;
 pub mod rooms;
+pub mod send_queue;
 pub mod server;
 pub mod signing;
 pub mod storage;

@@ -4,16 +4,14 @@
 //! content, original content, edit and redaction times), and reactions have a uniqueness table,
 //! so listing a page needs no replay.
 
-use std::time::Instant;
-
 use serde_json::{Value, json};
 
 use crate::clock::{iso8601, now_secs};
 use crate::error::{ApiError, ApiResult};
 use crate::ids;
-use crate::ratelimit::SendLimiter;
 use crate::rooms::{self, NewEventSpec, event_types, rules};
-use crate::storage::{Membership, MessageRow, PageQuery, Participant, ReactionCount, Store};
+use crate::send_queue::{SendQueue, Sent};
+use crate::storage::{MessageRow, PageQuery, Participant, ReactionCount, Store};
 
 /// Event content may be at most this large as canonical JSON.
 pub const MAX_CONTENT_BYTES: usize = 64 * 1024;
@@ -151,10 +149,11 @@ pub struct SendRequest {
 }
 
 /// Sends a message. Answers the message and whether it was created (false: an idempotent
-/// retry of the same `event_uuid`).
+/// retry of the same `event_uuid`). What needs no database is checked here; the rest runs in
+/// the [`SendQueue`]'s group commit, which answers once the message is durable.
 pub async fn send(
     store: &Store,
-    limiter: &SendLimiter,
+    queue: &SendQueue,
     caller: &Participant,
     room_id: &str,
     req: SendRequest,
@@ -172,79 +171,11 @@ pub async fn send(
             return Err(ApiError::bad_request("media_id names no media on this server"));
         }
     }
-    let mut tx = store.write().await?;
-    let (room, me) = rooms::load(&mut tx, room_id, caller).await?;
-    let seat = rules::Seat::of(me.as_ref());
-    rules::require_joined(&room, seat, caller)?;
-    let on_behalf = req.as_participant_id.is_some();
-    let sender_id = match &req.as_participant_id {
-        None => caller.id.clone(),
-        Some(other) => {
-            rules::require_power(seat, rules::POWER_MAX, "sending on behalf of another participant")?;
-            let row = if ids::is_participant_id(other) { tx.member(room_id, other).await? } else { None };
-            match row {
-                Some(m) if m.membership == Membership::Join => m.participant_id,
-                _ => {
-                    return Err(ApiError::ParticipantNotFound("as_participant_id is not a member of this room".into()));
-                }
-            }
-        }
-    };
-    rules::require_open(&room)?;
-    if let Some(uuid) = &req.event_uuid {
-        if let Some(existing) = tx.event_by_uuid(&sender_id, uuid).await? {
-            drop(tx);
-            if existing.room_id != room_id {
-                return Err(ApiError::Conflict("event_uuid was already used in another room".into()));
-            }
-            return Ok((folded(store, room_id, &existing.event_id, caller).await?, false));
-        }
+    match queue.send(caller, room_id, req).await? {
+        // Everything the answer needs is known: no read-back.
+        Sent::Created(row) => Ok((message_view(&row, &[]), true)),
+        Sent::Existing { event_id } => Ok((folded(store, room_id, &event_id, caller).await?, false)),
     }
-    if let Some(reply) = req.content.get("reply_to_event_id").and_then(Value::as_str) {
-        if tx.message(room_id, reply).await?.is_none() {
-            return Err(ApiError::EventNotFound);
-        }
-    }
-    let tenant = tx.tenant(&caller.tenant_id).await?.ok_or(ApiError::TenantNotFound)?;
-    if let Err(wait) = limiter.try_take(&tenant.id, tenant.send_rate_per_s, tenant.send_burst, Instant::now()) {
-        return Err(ApiError::RateLimited("over the tenant's send rate".into(), wait));
-    }
-    let unsigned = req.as_participant_id.as_ref().map(|_| json!({"sent_by": caller.id}));
-    let spec = NewEventSpec {
-        room_id,
-        sender_id: &sender_id,
-        event_type: event_types::MESSAGE,
-        state_key: None,
-        content: &req.content,
-        event_uuid: req.event_uuid.as_deref(),
-        relates_to: None,
-        unsigned: unsigned.as_ref(),
-    };
-    let appended = if on_behalf {
-        rooms::append(&mut tx, spec).await?
-    } else {
-        rooms::append_by(&mut tx, spec, caller.fqid.clone()).await?
-    };
-    tx.commit().await?;
-    // Everything the answer needs is known: no read-back.
-    let row = MessageRow {
-        stream_position: appended.stream_position,
-        event_id: appended.event_id,
-        room_id: room_id.to_string(),
-        event_type: event_types::MESSAGE.to_string(),
-        sender_id,
-        sender_fqid: appended.sender_fqid,
-        content: req.content.to_string(),
-        original_content: None,
-        origin_ts: appended.origin_ts,
-        edited_at: None,
-        redacted_at: None,
-        event_uuid: Some(appended.event_uuid),
-        unsigned_data: unsigned.map(|u| u.to_string()),
-        relates_to: None,
-        state_key: None,
-    };
-    Ok((message_view(&row, &[]), true))
 }
 
 pub async fn edit(
@@ -449,8 +380,10 @@ pub async fn list(
     let mut rows = store.message_page(&PageQuery { room_id, from, forward, limit: limit + 1 }).await?;
     let has_more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
-    let ids: Vec<String> = rows.iter().map(|r| r.event_id.clone()).collect();
+    // Only messages that have reactions need their counts (none: no query at all).
+    let ids: Vec<String> = rows.iter().filter(|r| r.has_reactions).map(|r| r.message.event_id.clone()).collect();
     let reactions = store.reaction_counts(&ids, &caller.id).await?;
-    let next_cursor = rows.last().map(|r| r.stream_position.to_string()).or_else(|| from.map(|f| f.to_string()));
-    Ok(Page { messages: rows.iter().map(|r| message_view(r, &reactions)).collect(), has_more, next_cursor })
+    let next_cursor =
+        rows.last().map(|r| r.message.stream_position.to_string()).or_else(|| from.map(|f| f.to_string()));
+    Ok(Page { messages: rows.iter().map(|r| message_view(&r.message, &reactions)).collect(), has_more, next_cursor })
 }

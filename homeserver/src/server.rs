@@ -28,10 +28,12 @@ pub async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let store = open_store(&config).await?.with_signer(signer);
     crate::bundle::sweep_stale_temp_files(&config.data_dir);
     let config = Arc::new(config);
+    let limiter: Arc<crate::ratelimit::SendLimiter> = Default::default();
     let state = AppState {
         store: store.clone(),
         config: config.clone(),
-        limiter: Default::default(),
+        sends: Arc::new(crate::send_queue::SendQueue::start(store.clone(), limiter.clone())),
+        limiter,
         hub: Default::default(),
         keys: Arc::new(keys),
         discovery: api::discovery::build(&config),

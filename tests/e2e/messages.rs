@@ -367,3 +367,87 @@ async fn read_markers_count_unread_messages() {
     let mine = s.get(&format!("/v1/rooms/{room}/state"), Some(&a.token)).await;
     assert_eq!(mine.ok()["unread_count"], 0);
 }
+
+#[tokio::test]
+async fn concurrent_sends_commit_once_each_in_a_consistent_chain() {
+    use std::sync::Arc;
+    use tokio::task::JoinSet;
+
+    let s = Arc::new(Server::start().await);
+    s.cli(&["admin", "create-tenant", "fast", "--send-rate-per-s", "100000", "--send-burst", "100000"]);
+    let mut users = Vec::new();
+    for name in ["alice", "bob", "carol", "dave"] {
+        users.push(s.register_in(name, Some("fast")).await);
+    }
+    let owner = users[0].clone();
+    let rooms = [s.create_room(&owner, "group", "One").await, s.create_room(&owner, "group", "Two").await];
+    let frozen = s.create_room(&owner, "group", "Frozen").await;
+    for u in &users[1..] {
+        for room in rooms.iter().chain([&frozen]) {
+            s.add_member(room, &owner, u).await;
+        }
+    }
+    s.post(&format!("/v1/rooms/{frozen}/archive"), Some(&owner.token), json!({})).await.expect(200, "");
+
+    // 200 sends into the two rooms, with sends into the frozen room mixed in.
+    let mut tasks = JoinSet::new();
+    for i in 0..220usize {
+        let s = s.clone();
+        let user = users[i % users.len()].clone();
+        let room = if i % 11 == 10 { frozen.clone() } else { rooms[i % 2].clone() };
+        tasks.spawn(async move {
+            let body = json!({"content": {"msgtype": "swp.text", "body": format!("m{i}")}});
+            let r = s.post(&format!("/v1/rooms/{room}/send"), Some(&user.token), body).await;
+            (room, r)
+        });
+    }
+    let mut sent: Vec<(String, String, i64)> = Vec::new();
+    let mut refused = 0;
+    while let Some(done) = tasks.join_next().await {
+        let (room, r) = done.expect("send task");
+        if room == frozen {
+            r.expect(409, "SW_ROOM_FROZEN");
+            refused += 1;
+        } else {
+            r.expect(201, "");
+            let d = r.data();
+            sent.push((room, d["id"].as_str().unwrap().to_string(), d["stream_position"].as_i64().unwrap()));
+        }
+    }
+    assert_eq!((sent.len(), refused), (200, 20));
+    let positions: HashSet<i64> = sent.iter().map(|(_, _, p)| *p).collect();
+    assert_eq!(positions.len(), 200, "every send has its own stream position");
+
+    for room in &rooms {
+        let mut mine: Vec<(i64, String)> =
+            sent.iter().filter(|(r, _, _)| r == room).map(|(_, id, p)| (*p, id.clone())).collect();
+        mine.sort();
+        assert_eq!(mine.len(), 100);
+        // Pagination answers exactly these messages, once each, in stream order.
+        let (list, meta) = page(&s, &owner, room, "direction=forward&limit=200").await;
+        assert_eq!(meta["has_more"], false);
+        let listed: Vec<String> = list.iter().map(|m| m["id"].as_str().unwrap().to_string()).collect();
+        let want: Vec<String> = mine.iter().map(|(_, id)| id.clone()).collect();
+        assert_eq!(listed, want);
+        // Each event's parent is the previous event of its room, one level up.
+        let mut prev: Option<(String, i64)> = None;
+        for (_, id) in &mine {
+            let r = s.get(&format!("/v1/rooms/{room}/events/{id}"), Some(&owner.token)).await;
+            let pdu = r.ok()["pdu"].clone();
+            let depth = pdu["depth"].as_i64().unwrap();
+            let parents = pdu["prev_events"].as_array().unwrap();
+            assert_eq!(parents.len(), 1, "one parent: {pdu}");
+            if let Some((prev_id, prev_depth)) = &prev {
+                assert_eq!(parents[0], prev_id.as_str());
+                assert_eq!(depth, prev_depth + 1);
+            }
+            prev = Some((id.clone(), depth));
+        }
+    }
+    // The room's chain continues from the batch's last event.
+    let next = send(&s, &owner, &rooms[0], "after").await;
+    let id = next["id"].as_str().unwrap();
+    let pdu = s.get(&format!("/v1/rooms/{}/events/{id}", rooms[0]), Some(&owner.token)).await.ok()["pdu"].clone();
+    let (list, _) = page(&s, &owner, &rooms[0], "limit=2").await;
+    assert_eq!(pdu["prev_events"], json!([list[1]["id"]]));
+}

@@ -72,7 +72,7 @@ pub async fn send(
     Json(b): Json<SendBody>,
 ) -> ApiResult<impl IntoResponse> {
     let req = SendRequest { content: b.content, event_uuid: b.event_uuid, as_participant_id: b.as_participant_id };
-    let (message, created) = messages::send(&st.store, &st.limiter, &caller.participant, &room_id, req).await?;
+    let (message, created) = messages::send(&st.store, &st.sends, &caller.participant, &room_id, req).await?;
     Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, data(message)))
 }
 

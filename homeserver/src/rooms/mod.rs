@@ -10,8 +10,8 @@ use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
 use crate::ids;
 use crate::storage::{
-    MemberRow, MemberWithParticipant, Membership, NewEvent, NotificationMode, Participant, Room, RoomState, RoomType,
-    RoomView, Store, WriteTx,
+    EventSigner, MemberRow, MemberWithParticipant, Membership, NewEvent, NotificationMode, Participant, Room,
+    RoomState, RoomType, RoomView, Store, WriteTx,
 };
 use rules::Seat;
 
@@ -127,6 +127,12 @@ async fn auth_events_for(tx: &mut WriteTx, spec: &NewEventSpec<'_>, sender_fqid:
         _ => sender_fqid,
     };
     let found = tx.auth_state(spec.room_id, sender_fqid, target).await?;
+    Ok(pick_auth_events(&found, sender_fqid, target))
+}
+
+/// Picks, from `(type, state_key, event_id)` rows of the room's current state, the auth events
+/// of an event by `sender_fqid` about `target` (the sender again unless a membership event).
+pub(crate) fn pick_auth_events(found: &[(String, String, String)], sender_fqid: &str, target: &str) -> Vec<String> {
     let wanted = [
         (event_types::CREATE, ""),
         (event_types::POWER_LEVELS, ""),
@@ -142,7 +148,7 @@ async fn auth_events_for(tx: &mut WriteTx, spec: &NewEventSpec<'_>, sender_fqid:
             }
         }
     }
-    Ok(out)
+    out
 }
 
 /// Appends an event in its signed wire form: `prev_events` are the room's forward extremities,
@@ -180,15 +186,66 @@ pub async fn append_by(tx: &mut WriteTx, spec: NewEventSpec<'_>, sender_fqid: St
         }
     };
     let extremities = tx.extremities(spec.room_id).await?;
-    let depth = extremities.iter().map(|(_, d)| *d).max().unwrap_or(0) + 1;
-    let prev_events: Vec<String> = extremities.into_iter().map(|(id, _)| id).collect();
     let auth_events = if spec.event_type == event_types::CREATE {
         Vec::new()
     } else {
         auth_events_for(tx, &spec, &sender_fqid).await?
     };
-    let origin_ts = now_secs();
     let signer = tx.signer().ok_or_else(|| ApiError::internal("no signing key loaded"))?;
+    let signed = sign_event(signer, &spec, event_uuid, &sender_fqid, &extremities, auth_events)?;
+    let pos = tx.insert_event(&signed.new_event(&spec, event_uuid)).await?;
+    let state = spec.state_key.map(|k| (spec.event_type, k));
+    tx.advance_dag(spec.room_id, &signed.event_id, signed.depth, &signed.prev_events, state).await?;
+    Ok(Appended {
+        event_id: signed.event_id,
+        stream_position: pos,
+        origin_ts: signed.origin_ts,
+        sender_fqid,
+        event_uuid: event_uuid.to_string(),
+    })
+}
+
+/// An event built and signed, not yet stored.
+pub(crate) struct SignedEvent {
+    pub event_id: String,
+    pub pdu: String,
+    pub origin_ts: i64,
+    pub depth: i64,
+    pub prev_events: Vec<String>,
+}
+
+impl SignedEvent {
+    pub fn new_event<'a>(&'a self, spec: &NewEventSpec<'a>, event_uuid: &'a str) -> NewEvent<'a> {
+        NewEvent {
+            event_id: &self.event_id,
+            room_id: spec.room_id,
+            event_type: spec.event_type,
+            state_key: spec.state_key,
+            sender_id: spec.sender_id,
+            content: spec.content,
+            origin_ts: self.origin_ts,
+            event_uuid,
+            relates_to: spec.relates_to,
+            unsigned: spec.unsigned,
+            pdu: &self.pdu,
+            depth: self.depth,
+        }
+    }
+}
+
+/// Builds the wire form of an event whose parents are `extremities` (`(event_id, depth)`),
+/// signs it, and derives its reference-hash id. Pure: no I/O.
+pub(crate) fn sign_event(
+    signer: &EventSigner,
+    spec: &NewEventSpec<'_>,
+    event_uuid: &str,
+    sender_fqid: &str,
+    extremities: &[(String, i64)],
+    auth_events: Vec<String>,
+) -> ApiResult<SignedEvent> {
+    let depth = extremities.iter().map(|(_, d)| *d).max().unwrap_or(0) + 1;
+    let prev_events: Vec<String> = extremities.iter().map(|(id, _)| id.clone()).collect();
+    let origin_ts = now_secs();
     let mut wire = json!({
         "event_uuid": event_uuid,
         "room_id": spec.room_id,
@@ -206,26 +263,8 @@ pub async fn append_by(tx: &mut WriteTx, spec: NewEventSpec<'_>, sender_fqid: St
     }
     let (event_id, pdu) = crypto::build_and_sign_event(wire, &signer.server_name, &signer.key)
         .map_err(|e| ApiError::bad_request(format!("event cannot be signed: {e}")))?;
-    let pdu_text = crypto::to_canonical_string(&pdu).map_err(ApiError::internal)?;
-    let pos = tx
-        .insert_event(&NewEvent {
-            event_id: &event_id,
-            room_id: spec.room_id,
-            event_type: spec.event_type,
-            state_key: spec.state_key,
-            sender_id: spec.sender_id,
-            content: spec.content,
-            origin_ts,
-            event_uuid,
-            relates_to: spec.relates_to,
-            unsigned: spec.unsigned,
-            pdu: &pdu_text,
-            depth,
-        })
-        .await?;
-    let state = spec.state_key.map(|k| (spec.event_type, k));
-    tx.advance_dag(spec.room_id, &event_id, depth, &prev_events, state).await?;
-    Ok(Appended { event_id, stream_position: pos, origin_ts, sender_fqid, event_uuid: event_uuid.to_string() })
+    let pdu = crypto::to_canonical_string(&pdu).map_err(ApiError::internal)?;
+    Ok(SignedEvent { event_id, pdu, origin_ts, depth, prev_events })
 }
 
 /// Replaces the stored wire forms of a redacted event (and of its edits) by their redacted

@@ -36,6 +36,22 @@ const MESSAGE_SELECT: &str = "SELECT e.stream_position, e.event_id, e.room_id, e
     e.unsigned_data, e.relates_to, e.state_key
   FROM events e JOIN participants p ON p.id = e.sender_id";
 
+/// [`MESSAGE_SELECT`] plus whether the message has reactions, so a page without any needs no
+/// second query.
+const PAGE_SELECT: &str = "SELECT e.stream_position, e.event_id, e.room_id, e.event_type, e.sender_id,
+    p.fqid AS sender_fqid, e.content, e.original_content, e.origin_ts, e.edited_at, e.redacted_at, e.event_uuid,
+    e.unsigned_data, e.relates_to, e.state_key,
+    EXISTS (SELECT 1 FROM reactions x WHERE x.target_event_id = e.event_id) AS has_reactions
+  FROM events e JOIN participants p ON p.id = e.sender_id";
+
+/// A row of a page: the message and whether any reaction points at it.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct PageRow {
+    #[sqlx(flatten)]
+    pub message: MessageRow,
+    pub has_reactions: bool,
+}
+
 /// A page request over a room's messages.
 pub struct PageQuery<'a> {
     pub room_id: &'a str,
@@ -47,7 +63,7 @@ pub struct PageQuery<'a> {
 }
 
 impl Store {
-    pub async fn message_page(&self, q: &PageQuery<'_>) -> Result<Vec<MessageRow>, sqlx::Error> {
+    pub async fn message_page(&self, q: &PageQuery<'_>) -> Result<Vec<PageRow>, sqlx::Error> {
         let sql = if q.forward {
             "WHERE e.room_id = $1 AND e.event_type = 'swp.room.message' AND e.stream_position > $2
              ORDER BY e.stream_position ASC LIMIT $3"
@@ -56,7 +72,7 @@ impl Store {
              ORDER BY e.stream_position DESC LIMIT $3"
         };
         let from = q.from.unwrap_or(if q.forward { 0 } else { i64::MAX });
-        sqlx::query_as(sqlx::AssertSqlSafe(format!("{MESSAGE_SELECT} {sql}")))
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("{PAGE_SELECT} {sql}")))
             .bind(q.room_id)
             .bind(from)
             .bind(q.limit)

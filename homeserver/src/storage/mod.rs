@@ -15,7 +15,7 @@ mod rooms;
 
 pub use export::{ExportEventRow, ExportMember, ExportReader};
 pub use media::MediaRow;
-pub use messages::{MessageRow, PageQuery, ReactionCount};
+pub use messages::{MessageRow, PageQuery, PageRow, ReactionCount};
 pub use models::*;
 pub use rooms::{DirectoryQuery, NewEvent};
 

@@ -1,0 +1,439 @@
+//! Group commit for message sends.
+//!
+//! Why: SQLite admits one writer at a time, and with sqlx every statement is a round trip to
+//! the connection's worker thread. A send used to be one transaction of ~10 statements, so
+//! concurrent senders spent their time queueing for the write lock and switching threads, and
+//! every send paid its own `BEGIN`/`COMMIT` (and fsync under `durability = full`).
+//!
+//! How: [`messages::send`](crate::messages::send) checks what it can without the database, then
+//! hands the send to this queue and waits. One writer task takes whatever has queued up (at most
+//! [`MAX_BATCH`]; it never waits for more, so a lone send is not delayed) and runs the whole
+//! batch in ONE `BEGIN IMMEDIATE … COMMIT`, taken through [`Store::write`] so every other writer
+//! still serialises with it:
+//!
+//! - per room, the room row, the senders' memberships, the auth state and the forward
+//!   extremities are read once for the batch and kept in memory; events of the same room chain
+//!   (`prev_events` = the previous event of the batch, `depth` + 1). Nothing else can write in
+//!   between: the batch holds the write lock;
+//! - the tenant's limits come from a cache that lives [`TENANT_TTL`];
+//! - each send runs the same checks in the same order as a single send did; one that fails
+//!   (frozen room, rate limit, not a member) is answered with its own error and writes nothing;
+//! - the events that passed are signed in order and stored in ONE multi-row `INSERT`, after a
+//!   savepoint. If that statement fails, the batch rolls back to the savepoint and stores them
+//!   one by one, each in a savepoint of its own, so a send the database refuses fails alone
+//!   (the room's chain is re-signed around it). A rollback that itself fails means SQLite
+//!   ended the transaction: the whole batch then fails;
+//! - a retry of an `event_uuid` already in the batch is held for the next batch, where it
+//!   finds the first send committed;
+//! - the extremity of each room is written once per batch (`DELETE` + `INSERT`: a local
+//!   event's `prev_events` are all the current extremities, so one remains);
+//! - answers go out only after `COMMIT` succeeded; if it fails, every send of the batch gets an
+//!   error. Nothing is acknowledged before it is durable.
+//!
+//! A batch runs in a task of its own, so a panic fails that batch's sends (their reply
+//! channels drop) without stopping the queue.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{ApiError, ApiResult};
+use crate::ids;
+use crate::messages::SendRequest;
+use crate::ratelimit::SendLimiter;
+use crate::rooms::{self, NewEventSpec, SignedEvent, event_types, rules};
+use crate::storage::{Membership, MessageRow, Participant, Room, Store, Tenant, WriteTx};
+
+/// The most sends committed together.
+pub const MAX_BATCH: usize = 64;
+/// How long a tenant's limits are reused before being read again.
+pub const TENANT_TTL: Duration = Duration::from_secs(1);
+
+/// What a queued send came to, once committed.
+pub enum Sent {
+    /// A new message, as stored.
+    Created(MessageRow),
+    /// An idempotent retry: the event this sender already sent with the same `event_uuid`.
+    Existing { event_id: String },
+}
+
+struct Job {
+    caller: Participant,
+    room_id: String,
+    req: SendRequest,
+    reply: oneshot::Sender<ApiResult<Sent>>,
+}
+
+impl Job {
+    /// `(sender, event_uuid)`: what makes two sends the same send.
+    fn idempotency_key(&self) -> Option<(&str, &str)> {
+        let sender = self.req.as_participant_id.as_deref().unwrap_or(&self.caller.id);
+        self.req.event_uuid.as_deref().map(|u| (sender, u))
+    }
+}
+
+/// The handle request handlers queue sends on.
+pub struct SendQueue {
+    jobs: mpsc::UnboundedSender<Job>,
+}
+
+struct Writer {
+    store: Store,
+    limiter: Arc<SendLimiter>,
+    tenants: Mutex<HashMap<String, (Tenant, Instant)>>,
+}
+
+impl SendQueue {
+    /// Starts the writer task (needs a Tokio runtime); it ends when the queue is dropped.
+    pub fn start(store: Store, limiter: Arc<SendLimiter>) -> SendQueue {
+        let (jobs, mut rx) = mpsc::unbounded_channel::<Job>();
+        let writer = Arc::new(Writer { store, limiter, tenants: Default::default() });
+        tokio::spawn(async move {
+            let mut carried: Option<Job> = None;
+            loop {
+                let first = match carried.take() {
+                    Some(job) => job,
+                    None => match rx.recv().await {
+                        Some(job) => job,
+                        None => break,
+                    },
+                };
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    let Ok(job) = rx.try_recv() else { break };
+                    // A retry of an idempotency key already in the batch waits for the next
+                    // one, where it finds the first send stored.
+                    if job.idempotency_key().is_some()
+                        && batch.iter().any(|b| b.idempotency_key() == job.idempotency_key())
+                    {
+                        carried = Some(job);
+                        break;
+                    }
+                    batch.push(job);
+                }
+                let writer = writer.clone();
+                // A panic ends this batch only: its reply channels drop, the callers see errors.
+                let _ = tokio::spawn(async move { writer.run(batch).await }).await;
+            }
+        });
+        SendQueue { jobs }
+    }
+
+    /// Queues a checked send and waits until its batch has committed (or failed).
+    pub async fn send(&self, caller: &Participant, room_id: &str, req: SendRequest) -> ApiResult<Sent> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job { caller: caller.clone(), room_id: room_id.to_string(), req, reply };
+        self.jobs.send(job).map_err(|_| ApiError::internal("the send queue has stopped"))?;
+        answer.await.map_err(|_| ApiError::internal("the send batch failed"))?
+    }
+}
+
+/// What a batch knows about one room, read once and kept current as events are appended.
+struct RoomBatch {
+    room: Option<Room>,
+    /// Membership rows of the batch's senders (absent: no row).
+    /// `participant_id → (membership, power)` of those senders that have a membership row.
+    members: HashMap<String, (Membership, i64)>,
+    /// `(type, state_key, event_id)` rows of the room's auth state, for the senders' fqids.
+    auth: Vec<(String, String, String)>,
+    /// The fqids whose membership events `auth` covers.
+    auth_fqids: Vec<String>,
+    extremities: Vec<(String, i64)>,
+    /// Whether an event was appended, so the extremity must be written.
+    appended: bool,
+}
+
+/// A send that passed its checks, waiting to be signed and written.
+struct Ready {
+    job: usize,
+    sender_id: String,
+    sender_fqid: String,
+    auth_events: Vec<String>,
+    event_uuid: String,
+    unsigned: Option<Value>,
+}
+
+impl Ready {
+    fn spec<'a>(&'a self, job: &'a Job) -> NewEventSpec<'a> {
+        NewEventSpec {
+            room_id: &job.room_id,
+            sender_id: &self.sender_id,
+            event_type: event_types::MESSAGE,
+            state_key: None,
+            content: &job.req.content,
+            event_uuid: Some(&self.event_uuid),
+            relates_to: None,
+            unsigned: self.unsigned.as_ref(),
+        }
+    }
+}
+
+impl Writer {
+    async fn run(&self, jobs: Vec<Job>) {
+        let mut results: Vec<Option<ApiResult<Sent>>> = jobs.iter().map(|_| None).collect();
+        let outcome = match self.store.write().await {
+            Err(e) => Err(ApiError::from(e)),
+            Ok(mut tx) => match self.run_in(&mut tx, &jobs, &mut results).await {
+                Ok(()) => tx.commit().await.map_err(ApiError::from),
+                Err(e) => Err(e),
+            },
+        };
+        if let Err(e) = outcome {
+            // Nothing of the batch is stored: the sends that went through answer the error.
+            let msg = e.to_string();
+            for r in results.iter_mut().filter(|r| !matches!(r, Some(Err(_)))) {
+                *r = Some(Err(ApiError::internal(format!("the batch did not commit: {msg}"))));
+            }
+        }
+        for (job, result) in jobs.into_iter().zip(results) {
+            let _ = job.reply.send(result.unwrap_or_else(|| Err(ApiError::internal("send left unanswered"))));
+        }
+    }
+
+    /// Runs the batch inside the open transaction, filling `results`; `Err` means the
+    /// transaction is unusable and nothing may be committed.
+    async fn run_in(&self, tx: &mut WriteTx, jobs: &[Job], results: &mut [Option<ApiResult<Sent>>]) -> ApiResult<()> {
+        // Nothing is written until the events are: rolling back to this savepoint undoes
+        // exactly a failed write, and succeeding proves the transaction is still alive.
+        tx.savepoint().await?;
+        let mut rooms: HashMap<&str, RoomBatch> = HashMap::new();
+        let mut ready = Vec::with_capacity(jobs.len());
+        for (i, job) in jobs.iter().enumerate() {
+            if !rooms.contains_key(job.room_id.as_str()) {
+                let state = load_room(tx, &job.room_id, jobs).await?;
+                rooms.insert(job.room_id.as_str(), state);
+            }
+            let state = rooms.get_mut(job.room_id.as_str()).expect("loaded above");
+            match self.check(tx, state, i, job).await {
+                Ok(Checked::Ready(r)) => ready.push(r),
+                Ok(Checked::Existing(event_id)) => results[i] = Some(Ok(Sent::Existing { event_id })),
+                Err(e) => {
+                    if matches!(e, ApiError::Internal(_)) {
+                        tx.rollback_to_savepoint().await?;
+                    }
+                    results[i] = Some(Err(e));
+                }
+            }
+        }
+        let snapshot: HashMap<&str, Vec<(String, i64)>> =
+            rooms.iter().map(|(id, st)| (*id, st.extremities.clone())).collect();
+        // Fast path: sign in order, chaining per room, and store every event in one statement.
+        let mut signed = Vec::with_capacity(ready.len());
+        for r in &ready {
+            let st = rooms.get_mut(jobs[r.job].room_id.as_str()).expect("loaded");
+            signed.push(self.sign(tx, st, r, &jobs[r.job]));
+        }
+        let events: Vec<_> = ready
+            .iter()
+            .zip(&signed)
+            .filter_map(|(r, s)| s.as_ref().ok().map(|s| s.new_event(&r.spec(&jobs[r.job]), &r.event_uuid)))
+            .collect();
+        let stored = tx.insert_events(&events).await;
+        drop(events);
+        match stored {
+            Ok(positions) => {
+                let positions: HashMap<String, i64> = positions.into_iter().collect();
+                for (r, s) in ready.iter().zip(signed) {
+                    results[r.job] = Some(s.and_then(|s| {
+                        let pos = positions.get(&s.event_id).copied();
+                        let pos = pos.ok_or_else(|| ApiError::internal("stored event missing"))?;
+                        Ok(created(&jobs[r.job], r, s, pos))
+                    }));
+                }
+            }
+            Err(_) => {
+                // One of them failed. Undo, then store them one by one, each in a savepoint
+                // of its own, re-chaining around the ones that fail.
+                tx.rollback_to_savepoint().await?;
+                for (room_id, st) in rooms.iter_mut() {
+                    st.extremities = snapshot[room_id].clone();
+                    st.appended = false;
+                }
+                for r in &ready {
+                    let job = &jobs[r.job];
+                    let st = rooms.get_mut(job.room_id.as_str()).expect("loaded");
+                    let before = (st.extremities.clone(), st.appended);
+                    let s = match self.sign(tx, st, r, job) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            results[r.job] = Some(Err(e));
+                            continue;
+                        }
+                    };
+                    tx.savepoint().await?;
+                    match tx.insert_event(&s.new_event(&r.spec(job), &r.event_uuid)).await {
+                        Ok(pos) => results[r.job] = Some(Ok(created(job, r, s, pos))),
+                        Err(e) => {
+                            tx.rollback_to_savepoint().await?;
+                            (st.extremities, st.appended) = before;
+                            results[r.job] = Some(Err(e.into()));
+                        }
+                    }
+                }
+            }
+        }
+        for (room_id, state) in &rooms {
+            if state.appended {
+                let (event_id, depth) = state.extremities.last().expect("an appended event");
+                tx.replace_extremities(room_id, event_id, *depth).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One send's checks, in the order of a single send, against the batch's view.
+    async fn check(&self, tx: &mut WriteTx, st: &mut RoomBatch, i: usize, job: &Job) -> ApiResult<Checked> {
+        let (caller, room_id, req) = (&job.caller, job.room_id.as_str(), &job.req);
+        let room = st.room.as_ref().ok_or(ApiError::RoomNotFound)?;
+        let seat = st.members.get(&caller.id).map(|&(m, power)| rules::Seat { membership: Some(m), power });
+        let seat = seat.unwrap_or_default();
+        rules::require_joined(room, seat, caller)?;
+        let sender_id = match &req.as_participant_id {
+            None => caller.id.clone(),
+            Some(other) => {
+                rules::require_power(seat, rules::POWER_MAX, "sending on behalf of another participant")?;
+                match st.members.get(other) {
+                    Some((Membership::Join, _)) => other.clone(),
+                    _ => {
+                        return Err(ApiError::ParticipantNotFound(
+                            "as_participant_id is not a member of this room".into(),
+                        ));
+                    }
+                }
+            }
+        };
+        rules::require_open(room)?;
+        if let Some(uuid) = &req.event_uuid {
+            if let Some(existing) = tx.event_by_uuid(&sender_id, uuid).await? {
+                if existing.room_id != room_id {
+                    return Err(ApiError::Conflict("event_uuid was already used in another room".into()));
+                }
+                return Ok(Checked::Existing(existing.event_id));
+            }
+        }
+        if let Some(reply) = req.content.get("reply_to_event_id").and_then(Value::as_str) {
+            if tx.message(room_id, reply).await?.is_none() {
+                return Err(ApiError::EventNotFound);
+            }
+        }
+        let tenant = self.tenant(tx, &caller.tenant_id).await?;
+        if let Err(wait) = self.limiter.try_take(&tenant.id, tenant.send_rate_per_s, tenant.send_burst, Instant::now())
+        {
+            return Err(ApiError::RateLimited("over the tenant's send rate".into(), wait));
+        }
+        let sender_fqid = if req.as_participant_id.is_some() {
+            tx.fqid_of(&sender_id).await?.ok_or_else(|| ApiError::internal("event sender vanished"))?
+        } else {
+            caller.fqid.clone()
+        };
+        if !st.auth_fqids.contains(&sender_fqid) {
+            let more = tx.auth_state_many(room_id, &[sender_fqid.as_str()]).await?;
+            st.auth.extend(more.into_iter().filter(|(t, _, _)| t == event_types::MEMBER));
+            st.auth_fqids.push(sender_fqid.clone());
+        }
+        let auth_events = rooms::pick_auth_events(&st.auth, &sender_fqid, &sender_fqid);
+        let unsigned = req.as_participant_id.as_ref().map(|_| json!({"sent_by": caller.id}));
+        let event_uuid = match &req.event_uuid {
+            Some(u) => u.clone(),
+            None => ulid::Ulid::generate().to_string().to_lowercase(),
+        };
+        Ok(Checked::Ready(Ready { job: i, sender_id, sender_fqid, auth_events, event_uuid, unsigned }))
+    }
+
+    /// Signs a checked send as the room's next event, and makes it the room's extremity.
+    fn sign(&self, tx: &WriteTx, st: &mut RoomBatch, r: &Ready, job: &Job) -> ApiResult<SignedEvent> {
+        let signer = tx.signer().ok_or_else(|| ApiError::internal("no signing key loaded"))?;
+        let s = rooms::sign_event(
+            signer,
+            &r.spec(job),
+            &r.event_uuid,
+            &r.sender_fqid,
+            &st.extremities,
+            r.auth_events.clone(),
+        )?;
+        st.extremities = vec![(s.event_id.clone(), s.depth)];
+        st.appended = true;
+        Ok(s)
+    }
+
+    /// The tenant's limits, from the cache while fresh.
+    async fn tenant(&self, tx: &mut WriteTx, tenant_id: &str) -> ApiResult<Tenant> {
+        let now = Instant::now();
+        if let Some((t, at)) = self.tenants.lock().unwrap_or_else(|e| e.into_inner()).get(tenant_id) {
+            if now.duration_since(*at) < TENANT_TTL {
+                return Ok(t.clone());
+            }
+        }
+        let tenant = tx.tenant(tenant_id).await?.ok_or(ApiError::TenantNotFound)?;
+        self.tenants.lock().unwrap_or_else(|e| e.into_inner()).insert(tenant_id.to_string(), (tenant.clone(), now));
+        Ok(tenant)
+    }
+}
+
+enum Checked {
+    Ready(Ready),
+    Existing(String),
+}
+
+/// The answer to a stored send.
+fn created(job: &Job, r: &Ready, s: SignedEvent, stream_position: i64) -> Sent {
+    Sent::Created(MessageRow {
+        stream_position,
+        event_id: s.event_id,
+        room_id: job.room_id.clone(),
+        event_type: event_types::MESSAGE.to_string(),
+        sender_id: r.sender_id.clone(),
+        sender_fqid: r.sender_fqid.clone(),
+        content: job.req.content.to_string(),
+        original_content: None,
+        origin_ts: s.origin_ts,
+        edited_at: None,
+        redacted_at: None,
+        event_uuid: Some(r.event_uuid.clone()),
+        unsigned_data: r.unsigned.as_ref().map(|u| u.to_string()),
+        relates_to: None,
+        state_key: None,
+    })
+}
+
+/// Reads, for the batch, what its sends to `room_id` need: the room, the memberships of their
+/// callers and on-behalf senders, the auth state of the callers, and the extremities.
+async fn load_room(tx: &mut WriteTx, room_id: &str, jobs: &[Job]) -> ApiResult<RoomBatch> {
+    let mine = || jobs.iter().filter(|j| j.room_id == room_id);
+    let mut ids: Vec<&str> = Vec::new();
+    let mut fqids: Vec<&str> = Vec::new();
+    for j in mine() {
+        let on_behalf = j.req.as_participant_id.as_deref().filter(|p| ids::is_participant_id(p));
+        for id in std::iter::once(j.caller.id.as_str()).chain(on_behalf) {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        if !fqids.contains(&j.caller.fqid.as_str()) {
+            fqids.push(&j.caller.fqid);
+        }
+    }
+    let Some((room, members)) = tx.room_with_members(room_id, &ids).await? else {
+        return Ok(RoomBatch {
+            room: None,
+            members: HashMap::new(),
+            auth: Vec::new(),
+            auth_fqids: Vec::new(),
+            extremities: Vec::new(),
+            appended: false,
+        });
+    };
+    let members = members.into_iter().map(|(p, m, power)| (p, (m, power))).collect();
+    let (auth, extremities) = tx.auth_state_and_extremities(room_id, &fqids).await?;
+    Ok(RoomBatch {
+        room: Some(room),
+        members,
+        auth,
+        auth_fqids: fqids.into_iter().map(str::to_string).collect(),
+        extremities,
+        appended: false,
+    })
+}
