@@ -52,10 +52,21 @@ pub async fn list(
         Some(_) => return Err(ApiError::bad_request("direction must be back or forward")),
     };
     let page = messages::list(&st.store, &caller.participant, &room_id, from, forward, limit).await?;
-    Ok(axum::Json(json!({
-        "data": page.messages,
-        "meta": {"has_more": page.has_more, "next_cursor": page.next_cursor},
-    })))
+    #[derive(serde::Serialize)]
+    struct Meta<'a> {
+        has_more: bool,
+        next_cursor: Option<&'a str>,
+    }
+    #[derive(serde::Serialize)]
+    struct Body<'a> {
+        data: Vec<messages::MessageOut<'a>>,
+        meta: Meta<'a>,
+    }
+    let body = Body {
+        data: page.messages.iter().map(|m| messages::message_out(m, &page.reactions)).collect(),
+        meta: Meta { has_more: page.has_more, next_cursor: page.next_cursor.as_deref() },
+    };
+    Ok(axum::Json(body).into_response())
 }
 
 #[derive(Deserialize)]
