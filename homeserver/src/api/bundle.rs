@@ -47,13 +47,12 @@ pub fn import_target(st: &AppState) -> import::ImportTarget {
 
 pub async fn export(State(st): State<AppState>, caller: Caller, RoomId(room_id): RoomId) -> ApiResult<Response> {
     let room = export::authorize(&st.store, &caller.participant, &room_id).await?;
-    // Written in full to a temp file first: the database is held at disk speed, not the client's.
-    let finished = export::to_temp_file(export_source(&st), room.id.clone(), caller.participant).await?;
-    let size = finished.size;
-    let mut resp = Response::new(Body::from_stream(export::file_stream(finished)));
+    // Written to a temp file at disk speed (the database is never held at the client's pace) and
+    // streamed from it as it grows.
+    let growing = export::start(export_source(&st), room.id.clone(), caller.participant).await?;
+    let mut resp = Response::new(Body::from_stream(export::stream(growing)));
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/zip"));
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{}.zip\"", room.id)) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }

@@ -4,7 +4,7 @@
 //! Nothing is held in memory beyond one page of events and the sets of senders and media ids.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{self, Seek, Write};
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -301,51 +301,95 @@ pub const MAX_CONCURRENT_EXPORTS: usize = 2;
 pub const EXPORT_QUEUE_WAIT: Duration = Duration::from_secs(20);
 static EXPORT_TURNS: Semaphore = Semaphore::const_new(MAX_CONCURRENT_EXPORTS);
 
-/// A bundle written in full to a temp file, ready to send; the file goes when this is dropped.
-pub struct Finished {
-    pub temp: TempFile,
-    pub file: std::fs::File,
-    pub size: u64,
+/// How far the writer has got: bytes in the file, and whether (and how) it finished.
+#[derive(Clone, Default)]
+struct Written {
+    bytes: u64,
+    done: Option<Result<(), String>>,
 }
 
-/// Writes the bundle to `<data_dir>/tmp/export-*.zip` on a blocking thread, once one of the
-/// [`MAX_CONCURRENT_EXPORTS`] turns is free (waiting at most [`EXPORT_QUEUE_WAIT`]). The
-/// database snapshot is held only while the file is written, so a slow or stalled client never
-/// holds a connection of the pool. Dropping the future (the client left) drops the file too.
-pub async fn to_temp_file(src: ExportSource, room_id: String, exporter: Participant) -> ApiResult<Finished> {
+/// Counts the bytes that reach the file and tells the reader.
+struct Announcing {
+    file: std::fs::File,
+    written: tokio::sync::watch::Sender<Written>,
+}
+
+impl Write for Announcing {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.written.send_modify(|w| w.bytes += n as u64);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// A bundle being written to a temp file while it is sent: the file goes when this is dropped.
+pub struct Growing {
+    temp: TempFile,
+    reader: std::fs::File,
+    written: tokio::sync::watch::Receiver<Written>,
+}
+
+/// Starts writing the bundle to `<data_dir>/tmp/export-*.zip` on a blocking thread, once one of
+/// the [`MAX_CONCURRENT_EXPORTS`] turns is free (waiting at most [`EXPORT_QUEUE_WAIT`]), and
+/// answers at once so the response can stream the file as it grows. The writer runs at disk
+/// speed whatever the client does, so the database snapshot is never held for a slow or stalled
+/// client; if the client leaves, the file is unlinked and the writer finishes into the void.
+/// The ZIP is written append-only (`new_stream`), so bytes in the file are final when written.
+pub async fn start(src: ExportSource, room_id: String, exporter: Participant) -> ApiResult<Growing> {
     let permit = tokio::time::timeout(EXPORT_QUEUE_WAIT, EXPORT_TURNS.acquire())
         .await
         .map_err(|_| ApiError::Unavailable("too many room exports are running; retry later".into()))?
         .map_err(ApiError::internal)?;
+    let (temp, file) = TempFile::create(&src.data_dir, "export")?;
+    let reader = std::fs::File::open(&temp.path).map_err(io_err)?;
+    let (tx, rx) = tokio::sync::watch::channel(Written::default());
     let rt = Handle::current();
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        let (temp, file) = TempFile::create(&src.data_dir, "export")?;
-        let out = io::BufWriter::with_capacity(256 * 1024, file);
-        let out = write_bundle(&rt, &src, &room_id, &exporter, out, &mut |_| {})?;
-        let mut file = out.into_inner().map_err(|e| io_err(e.into_error()))?;
-        let size = file.stream_position().map_err(io_err)?;
-        file.rewind().map_err(io_err)?;
-        Ok(Finished { temp, file, size })
-    })
-    .await
-    .map_err(ApiError::internal)?
+        let out = io::BufWriter::with_capacity(256 * 1024, Announcing { file, written: tx.clone() });
+        let result = write_bundle(&rt, &src, &room_id, &exporter, out, &mut |_| {})
+            .and_then(|out| out.into_inner().map(|_| ()).map_err(|e| io_err(e.into_error())));
+        if let Err(e) = &result {
+            tracing::warn!(room = %room_id, error = %e, "export failed while streaming");
+        }
+        tx.send_modify(|w| w.done = Some(result.map_err(|e| e.to_string())));
+    });
+    Ok(Growing { temp, reader, written: rx })
 }
 
-/// The finished bundle as body chunks. The temp file is removed when the stream ends or is
-/// dropped (the client went away).
-pub fn file_stream(f: Finished) -> impl futures_util::Stream<Item = io::Result<Bytes>> + Send + 'static {
-    let state = Some((tokio::fs::File::from_std(f.file), f.temp));
+/// The bundle as body chunks, following the file as the writer fills it. A writer error ends
+/// the body early (the client sees a truncated download). The temp file is removed when the
+/// stream ends or is dropped.
+pub fn stream(g: Growing) -> impl futures_util::Stream<Item = io::Result<Bytes>> + Send + 'static {
+    let state = Some((tokio::fs::File::from_std(g.reader), g.written, 0u64, g.temp));
     futures_util::stream::unfold(state, |state| async move {
-        let (mut file, temp) = state?;
-        let mut buf = vec![0u8; CHUNK];
-        match file.read(&mut buf).await {
-            Ok(0) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some((Ok(Bytes::from(buf)), Some((file, temp))))
+        let (mut file, mut written, mut sent, temp) = state?;
+        loop {
+            let now = written.borrow_and_update().clone();
+            if sent < now.bytes {
+                let want = (now.bytes - sent).min(CHUNK as u64) as usize;
+                let mut buf = vec![0u8; want];
+                return match file.read_exact(&mut buf).await {
+                    Ok(_) => {
+                        sent += want as u64;
+                        Some((Ok(Bytes::from(buf)), Some((file, written, sent, temp))))
+                    }
+                    Err(e) => Some((Err(e), None)),
+                };
             }
-            Err(e) => Some((Err(e), None)),
+            match now.done {
+                Some(Ok(())) => return None,
+                Some(Err(e)) => return Some((Err(io::Error::other(e)), None)),
+                None => {
+                    if written.changed().await.is_err() {
+                        // The writer vanished without a word (it panicked): end the body.
+                        return Some((Err(io::Error::other("export writer stopped")), None));
+                    }
+                }
+            }
         }
     })
 }
