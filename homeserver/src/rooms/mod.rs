@@ -126,7 +126,7 @@ async fn auth_events_for(tx: &mut WriteTx, spec: &NewEventSpec<'_>, sender_fqid:
         (event_types::MEMBER, Some(t)) => t,
         _ => sender_fqid,
     };
-    let found = tx.auth_state(spec.room_id, sender_fqid, target).await?;
+    let found = tx.auth_state_many(spec.room_id, &[sender_fqid, target]).await?;
     Ok(pick_auth_events(&found, sender_fqid, target))
 }
 

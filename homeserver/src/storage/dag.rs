@@ -11,43 +11,8 @@ impl WriteTx {
             .await
     }
 
-    /// The current state event for `(type, state_key)`, if any.
-    pub async fn state_event_id(
-        &mut self,
-        room_id: &str,
-        event_type: &str,
-        state_key: &str,
-    ) -> Result<Option<String>, sqlx::Error> {
-        sqlx::query_scalar("SELECT event_id FROM room_state WHERE room_id = $1 AND event_type = $2 AND state_key = $3")
-            .bind(room_id)
-            .bind(event_type)
-            .bind(state_key)
-            .fetch_optional(&mut *self.tx)
-            .await
-    }
-
-    /// The current create, power-levels and join-rule events, and the membership events of the
-    /// given fqids, in one read: `(type, state_key, event_id)`.
-    pub async fn auth_state(
-        &mut self,
-        room_id: &str,
-        member_a: &str,
-        member_b: &str,
-    ) -> Result<Vec<(String, String, String)>, sqlx::Error> {
-        sqlx::query_as(
-            "SELECT event_type, state_key, event_id FROM room_state WHERE room_id = $1
-               AND ((event_type IN ('swp.room.create', 'swp.room.power_levels', 'swp.room.join_rules') AND state_key = '')
-                    OR (event_type = 'swp.room.member' AND state_key IN ($2, $3)))",
-        )
-        .bind(room_id)
-        .bind(member_a)
-        .bind(member_b)
-        .fetch_all(&mut *self.tx)
-        .await
-    }
-
-    /// [`Self::auth_state`] for several members at once: the create, power-levels and join-rule
-    /// events and the membership events of every fqid in `members`.
+    /// The current create, power-levels and join-rule events, and the membership events of
+    /// every fqid in `members`, in one read: `(type, state_key, event_id)`.
     pub async fn auth_state_many(
         &mut self,
         room_id: &str,
