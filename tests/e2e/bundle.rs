@@ -118,7 +118,7 @@ fn with_events(bundle: &[u8], f: impl Fn(&mut Value)) -> Vec<u8> {
         text.push('\n');
     }
     let mut m = manifest(bundle);
-    m["events"]["sha256"] = json!(sha256_hex(text.as_bytes()));
+    m["events_file"]["sha256"] = json!(sha256_hex(text.as_bytes()));
     for (name, bytes) in es.iter_mut() {
         match name.as_str() {
             "events.jsonl" => *bytes = text.clone().into_bytes(),
@@ -254,7 +254,11 @@ async fn a_room_round_trips_through_a_bundle() {
     assert_eq!(m["imported_senders"][&b.fqid]["display_name"], "bob");
     assert_eq!(m["media"].as_object().unwrap().len(), 2, "one entry per distinct content");
     let es = events(&bundle);
-    assert_eq!(m["events"]["count"], es.len());
+    assert_eq!(m["events_file"]["count"], es.len());
+    // The manifest itself lists every event in order, with full content and signed wire form.
+    let listed = m["events"].as_array().expect("manifest.json lists the events");
+    assert_eq!(listed, &es, "manifest events and events.jsonl are the same list");
+    assert!(listed.iter().all(|e| e["content"].is_object() && e["pdu"]["hashes"]["sha256"].is_string()));
     assert!(es.windows(2).all(|w| w[0]["stream_position"].as_i64() < w[1]["stream_position"].as_i64()));
     assert!(es.iter().all(|e| e["pdu"]["signatures"]["localhost"].is_object()));
 
@@ -542,7 +546,7 @@ async fn stalled_exports_do_not_take_the_database() {
         send(&s, &a, &room, json!({"msgtype": "swp.text", "body": "still up"})).await;
         let (status, bundle, _) = export(&s, &a, &room).await;
         assert_eq!(status, 200);
-        assert_eq!(manifest(&bundle)["events"]["count"], events(&bundle).len());
+        assert_eq!(manifest(&bundle)["events_file"]["count"], events(&bundle).len());
     };
     tokio::time::timeout(std::time::Duration::from_secs(20), check).await.expect("the server is not starved");
     let last = stalled.pop().unwrap();

@@ -283,12 +283,35 @@ fn write_snapshot<W: Write>(
             })
             .collect(),
         imported_senders,
-        events: EventsInfo { entry: EVENTS.into(), count, sha256: events_sha256 },
+        events_file: EventsInfo { entry: EVENTS.into(), count, sha256: events_sha256 },
         media,
     };
-    zip.start_file(MANIFEST, deflated).map_err(zip_err)?;
-    let text = serde_json::to_vec_pretty(&manifest).map_err(ApiError::internal)?;
+    zip.start_file(MANIFEST, deflated.large_file(true)).map_err(zip_err)?;
+    let mut text = serde_json::to_vec_pretty(&manifest).map_err(ApiError::internal)?;
+    // The manifest is an object: reopen it to append `events`, streamed from a second pass over
+    // the same snapshot so memory stays flat whatever the room's size.
+    if text.pop() != Some(b'}') {
+        return Err(ApiError::internal("manifest did not serialise as an object"));
+    }
+    while text.last().is_some_and(u8::is_ascii_whitespace) {
+        text.pop();
+    }
     zip.write_all(&text).map_err(io_err)?;
+    zip.write_all(b",\n  \"events\": [").map_err(io_err)?;
+    let (mut first, mut after) = (true, 0i64);
+    loop {
+        let page = rt.block_on(reader.event_page(room_id, after, PAGE))?;
+        let Some(last) = page.last() else { break };
+        after = last.stream_position;
+        for row in &page {
+            zip.write_all(if first { b"\n    " } else { b",\n    " }).map_err(io_err)?;
+            first = false;
+            let line = serde_json::to_vec(&event_line(row)?).map_err(ApiError::internal)?;
+            zip.write_all(&line).map_err(io_err)?;
+        }
+        progress(Progress { events: count, bytes: bytes.load(Ordering::Relaxed) });
+    }
+    zip.write_all(b"\n  ]\n}\n").map_err(io_err)?;
     let out = zip.finish().map_err(zip_err)?.into_inner();
     progress(Progress { events: count, bytes: bytes.load(Ordering::Relaxed) });
     Ok(out.inner)

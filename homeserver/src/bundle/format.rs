@@ -14,7 +14,10 @@ pub const MANIFEST: &str = "manifest.json";
 pub const EVENTS: &str = "events.jsonl";
 pub const MEDIA_DIR: &str = "media/";
 
-/// The bundle's table of contents. Small: the events are in [`EVENTS`], one per line.
+/// The bundle's table of contents. `manifest.json` also carries every event, in order, under
+/// `events` (contract section 7); the exporter writes that array after these fields, and an
+/// import skips it while reading (serde ignores the unknown field without keeping it) and reads
+/// the same events from [`EVENTS`], one per line, checked against `events_file`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Manifest {
     pub format: String,
@@ -28,7 +31,7 @@ pub struct Manifest {
     pub members: Vec<MemberInfo>,
     /// One `_imported_sender` block per sender of an exported event, by fqid.
     pub imported_senders: BTreeMap<String, ImportedSender>,
-    pub events: EventsInfo,
+    pub events_file: EventsInfo,
     /// By lowercase hex SHA-256 of the content.
     pub media: BTreeMap<String, MediaInfo>,
 }

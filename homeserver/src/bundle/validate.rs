@@ -23,7 +23,9 @@ pub const MAX_RATIO: u64 = 200;
 /// Entries this small are not ratio-checked (a tiny JSON file may compress very well).
 pub const RATIO_FLOOR: u64 = 1024 * 1024;
 /// Largest `manifest.json`.
-pub const MAX_MANIFEST_BYTES: u64 = 64 * 1024 * 1024;
+/// `manifest.json` holds every event, so it is as large as the room; it is read as a stream and
+/// the events array is skipped, never held. The bundle's total size cap bounds it too.
+pub const MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 /// Most entries a bundle may hold (checked on the end record, before the directory is read).
 pub const MAX_ENTRIES: u64 = 100_000;
 /// Longest line of `events.jsonl` (content is at most 64 KiB; the line holds it twice).
@@ -171,20 +173,27 @@ fn check_entries(archive: &mut Archive, max_bytes: u64) -> ApiResult<HashMap<Str
 }
 
 fn read_manifest(archive: &mut Archive) -> ApiResult<Manifest> {
-    let mut r = entry(archive, MANIFEST).map_err(|_| refused("the bundle has no manifest.json"))?;
-    let mut bytes = Vec::new();
-    (&mut r).take(MAX_MANIFEST_BYTES + 1).read_to_end(&mut bytes).map_err(|e| read_error(MANIFEST, e))?;
-    if bytes.len() as u64 > MAX_MANIFEST_BYTES {
-        return Err(refused("manifest.json is too large"));
+    /// Just the format marker, to tell an unknown version from a malformed manifest.
+    #[derive(serde::Deserialize)]
+    struct Head {
+        format: Option<String>,
+        version: Option<Value>,
     }
-    let value = crypto::parse_strict(&bytes).map_err(|e| refused(format!("manifest.json is not valid JSON: {e}")))?;
-    if value.get("format").and_then(Value::as_str) != Some(FORMAT) || value.get("version") != Some(&VERSION.into()) {
+    fn open(archive: &mut Archive) -> ApiResult<impl Read + '_> {
+        let r = entry(archive, MANIFEST).map_err(|_| refused("the bundle has no manifest.json"))?;
+        Ok(std::io::BufReader::new(r.take(MAX_MANIFEST_BYTES)))
+    }
+    // Both reads stream: the events array in the manifest is skipped, never held in memory.
+    let head: Head = serde_json::from_reader(open(archive)?)
+        .map_err(|e| refused(format!("manifest.json is not valid JSON: {e}")))?;
+    if head.format.as_deref() != Some(FORMAT) || head.version != Some(VERSION.into()) {
         return Err(refused(format!(
             "unknown bundle format or version (this server reads {FORMAT} version {VERSION})"
         )));
     }
-    let m: Manifest = serde_json::from_value(value).map_err(|e| refused(format!("manifest.json is malformed: {e}")))?;
-    if m.events.entry != EVENTS {
+    let m: Manifest =
+        serde_json::from_reader(open(archive)?).map_err(|e| refused(format!("manifest.json is malformed: {e}")))?;
+    if m.events_file.entry != EVENTS {
         return Err(refused("manifest.json names another events entry"));
     }
     if !crate::ids::is_server_name(&m.server.server_name) {
@@ -302,7 +311,7 @@ fn check_events(
         }
     }
     progress(Progress { events: n, bytes });
-    if n != m.events.count || hex(&hasher.finalize()) != m.events.sha256 {
+    if n != m.events_file.count || hex(&hasher.finalize()) != m.events_file.sha256 {
         return Err(refused("events.jsonl does not match the count and hash in manifest.json"));
     }
     Ok(())
