@@ -12,17 +12,31 @@ use crate::signing::Keys;
 use crate::storage::EventSigner;
 use crate::storage::Store;
 
+/// Creates the data dir if it is missing, readable by its owner only: it holds password and
+/// token hashes, keys and media. An existing dir keeps the mode its operator gave it.
+pub fn ensure_data_dir(dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    if dir.exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create data dir {}: {e}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("cannot restrict data dir {}: {e}", dir.display()))?;
+    }
+    Ok(())
+}
+
 pub async fn open_store(config: &Config) -> Result<Store, Box<dyn std::error::Error>> {
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
+    ensure_data_dir(&config.data_dir)?;
     let store = Store::open(&config.database_url(), config.durability).await?;
     identity::ensure_default_tenant(&store, &config.tenant_defaults).await?;
     Ok(store)
 }
 
 pub async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
+    ensure_data_dir(&config.data_dir)?;
     let keys = Keys::load_or_create(&config.data_dir)?;
     let signer = EventSigner { server_name: config.server_name.clone(), key: keys.current.clone() };
     let store = open_store(&config).await?.with_signer(signer);

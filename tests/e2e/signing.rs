@@ -113,6 +113,19 @@ async fn the_key_is_private_and_rotation_keeps_history_verifiable() {
     let key_file = s.data_dir().join("keys").join("signing_keys.json");
     #[cfg(unix)]
     {
+        // A data dir the server creates itself is private too.
+        use std::os::unix::fs::PermissionsExt;
+        let fresh = s.data_dir().join("fresh");
+        let out = std::process::Command::new(crate::harness::BIN)
+            .args(["admin", "create-tenant", "probe", "--data-dir"])
+            .arg(&fresh)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777, 0o700);
+    }
+    #[cfg(unix)]
+    {
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777, 0o600);
     }
