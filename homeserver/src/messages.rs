@@ -297,6 +297,21 @@ pub fn validate_emoji(emoji: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// Opens the write transaction of a reaction change: a valid emoji, the caller joined, and the
+/// room; the target check differs between adding and removing.
+async fn reaction_tx(
+    store: &Store,
+    caller: &Participant,
+    room_id: &str,
+    emoji: &str,
+) -> ApiResult<(crate::storage::WriteTx, crate::storage::Room)> {
+    validate_emoji(emoji)?;
+    let mut tx = store.write().await?;
+    let (room, me) = rooms::load(&mut tx, room_id, caller).await?;
+    rules::require_joined(&room, rules::Seat::of(me.as_ref()), caller)?;
+    Ok((tx, room))
+}
+
 /// Adds the caller's reaction; a repeat is a no-op. Answers the target message.
 pub async fn react(
     store: &Store,
@@ -305,10 +320,7 @@ pub async fn react(
     event_id: &str,
     emoji: &str,
 ) -> ApiResult<Value> {
-    validate_emoji(emoji)?;
-    let mut tx = store.write().await?;
-    let (room, me) = rooms::load(&mut tx, room_id, caller).await?;
-    rules::require_joined(&room, rules::Seat::of(me.as_ref()), caller)?;
+    let (mut tx, room) = reaction_tx(store, caller, room_id, emoji).await?;
     let target = tx.message(room_id, event_id).await?;
     if !target.is_some_and(|t| t.event_type == event_types::MESSAGE && t.redacted_at.is_none()) {
         return Err(ApiError::EventNotFound);
@@ -344,10 +356,7 @@ pub async fn unreact(
     event_id: &str,
     emoji: &str,
 ) -> ApiResult<Value> {
-    validate_emoji(emoji)?;
-    let mut tx = store.write().await?;
-    let (room, me) = rooms::load(&mut tx, room_id, caller).await?;
-    rules::require_joined(&room, rules::Seat::of(me.as_ref()), caller)?;
+    let (mut tx, room) = reaction_tx(store, caller, room_id, emoji).await?;
     if tx.message(room_id, event_id).await?.is_none_or(|t| t.event_type != event_types::MESSAGE) {
         return Err(ApiError::EventNotFound);
     }

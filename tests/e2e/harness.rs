@@ -242,6 +242,19 @@ impl Server {
         self.post(&format!("/v1/rooms/{room}/join"), Some(&who.token), json!({})).await.ok();
     }
 
+    /// Sends a `swp.text` message and answers it (asserting 201).
+    pub async fn send_text(&self, u: &User, room: &str, body: &str) -> Value {
+        let r = self
+            .post(
+                &format!("/v1/rooms/{room}/send"),
+                Some(&u.token),
+                json!({"content": {"msgtype": "swp.text", "body": body}}),
+            )
+            .await;
+        r.expect(201, "");
+        r.data().clone()
+    }
+
     pub async fn set_power(&self, room: &str, by: &User, who: &User, level: i64) {
         self.put(
             &format!("/v1/rooms/{room}/members/{}/power-level", who.id),

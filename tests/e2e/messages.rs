@@ -8,15 +8,7 @@ use serde_json::{Value, json};
 use crate::harness::{Server, User, eventually};
 
 async fn send(s: &Server, u: &User, room: &str, body: &str) -> Value {
-    let r = s
-        .post(
-            &format!("/v1/rooms/{room}/send"),
-            Some(&u.token),
-            json!({"content": {"msgtype": "swp.text", "body": body}}),
-        )
-        .await;
-    r.expect(201, "");
-    r.data().clone()
+    s.send_text(u, room, body).await
 }
 
 async fn page(s: &Server, u: &User, room: &str, query: &str) -> (Vec<Value>, Value) {

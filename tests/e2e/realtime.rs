@@ -41,15 +41,7 @@ async fn next_frame(ws: &mut Ws, pred: impl Fn(&Value) -> bool) -> Value {
 }
 
 async fn send(s: &Server, u: &User, room: &str, body: &str) -> Value {
-    let r = s
-        .post(
-            &format!("/v1/rooms/{room}/send"),
-            Some(&u.token),
-            json!({"content": {"msgtype": "swp.text", "body": body}}),
-        )
-        .await;
-    r.expect(201, "");
-    r.data().clone()
+    s.send_text(u, room, body).await
 }
 
 #[tokio::test]
