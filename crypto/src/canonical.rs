@@ -14,9 +14,10 @@
 //! encoding: the lead byte grows with the code point's length class, and within a class the
 //! bytes are the code point's bits in big-endian order), and `String`'s `Ord` is that byte order.
 //! `serde_json::Map` is a `BTreeMap<String, Value>` while `serde_json`'s `preserve_order` feature
-//! is off, so its iteration order is already right; sorting again costs little and keeps the
-//! encoder correct even if another crate of the workspace switches `preserve_order` on through
-//! feature unification (which would make `Map` keep insertion order).
+//! is off, so its iteration order is already right. The encoder still checks the order of every
+//! object and sorts when it is wrong, which keeps it correct even if another crate of the
+//! workspace switches `preserve_order` on through feature unification (which would make `Map`
+//! keep insertion order); the check is one pass and allocates nothing.
 
 use serde_json::{Map, Number, Value};
 
@@ -33,6 +34,15 @@ pub fn to_canonical_string(value: &Value) -> Result<String> {
     let mut out = String::new();
     write_value(&mut out, value, 0)?;
     Ok(out)
+}
+
+/// The canonical JSON bytes of the object `value` without its members named in `skip`: what
+/// hashes and signatures cover, without copying the object to remove them.
+pub(crate) fn to_canonical_bytes_without(value: &Value, skip: &[&str]) -> Result<Vec<u8>> {
+    let map = value.as_object().ok_or(Error::NotAnObject)?;
+    let mut out = String::new();
+    write_object(&mut out, map, 0, skip)?;
+    Ok(out.into_bytes())
 }
 
 /// The canonical JSON bytes of `value` (UTF-8).
@@ -67,7 +77,8 @@ fn write_value(out: &mut String, value: &Value, depth: usize) -> Result<()> {
         Value::Bool(false) => out.push_str("false"),
         Value::Number(n) => {
             let i = canonical_integer(n)?;
-            out.push_str(&i.to_string());
+            // Writing to a String cannot fail.
+            let _ = std::fmt::Write::write_fmt(out, format_args!("{i}"));
         }
         Value::String(s) => write_string(out, s),
         Value::Array(items) => {
@@ -87,24 +98,39 @@ fn write_value(out: &mut String, value: &Value, depth: usize) -> Result<()> {
             if depth >= MAX_DEPTH {
                 return Err(Error::TooDeep);
             }
-            write_object(out, map, depth)?;
+            write_object(out, map, depth, &[])?;
         }
     }
     Ok(())
 }
 
-fn write_object(out: &mut String, map: &Map<String, Value>, depth: usize) -> Result<()> {
-    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+fn write_object(out: &mut String, map: &Map<String, Value>, depth: usize, skip: &[&str]) -> Result<()> {
     // Byte order of UTF-8 == code point order; see the module docs.
-    entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    let in_order = map.keys().zip(map.keys().skip(1)).all(|(a, b)| a.as_bytes() < b.as_bytes());
     out.push('{');
-    for (i, (key, value)) in entries.into_iter().enumerate() {
-        if i > 0 {
+    let mut first = true;
+    let mut write_entry = |key: &String, value: &Value| -> Result<()> {
+        if skip.contains(&key.as_str()) {
+            return Ok(());
+        }
+        if !first {
             out.push(',');
         }
+        first = false;
         write_string(out, key);
         out.push(':');
-        write_value(out, value, depth + 1)?;
+        write_value(out, value, depth + 1)
+    };
+    if in_order {
+        for (key, value) in map {
+            write_entry(key, value)?;
+        }
+    } else {
+        let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+        entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        for (key, value) in entries {
+            write_entry(key, value)?;
+        }
     }
     out.push('}');
     Ok(())

@@ -18,12 +18,11 @@
 use serde_json::{Map, Value};
 
 use crate::b64;
-use crate::canonical::to_canonical_bytes;
 use crate::error::{Error, Result};
 use crate::hash::{content_hash, sha256};
 use crate::keys::{PublicKey, ServerKey};
 use crate::redaction::redact;
-use crate::signing::{sign_json, verify_json};
+use crate::signing::{add_signature, signing_bytes, verify_json};
 
 /// The prefix of every event id.
 pub const EVENT_ID_PREFIX: &str = "evt-";
@@ -34,20 +33,45 @@ pub const EVENT_ID_PREFIX: &str = "evt-";
 /// replaced; any `signatures` given are kept and added to; `unsigned` is kept and covered by
 /// nothing). Returns `(event_id, signed_event)`.
 pub fn build_and_sign_event(event: Value, server_name: &str, key: &ServerKey) -> Result<(String, Value)> {
+    prepare_event(event)?.sign(server_name, key)
+}
+
+/// A new event hashed and identified, not yet signed: the first half of
+/// [`build_and_sign_event`]. Its id does not depend on the signature, so a server can chain
+/// events (the next one's `prev_events`) before signing them, and sign them in parallel.
+#[derive(Debug)]
+pub struct UnsignedEvent {
+    event: Value,
+    /// Canonical JSON of the redacted event without `signatures` and `unsigned`: what the
+    /// signature covers, and what the reference hash is the hash of.
+    signed_bytes: Vec<u8>,
+    event_id: String,
+}
+
+/// Computes the content hash and the event id of `event` (see [`build_and_sign_event`]).
+pub fn prepare_event(event: Value) -> Result<UnsignedEvent> {
     let mut event = event;
     let hash = content_hash(&event)?;
     let mut hashes = Map::new();
     hashes.insert("sha256".to_owned(), Value::String(hash));
     event.as_object_mut().ok_or(Error::NotAnObject)?.insert("hashes".to_owned(), Value::Object(hashes));
-    let mut redacted = redact(&event)?;
-    sign_json(&mut redacted, server_name, key)?;
-    let signatures = redacted
-        .as_object_mut()
-        .and_then(|m| m.remove("signatures"))
-        .ok_or(Error::MalformedEvent("signing produced no signatures"))?;
-    let id = reference_event_id(&redacted)?;
-    event.as_object_mut().ok_or(Error::NotAnObject)?.insert("signatures".to_owned(), signatures);
-    Ok((id, event))
+    let signed_bytes = signing_bytes(&redact(&event)?)?;
+    let event_id = format!("{EVENT_ID_PREFIX}{}", b64::encode_url_safe(sha256(&signed_bytes)));
+    Ok(UnsignedEvent { event, signed_bytes, event_id })
+}
+
+impl UnsignedEvent {
+    pub fn event_id(&self) -> &str {
+        &self.event_id
+    }
+
+    /// Signs the event as `server_name` with `key`: `(event_id, signed_event)`.
+    pub fn sign(self, server_name: &str, key: &ServerKey) -> Result<(String, Value)> {
+        let UnsignedEvent { mut event, signed_bytes, event_id } = self;
+        let signature = b64::encode(key.sign_bytes(&signed_bytes));
+        add_signature(&mut event, server_name, key.key_id(), signature)?;
+        Ok((event_id, event))
+    }
 }
 
 /// Checks `server_name`'s signature with `key_id` on the redacted form of `event`. Works the
@@ -69,10 +93,7 @@ pub fn reference_hash(event: &Value) -> Result<[u8; 32]> {
 }
 
 fn reference_hash_of_redacted(redacted: &Value) -> Result<[u8; 32]> {
-    let mut map = redacted.as_object().ok_or(Error::NotAnObject)?.clone();
-    map.remove("signatures");
-    map.remove("unsigned");
-    Ok(sha256(to_canonical_bytes(&Value::Object(map))?))
+    Ok(sha256(signing_bytes(redacted)?))
 }
 
 fn reference_event_id(redacted: &Value) -> Result<String> {
@@ -84,6 +105,7 @@ fn reference_event_id(redacted: &Value) -> Result<String> {
 mod tests {
     use super::*;
     use crate::hash::check_content_hash;
+    use crate::signing::sign_json;
     use serde_json::json;
 
     fn message() -> Value {
@@ -94,6 +116,18 @@ mod tests {
             "prev_events": ["evt-a"], "auth_events": ["evt-b"], "depth": 7,
             "unsigned": {"age": 12},
         })
+    }
+
+    #[test]
+    fn the_id_is_known_before_signing_and_signing_keeps_it() {
+        let key = ServerKey::from_seed("1", &[7; 32]).unwrap();
+        let prepared = prepare_event(message()).unwrap();
+        let id = prepared.event_id().to_owned();
+        let (signed_id, signed) = prepared.sign("alpha.test", &key).unwrap();
+        assert_eq!(signed_id, id);
+        assert_eq!(event_id(&signed).unwrap(), id);
+        verify_event(&signed, "alpha.test", key.key_id(), &key.public_key()).unwrap();
+        assert_eq!(build_and_sign_event(message(), "alpha.test", &key).unwrap(), (id, signed));
     }
 
     #[test]

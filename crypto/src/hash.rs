@@ -4,8 +4,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::b64;
-use crate::canonical::to_canonical_bytes;
-use crate::error::{Error, Result};
+use crate::canonical::to_canonical_bytes_without;
+use crate::error::Result;
 
 /// SHA-256 of `bytes`.
 #[must_use]
@@ -22,11 +22,7 @@ pub fn content_hash(object: &Value) -> Result<String> {
 }
 
 fn content_hash_bytes(object: &Value) -> Result<[u8; 32]> {
-    let mut map = object.as_object().ok_or(Error::NotAnObject)?.clone();
-    map.remove("signatures");
-    map.remove("hashes");
-    map.remove("unsigned");
-    Ok(sha256(to_canonical_bytes(&Value::Object(map))?))
+    Ok(sha256(to_canonical_bytes_without(object, &["signatures", "hashes", "unsigned"])?))
 }
 
 /// `true` if `object.hashes.sha256` is present, is base64 of 32 bytes, and equals the content
@@ -46,6 +42,7 @@ pub fn check_content_hash(object: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
     use serde_json::json;
 
     #[test]

@@ -46,7 +46,9 @@ pub mod signing;
 
 pub use canonical::{MAX_DEPTH, MAX_SAFE_INTEGER, check_value, to_canonical_bytes, to_canonical_string};
 pub use error::{Error, Result};
-pub use event::{EVENT_ID_PREFIX, build_and_sign_event, event_id, reference_hash, verify_event};
+pub use event::{
+    EVENT_ID_PREFIX, UnsignedEvent, build_and_sign_event, event_id, prepare_event, reference_hash, verify_event,
+};
 pub use hash::{check_content_hash, content_hash, sha256};
 pub use keys::{PublicKey, ServerKey, validate_key_id};
 pub use parse::{parse_canonical, parse_strict, verify_canonical};

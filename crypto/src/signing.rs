@@ -8,17 +8,14 @@
 use serde_json::{Map, Value};
 
 use crate::b64;
-use crate::canonical::to_canonical_bytes;
+use crate::canonical::to_canonical_bytes_without;
 use crate::error::{Error, Result};
 use crate::keys::{PublicKey, ServerKey, validate_key_id};
 
 /// The bytes a signature of `object` covers: canonical JSON of `object` without `signatures`
 /// and `unsigned`.
 pub fn signing_bytes(object: &Value) -> Result<Vec<u8>> {
-    let mut map = object.as_object().ok_or(Error::NotAnObject)?.clone();
-    map.remove("signatures");
-    map.remove("unsigned");
-    to_canonical_bytes(&Value::Object(map))
+    to_canonical_bytes_without(object, &["signatures", "unsigned"])
 }
 
 /// The unpadded base64 signature of `object` by `key`, without changing the object.
@@ -32,6 +29,11 @@ pub fn signature_of(object: &Value, key: &ServerKey) -> Result<String> {
 /// has a `signatures` member that is not an object of objects where this signature goes.
 pub fn sign_json(object: &mut Value, server_name: &str, key: &ServerKey) -> Result<()> {
     let signature = signature_of(object, key)?;
+    add_signature(object, server_name, key.key_id(), signature)
+}
+
+/// Records `signature` as `signatures.<server_name>.<key_id>` of `object`, keeping the others.
+pub(crate) fn add_signature(object: &mut Value, server_name: &str, key_id: &str, signature: String) -> Result<()> {
     let map = object.as_object_mut().ok_or(Error::NotAnObject)?;
     let signatures = map
         .entry("signatures")
@@ -43,7 +45,7 @@ pub fn sign_json(object: &mut Value, server_name: &str, key: &ServerKey) -> Resu
         .or_insert_with(|| Value::Object(Map::new()))
         .as_object_mut()
         .ok_or(Error::MalformedSignature)?;
-    by_server.insert(key.key_id().to_owned(), Value::String(signature));
+    by_server.insert(key_id.to_owned(), Value::String(signature));
     Ok(())
 }
 

@@ -157,7 +157,7 @@ pub async fn send(
     caller: &Participant,
     room_id: &str,
     req: SendRequest,
-) -> ApiResult<(Value, bool)> {
+) -> ApiResult<SendOutcome> {
     validate_content(&req.content)?;
     if let Some(u) = &req.event_uuid {
         if u.is_empty() || u.len() > 128 || u.chars().any(char::is_control) {
@@ -173,9 +173,17 @@ pub async fn send(
     }
     match queue.send(caller, room_id, req).await? {
         // Everything the answer needs is known: no read-back.
-        Sent::Created(row) => Ok((message_view(&row, &[]), true)),
-        Sent::Existing { event_id } => Ok((folded(store, room_id, &event_id, caller).await?, false)),
+        Sent::Created(row) => Ok(SendOutcome::Created(row)),
+        Sent::Existing { event_id } => Ok(SendOutcome::Existing(folded(store, room_id, &event_id, caller).await?)),
     }
+}
+
+/// What a send answers.
+pub enum SendOutcome {
+    /// The new message as stored (shown with [`message_out`]).
+    Created(MessageRow),
+    /// A retry of an `event_uuid`: the message first sent with it, folded as it is now.
+    Existing(Value),
 }
 
 pub async fn edit(

@@ -1,15 +1,16 @@
-//! Group commit for message sends.
+//! Group commit for message sends, on a writer thread of their own.
 //!
-//! Why: SQLite admits one writer at a time, and with sqlx every statement is a round trip to
-//! the connection's worker thread. A send used to be one transaction of ~10 statements, so
-//! concurrent senders spent their time queueing for the write lock and switching threads, and
-//! every send paid its own `BEGIN`/`COMMIT` (and fsync under `durability = full`).
+//! Why: SQLite admits one writer at a time. A send used to be one transaction of ~10
+//! statements, so concurrent senders spent their time queueing for the write lock, and every
+//! send paid its own `BEGIN`/`COMMIT` (and fsync under `durability = full`). Through sqlx, each
+//! of those statements also cost two thread wake-ups.
 //!
 //! How: [`messages::send`](crate::messages::send) checks what it can without the database, then
-//! hands the send to this queue and waits. One writer task takes whatever has queued up (at most
-//! [`MAX_BATCH`]; it never waits for more, so a lone send is not delayed) and runs the whole
-//! batch in ONE `BEGIN IMMEDIATE … COMMIT`, taken through [`Store::write`] so every other writer
-//! still serialises with it:
+//! hands the send to this queue and waits. One writer thread owns a connection of its own
+//! ([`BatchWriter`]) and takes whatever has queued up (at most [`MAX_BATCH`]; it never waits
+//! for more, so a lone send is not delayed). It runs the whole batch in ONE
+//! `BEGIN IMMEDIATE … COMMIT`, calling SQLite directly, after taking the in-process write lock
+//! so every other writer still serialises with it:
 //!
 //! - per room, the room row, the senders' memberships, the auth state and the forward
 //!   extremities are read once for the batch and kept in memory; events of the same room chain
@@ -18,11 +19,9 @@
 //! - the tenant's limits come from a cache that lives [`TENANT_TTL`];
 //! - each send runs the same checks in the same order as a single send did; one that fails
 //!   (frozen room, rate limit, not a member) is answered with its own error and writes nothing;
-//! - the events that passed are signed in order and stored in ONE multi-row `INSERT`, after a
-//!   savepoint. If that statement fails, the batch rolls back to the savepoint and stores them
-//!   one by one, each in a savepoint of its own, so a send the database refuses fails alone
-//!   (the room's chain is re-signed around it). A rollback that itself fails means SQLite
-//!   ended the transaction: the whole batch then fails;
+//! - the sends that passed are signed in order and appended one by one. An append the database
+//!   refuses fails alone: a statement is atomic, and the next send chains onto the event before
+//!   it. If SQLite ended the whole transaction (disk full, I/O error), the batch fails;
 //! - a retry of an `event_uuid` already in the batch is held for the next batch, where it
 //!   finds the first send committed;
 //! - the extremity of each room is written once per batch (`DELETE` + `INSERT`: a local
@@ -30,11 +29,11 @@
 //! - answers go out only after `COMMIT` succeeded; if it fails, every send of the batch gets an
 //!   error. Nothing is acknowledged before it is durable.
 //!
-//! A batch runs in a task of its own, so a panic fails that batch's sends (their reply
-//! channels drop) without stopping the queue.
+//! A panic fails its batch's sends (their reply channels drop, the transaction rolls back)
+//! without stopping the thread.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -44,8 +43,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::ids;
 use crate::messages::SendRequest;
 use crate::ratelimit::SendLimiter;
-use crate::rooms::{self, NewEventSpec, SignedEvent, event_types, rules};
-use crate::storage::{Membership, MessageRow, Participant, Room, Store, Tenant, WriteTx};
+use crate::rooms::{self, NewEventSpec, PreparedEvent, SignedEvent, event_types, rules};
+use crate::storage::{BatchTx, BatchWriter, EventSigner, Membership, MessageRow, Participant, Room, Store, Tenant};
 
 /// The most sends committed together.
 pub const MAX_BATCH: usize = 64;
@@ -81,45 +80,22 @@ pub struct SendQueue {
 }
 
 struct Writer {
-    store: Store,
+    db: BatchWriter,
     limiter: Arc<SendLimiter>,
-    tenants: Mutex<HashMap<String, (Tenant, Instant)>>,
+    tenants: HashMap<String, (Tenant, Instant)>,
+    helper: SignerThread,
 }
 
 impl SendQueue {
-    /// Starts the writer task (needs a Tokio runtime); it ends when the queue is dropped.
-    pub fn start(store: Store, limiter: Arc<SendLimiter>) -> SendQueue {
-        let (jobs, mut rx) = mpsc::unbounded_channel::<Job>();
-        let writer = Arc::new(Writer { store, limiter, tenants: Default::default() });
-        tokio::spawn(async move {
-            let mut carried: Option<Job> = None;
-            loop {
-                let first = match carried.take() {
-                    Some(job) => job,
-                    None => match rx.recv().await {
-                        Some(job) => job,
-                        None => break,
-                    },
-                };
-                let mut batch = vec![first];
-                while batch.len() < MAX_BATCH {
-                    let Ok(job) = rx.try_recv() else { break };
-                    // A retry of an idempotency key already in the batch waits for the next
-                    // one, where it finds the first send stored.
-                    if job.idempotency_key().is_some()
-                        && batch.iter().any(|b| b.idempotency_key() == job.idempotency_key())
-                    {
-                        carried = Some(job);
-                        break;
-                    }
-                    batch.push(job);
-                }
-                let writer = writer.clone();
-                // A panic ends this batch only: its reply channels drop, the callers see errors.
-                let _ = tokio::spawn(async move { writer.run(batch).await }).await;
-            }
-        });
-        SendQueue { jobs }
+    /// Opens the writer's connection and starts its thread, which ends when the queue is
+    /// dropped.
+    pub fn start(store: &Store, limiter: Arc<SendLimiter>) -> std::io::Result<SendQueue> {
+        let db = store.batch_writer().map_err(std::io::Error::other)?;
+        let helper = SignerThread::start(db.signer())?;
+        let (jobs, rx) = mpsc::unbounded_channel::<Job>();
+        let writer = Writer { db, limiter, tenants: HashMap::new(), helper };
+        std::thread::Builder::new().name("send-writer".into()).spawn(move || writer.serve(rx))?;
+        Ok(SendQueue { jobs })
     }
 
     /// Queues a checked send and waits until its batch has committed (or failed).
@@ -141,14 +117,17 @@ struct RoomBatch {
     auth: Vec<(String, String, String)>,
     /// The fqids whose membership events `auth` covers.
     auth_fqids: Vec<String>,
+    /// The room's forward extremities as stored so far in this batch.
     extremities: Vec<(String, i64)>,
+    /// The extremities once every send planned so far is stored: what the next send chains
+    /// onto. Differs from `extremities` only while planning, or after a send failed to store.
+    planned: Vec<(String, i64)>,
     /// Whether an event was appended, so the extremity must be written.
     appended: bool,
 }
 
 /// A send that passed its checks, waiting to be signed and written.
 struct Ready {
-    job: usize,
     sender_id: String,
     sender_fqid: String,
     auth_events: Vec<String>,
@@ -172,14 +151,50 @@ impl Ready {
 }
 
 impl Writer {
-    async fn run(&self, jobs: Vec<Job>) {
+    /// The thread's loop: take what has queued up, run it as one batch, repeat.
+    fn serve(mut self, mut rx: mpsc::UnboundedReceiver<Job>) {
+        let mut carried: Option<Job> = None;
+        loop {
+            let first = match carried.take() {
+                Some(job) => job,
+                None => match rx.blocking_recv() {
+                    Some(job) => job,
+                    None => return,
+                },
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                let Ok(job) = rx.try_recv() else { break };
+                // A retry of an idempotency key already in the batch waits for the next one,
+                // where it finds the first send stored.
+                if job.idempotency_key().is_some() && batch.iter().any(|b| b.idempotency_key() == job.idempotency_key())
+                {
+                    carried = Some(job);
+                    break;
+                }
+                batch.push(job);
+            }
+            // A panic ends this batch only: its reply channels drop, the callers see errors.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run(batch)));
+            if outcome.is_err() {
+                tracing::error!("a send batch panicked; its sends failed");
+            }
+            self.db.finish_checkpoint();
+        }
+    }
+
+    fn run(&mut self, jobs: Vec<Job>) {
         let mut results: Vec<Option<ApiResult<Sent>>> = jobs.iter().map(|_| None).collect();
-        let outcome = match self.store.write().await {
+        let Writer { db, limiter, tenants, helper } = self;
+        let outcome = match db.begin() {
             Err(e) => Err(ApiError::from(e)),
-            Ok(mut tx) => match self.run_in(&mut tx, &jobs, &mut results).await {
-                Ok(()) => tx.commit().await.map_err(ApiError::from),
-                Err(e) => Err(e),
-            },
+            Ok(mut tx) => {
+                let mut checks = Checks { limiter, tenants };
+                match run_in(&mut tx, &mut checks, helper, &jobs, &mut results) {
+                    Ok(()) => tx.commit().map_err(ApiError::from),
+                    Err(e) => Err(e),
+                }
+            }
         };
         if let Err(e) = outcome {
             // Nothing of the batch is stored: the sends that went through answer the error.
@@ -192,100 +207,167 @@ impl Writer {
             let _ = job.reply.send(result.unwrap_or_else(|| Err(ApiError::internal("send left unanswered"))));
         }
     }
+}
 
-    /// Runs the batch inside the open transaction, filling `results`; `Err` means the
-    /// transaction is unusable and nothing may be committed.
-    async fn run_in(&self, tx: &mut WriteTx, jobs: &[Job], results: &mut [Option<ApiResult<Sent>>]) -> ApiResult<()> {
-        // Nothing is written until the events are: rolling back to this savepoint undoes
-        // exactly a failed write, and succeeding proves the transaction is still alive.
-        tx.savepoint().await?;
-        let mut rooms: HashMap<&str, RoomBatch> = HashMap::new();
-        let mut ready = Vec::with_capacity(jobs.len());
-        for (i, job) in jobs.iter().enumerate() {
-            if !rooms.contains_key(job.room_id.as_str()) {
-                let state = load_room(tx, &job.room_id, jobs).await?;
-                rooms.insert(job.room_id.as_str(), state);
-            }
-            let state = rooms.get_mut(job.room_id.as_str()).expect("loaded above");
-            match self.check(tx, state, i, job).await {
-                Ok(Checked::Ready(r)) => ready.push(r),
-                Ok(Checked::Existing(event_id)) => results[i] = Some(Ok(Sent::Existing { event_id })),
-                Err(e) => {
-                    if matches!(e, ApiError::Internal(_)) {
-                        tx.rollback_to_savepoint().await?;
-                    }
-                    results[i] = Some(Err(e));
-                }
-            }
+/// Runs the batch inside the open transaction, filling `results`; `Err` means the transaction
+/// is unusable and nothing may be committed.
+///
+/// Three steps: check every send and build its event, chaining each room's events (an event's
+/// id is known before it is signed); sign them, the later half on the helper thread; store
+/// them in order.
+fn run_in(
+    tx: &mut BatchTx<'_>,
+    checks: &mut Checks<'_>,
+    helper: &SignerThread,
+    jobs: &[Job],
+    results: &mut [Option<ApiResult<Sent>>],
+) -> ApiResult<()> {
+    let signer = tx.signer().ok_or_else(|| ApiError::internal("no signing key loaded"))?;
+    let mut rooms: HashMap<&str, RoomBatch> = HashMap::new();
+    let mut planned: Vec<(usize, Ready)> = Vec::with_capacity(jobs.len());
+    let mut events: Vec<PreparedEvent> = Vec::with_capacity(jobs.len());
+    for (i, job) in jobs.iter().enumerate() {
+        if !rooms.contains_key(job.room_id.as_str()) {
+            let state = load_room(tx, &job.room_id, jobs)?;
+            rooms.insert(job.room_id.as_str(), state);
         }
-        let snapshot: HashMap<&str, Vec<(String, i64)>> =
-            rooms.iter().map(|(id, st)| (*id, st.extremities.clone())).collect();
-        // Fast path: sign in order, chaining per room, and store every event in one statement.
-        let mut signed = Vec::with_capacity(ready.len());
-        for r in &ready {
-            let st = rooms.get_mut(jobs[r.job].room_id.as_str()).expect("loaded");
-            signed.push(self.sign(tx, st, r, &jobs[r.job]));
-        }
-        let events: Vec<_> = ready
-            .iter()
-            .zip(&signed)
-            .filter_map(|(r, s)| s.as_ref().ok().map(|s| s.new_event(&r.spec(&jobs[r.job]), &r.event_uuid)))
-            .collect();
-        let stored = tx.insert_events(&events).await;
-        drop(events);
-        match stored {
-            Ok(positions) => {
-                let positions: HashMap<String, i64> = positions.into_iter().collect();
-                for (r, s) in ready.iter().zip(signed) {
-                    results[r.job] = Some(s.and_then(|s| {
-                        let pos = positions.get(&s.event_id).copied();
-                        let pos = pos.ok_or_else(|| ApiError::internal("stored event missing"))?;
-                        Ok(created(&jobs[r.job], r, s, pos))
-                    }));
-                }
+        let st = rooms.get_mut(job.room_id.as_str()).expect("loaded above");
+        let ready = match checks.check(tx, st, job) {
+            Ok(Checked::Ready(r)) => r,
+            Ok(Checked::Existing(event_id)) => {
+                results[i] = Some(Ok(Sent::Existing { event_id }));
+                continue;
             }
-            Err(_) => {
-                // One of them failed. Undo, then store them one by one, each in a savepoint
-                // of its own, re-chaining around the ones that fail.
-                tx.rollback_to_savepoint().await?;
-                for (room_id, st) in rooms.iter_mut() {
-                    st.extremities = snapshot[room_id].clone();
-                    st.appended = false;
-                }
-                for r in &ready {
-                    let job = &jobs[r.job];
-                    let st = rooms.get_mut(job.room_id.as_str()).expect("loaded");
-                    let before = (st.extremities.clone(), st.appended);
-                    let s = match self.sign(tx, st, r, job) {
-                        Ok(s) => s,
-                        Err(e) => {
-                            results[r.job] = Some(Err(e));
-                            continue;
-                        }
-                    };
-                    tx.savepoint().await?;
-                    match tx.insert_event(&s.new_event(&r.spec(job), &r.event_uuid)).await {
-                        Ok(pos) => results[r.job] = Some(Ok(created(job, r, s, pos))),
-                        Err(e) => {
-                            tx.rollback_to_savepoint().await?;
-                            (st.extremities, st.appended) = before;
-                            results[r.job] = Some(Err(e.into()));
-                        }
-                    }
-                }
+            Err(e) => {
+                results[i] = Some(Err(e));
+                alive(tx)?;
+                continue;
             }
-        }
-        for (room_id, state) in &rooms {
-            if state.appended {
-                let (event_id, depth) = state.extremities.last().expect("an appended event");
-                tx.replace_extremities(room_id, event_id, *depth).await?;
+        };
+        match prepare(&signer.server_name, &st.planned, &ready, job) {
+            Ok(event) => {
+                st.planned = vec![(event.event_id().to_string(), event.depth)];
+                planned.push((i, ready));
+                events.push(event);
             }
+            Err(e) => results[i] = Some(Err(e)),
         }
-        Ok(())
     }
 
+    // Signing is most of a send's cost: the helper signs the later half meanwhile.
+    let theirs = events.split_off(events.len() - events.len() / 2);
+    let theirs = (!theirs.is_empty()).then(|| helper.sign(theirs));
+    let mut signed: Vec<ApiResult<SignedEvent>> = events.into_iter().map(|e| e.sign(signer)).collect();
+    let mut theirs = theirs.into_iter();
+
+    for (k, (i, ready)) in planned.into_iter().enumerate() {
+        if k == signed.len() {
+            // Reached the helper's half (the writer's own half is stored by now).
+            signed.extend(theirs.next().expect("the helper's half").wait());
+        }
+        let job = &jobs[i];
+        let st = rooms.get_mut(job.room_id.as_str()).expect("loaded");
+        let mut s = std::mem::replace(&mut signed[k], Err(ApiError::internal("taken")));
+        // A send before this one failed to store: chain onto what was stored instead.
+        if s.as_ref().is_ok_and(|s| !chains_onto(&s.prev_events, &st.extremities)) {
+            s = prepare(&signer.server_name, &st.extremities, &ready, job).and_then(|e| e.sign(signer));
+        }
+        let s = match s {
+            Ok(s) => s,
+            Err(e) => {
+                results[i] = Some(Err(e));
+                continue;
+            }
+        };
+        match tx.insert_event(&s.new_event(&ready.spec(job), &ready.event_uuid)) {
+            Ok(pos) => {
+                st.extremities = vec![(s.event_id.clone(), s.depth)];
+                st.appended = true;
+                results[i] = Some(Ok(created(job, &ready, s, pos)));
+            }
+            Err(e) => {
+                results[i] = Some(Err(e.into()));
+                alive(tx)?;
+            }
+        }
+    }
+    for (room_id, state) in &rooms {
+        if state.appended {
+            let (event_id, depth) = state.extremities.last().expect("an appended event");
+            tx.replace_extremities(room_id, event_id, *depth)?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether an event whose parents are `prev_events` comes right after `extremities`.
+fn chains_onto(prev_events: &[String], extremities: &[(String, i64)]) -> bool {
+    prev_events.len() == extremities.len() && prev_events.iter().zip(extremities).all(|(p, (e, _))| p == e)
+}
+
+/// After a failed statement: `Err` when SQLite ended the whole transaction.
+fn alive(tx: &BatchTx<'_>) -> ApiResult<()> {
+    if tx.is_alive() { Ok(()) } else { Err(ApiError::internal("the database ended the transaction")) }
+}
+
+/// Builds a checked send's event as the next one after `extremities`, unsigned.
+fn prepare(origin: &str, extremities: &[(String, i64)], r: &Ready, job: &Job) -> ApiResult<PreparedEvent> {
+    rooms::prepare_event(origin, &r.spec(job), &r.event_uuid, &r.sender_fqid, extremities, r.auth_events.clone())
+}
+
+/// A thread that signs events for the writer, so a batch's signatures take two cores.
+struct SignerThread {
+    work: std::sync::mpsc::Sender<(Vec<PreparedEvent>, std::sync::mpsc::SyncSender<Vec<ApiResult<SignedEvent>>>)>,
+}
+
+/// Signatures the helper is making.
+struct Signing(std::sync::mpsc::Receiver<Vec<ApiResult<SignedEvent>>>, usize);
+
+impl SignerThread {
+    fn start(signer: Option<Arc<EventSigner>>) -> std::io::Result<SignerThread> {
+        let (work, rx) = std::sync::mpsc::channel::<(Vec<PreparedEvent>, std::sync::mpsc::SyncSender<_>)>();
+        std::thread::Builder::new().name("send-signer".into()).spawn(move || {
+            for (events, reply) in rx {
+                let signed: Vec<ApiResult<SignedEvent>> = events
+                    .into_iter()
+                    .map(|e| match &signer {
+                        Some(signer) => e.sign(signer),
+                        None => Err(ApiError::internal("no signing key loaded")),
+                    })
+                    .collect();
+                let _ = reply.send(signed);
+            }
+        })?;
+        Ok(SignerThread { work })
+    }
+
+    fn sign(&self, events: Vec<PreparedEvent>) -> Signing {
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        let n = events.len();
+        let _ = self.work.send((events, reply));
+        Signing(answer, n)
+    }
+}
+
+impl Signing {
+    /// The signed events in order; errors if the helper is gone.
+    fn wait(self) -> Vec<ApiResult<SignedEvent>> {
+        match self.0.recv() {
+            Ok(signed) => signed,
+            Err(_) => (0..self.1).map(|_| Err(ApiError::internal("the signing thread stopped"))).collect(),
+        }
+    }
+}
+
+/// What the per-send checks need beyond the transaction.
+struct Checks<'a> {
+    limiter: &'a SendLimiter,
+    tenants: &'a mut HashMap<String, (Tenant, Instant)>,
+}
+
+impl Checks<'_> {
     /// One send's checks, in the order of a single send, against the batch's view.
-    async fn check(&self, tx: &mut WriteTx, st: &mut RoomBatch, i: usize, job: &Job) -> ApiResult<Checked> {
+    fn check(&mut self, tx: &BatchTx<'_>, st: &mut RoomBatch, job: &Job) -> ApiResult<Checked> {
         let (caller, room_id, req) = (&job.caller, job.room_id.as_str(), &job.req);
         let room = st.room.as_ref().ok_or(ApiError::RoomNotFound)?;
         let seat = st.members.get(&caller.id).map(|&(m, power)| rules::Seat { membership: Some(m), power });
@@ -307,30 +389,30 @@ impl Writer {
         };
         rules::require_open(room)?;
         if let Some(uuid) = &req.event_uuid {
-            if let Some(existing) = tx.event_by_uuid(&sender_id, uuid).await? {
-                if existing.room_id != room_id {
+            if let Some((event_id, existing_room)) = tx.event_by_uuid(&sender_id, uuid)? {
+                if existing_room != room_id {
                     return Err(ApiError::Conflict("event_uuid was already used in another room".into()));
                 }
-                return Ok(Checked::Existing(existing.event_id));
+                return Ok(Checked::Existing(event_id));
             }
         }
         if let Some(reply) = req.content.get("reply_to_event_id").and_then(Value::as_str) {
-            if tx.message(room_id, reply).await?.is_none() {
+            if !tx.event_exists(room_id, reply)? {
                 return Err(ApiError::EventNotFound);
             }
         }
-        let tenant = self.tenant(tx, &caller.tenant_id).await?;
+        let tenant = self.tenant(tx, &caller.tenant_id)?;
         if let Err(wait) = self.limiter.try_take(&tenant.id, tenant.send_rate_per_s, tenant.send_burst, Instant::now())
         {
             return Err(ApiError::RateLimited("over the tenant's send rate".into(), wait));
         }
         let sender_fqid = if req.as_participant_id.is_some() {
-            tx.fqid_of(&sender_id).await?.ok_or_else(|| ApiError::internal("event sender vanished"))?
+            tx.fqid_of(&sender_id)?.ok_or_else(|| ApiError::internal("event sender vanished"))?
         } else {
             caller.fqid.clone()
         };
         if !st.auth_fqids.contains(&sender_fqid) {
-            let more = tx.auth_state_many(room_id, &[sender_fqid.as_str()]).await?;
+            let more = tx.auth_state_many(room_id, &[sender_fqid.as_str()])?;
             st.auth.extend(more.into_iter().filter(|(t, _, _)| t == event_types::MEMBER));
             st.auth_fqids.push(sender_fqid.clone());
         }
@@ -340,35 +422,19 @@ impl Writer {
             Some(u) => u.clone(),
             None => ulid::Ulid::generate().to_string().to_lowercase(),
         };
-        Ok(Checked::Ready(Ready { job: i, sender_id, sender_fqid, auth_events, event_uuid, unsigned }))
-    }
-
-    /// Signs a checked send as the room's next event, and makes it the room's extremity.
-    fn sign(&self, tx: &WriteTx, st: &mut RoomBatch, r: &Ready, job: &Job) -> ApiResult<SignedEvent> {
-        let signer = tx.signer().ok_or_else(|| ApiError::internal("no signing key loaded"))?;
-        let s = rooms::sign_event(
-            signer,
-            &r.spec(job),
-            &r.event_uuid,
-            &r.sender_fqid,
-            &st.extremities,
-            r.auth_events.clone(),
-        )?;
-        st.extremities = vec![(s.event_id.clone(), s.depth)];
-        st.appended = true;
-        Ok(s)
+        Ok(Checked::Ready(Ready { sender_id, sender_fqid, auth_events, event_uuid, unsigned }))
     }
 
     /// The tenant's limits, from the cache while fresh.
-    async fn tenant(&self, tx: &mut WriteTx, tenant_id: &str) -> ApiResult<Tenant> {
+    fn tenant(&mut self, tx: &BatchTx<'_>, tenant_id: &str) -> ApiResult<Tenant> {
         let now = Instant::now();
-        if let Some((t, at)) = self.tenants.lock().unwrap_or_else(|e| e.into_inner()).get(tenant_id) {
+        if let Some((t, at)) = self.tenants.get(tenant_id) {
             if now.duration_since(*at) < TENANT_TTL {
                 return Ok(t.clone());
             }
         }
-        let tenant = tx.tenant(tenant_id).await?.ok_or(ApiError::TenantNotFound)?;
-        self.tenants.lock().unwrap_or_else(|e| e.into_inner()).insert(tenant_id.to_string(), (tenant.clone(), now));
+        let tenant = tx.tenant(tenant_id)?.ok_or(ApiError::TenantNotFound)?;
+        self.tenants.insert(tenant_id.to_string(), (tenant.clone(), now));
         Ok(tenant)
     }
 }
@@ -401,7 +467,7 @@ fn created(job: &Job, r: &Ready, s: SignedEvent, stream_position: i64) -> Sent {
 
 /// Reads, for the batch, what its sends to `room_id` need: the room, the memberships of their
 /// callers and on-behalf senders, the auth state of the callers, and the extremities.
-async fn load_room(tx: &mut WriteTx, room_id: &str, jobs: &[Job]) -> ApiResult<RoomBatch> {
+fn load_room(tx: &BatchTx<'_>, room_id: &str, jobs: &[Job]) -> ApiResult<RoomBatch> {
     let mine = || jobs.iter().filter(|j| j.room_id == room_id);
     let mut ids: Vec<&str> = Vec::new();
     let mut fqids: Vec<&str> = Vec::new();
@@ -416,23 +482,25 @@ async fn load_room(tx: &mut WriteTx, room_id: &str, jobs: &[Job]) -> ApiResult<R
             fqids.push(&j.caller.fqid);
         }
     }
-    let Some((room, members)) = tx.room_with_members(room_id, &ids).await? else {
+    let Some((room, members)) = tx.room_with_members(room_id, &ids)? else {
         return Ok(RoomBatch {
             room: None,
             members: HashMap::new(),
             auth: Vec::new(),
             auth_fqids: Vec::new(),
             extremities: Vec::new(),
+            planned: Vec::new(),
             appended: false,
         });
     };
     let members = members.into_iter().map(|(p, m, power)| (p, (m, power))).collect();
-    let (auth, extremities) = tx.auth_state_and_extremities(room_id, &fqids).await?;
+    let (auth, extremities) = tx.auth_state_and_extremities(room_id, &fqids)?;
     Ok(RoomBatch {
         room: Some(room),
         members,
         auth,
         auth_fqids: fqids.into_iter().map(str::to_string).collect(),
+        planned: extremities.clone(),
         extremities,
         appended: false,
     })

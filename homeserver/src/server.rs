@@ -46,7 +46,7 @@ pub async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let state = AppState {
         store: store.clone(),
         config: config.clone(),
-        sends: Arc::new(crate::send_queue::SendQueue::start(store.clone(), limiter.clone())),
+        sends: Arc::new(crate::send_queue::SendQueue::start(&store, limiter.clone())?),
         limiter,
         hub: Default::default(),
         keys: Arc::new(keys),

@@ -69,6 +69,12 @@ pub async fn list(
     Ok(axum::Json(body).into_response())
 }
 
+/// `{"data": …}` around a value that serialises itself.
+#[derive(serde::Serialize)]
+struct Data<T> {
+    data: T,
+}
+
 #[derive(Deserialize)]
 pub struct SendBody {
     content: Value,
@@ -83,8 +89,12 @@ pub async fn send(
     Json(b): Json<SendBody>,
 ) -> ApiResult<impl IntoResponse> {
     let req = SendRequest { content: b.content, event_uuid: b.event_uuid, as_participant_id: b.as_participant_id };
-    let (message, created) = messages::send(&st.store, &st.sends, &caller.participant, &room_id, req).await?;
-    Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, data(message)))
+    Ok(match messages::send(&st.store, &st.sends, &caller.participant, &room_id, req).await? {
+        messages::SendOutcome::Created(row) => {
+            (StatusCode::CREATED, axum::Json(Data { data: messages::message_out(&row, &[]) })).into_response()
+        }
+        messages::SendOutcome::Existing(message) => (StatusCode::OK, data(message)).into_response(),
+    })
 }
 
 /// `GET /v1/rooms/{room_id}/events/{event_id}`: one event, folded, with its signed wire form.

@@ -2,6 +2,20 @@
 
 use super::*;
 
+/// `(type, state_key, event_id)` of the room's (`$1`) current create, power-levels and
+/// join-rule events and of the membership events of `members` fqids (`$2…`).
+pub(super) fn auth_state_sql(members: usize) -> String {
+    let placeholders: Vec<String> = (0..members).map(|i| format!("${}", i + 2)).collect();
+    format!(
+        "SELECT event_type, state_key, event_id FROM room_state WHERE room_id = $1
+           AND ((event_type IN ('swp.room.create', 'swp.room.power_levels', 'swp.room.join_rules') AND state_key = '')
+                OR (event_type = 'swp.room.member' AND state_key IN ({})))",
+        if placeholders.is_empty() { "NULL".to_string() } else { placeholders.join(", ") }
+    )
+}
+
+pub(super) const FQID_OF_SQL: &str = "SELECT fqid FROM participants WHERE id = $1";
+
 impl WriteTx {
     /// The room's forward extremities with their depths.
     pub async fn extremities(&mut self, room_id: &str) -> Result<Vec<(String, i64)>, sqlx::Error> {
@@ -18,86 +32,15 @@ impl WriteTx {
         room_id: &str,
         members: &[&str],
     ) -> Result<Vec<(String, String, String)>, sqlx::Error> {
-        let placeholders: Vec<String> = (0..members.len()).map(|i| format!("${}", i + 2)).collect();
-        let sql = format!(
-            "SELECT event_type, state_key, event_id FROM room_state WHERE room_id = $1
-               AND ((event_type IN ('swp.room.create', 'swp.room.power_levels', 'swp.room.join_rules') AND state_key = '')
-                    OR (event_type = 'swp.room.member' AND state_key IN ({})))",
-            if placeholders.is_empty() { "NULL".to_string() } else { placeholders.join(", ") }
-        );
-        let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(room_id);
+        let mut query = sqlx::query_as(sqlx::AssertSqlSafe(auth_state_sql(members.len()))).bind(room_id);
         for m in members {
             query = query.bind(*m);
         }
         query.fetch_all(&mut *self.tx).await
     }
 
-    /// [`Self::auth_state_many`] and [`Self::extremities`] in one read.
-    #[allow(clippy::type_complexity)]
-    pub async fn auth_state_and_extremities(
-        &mut self,
-        room_id: &str,
-        members: &[&str],
-    ) -> Result<(Vec<(String, String, String)>, Vec<(String, i64)>), sqlx::Error> {
-        let placeholders: Vec<String> = (0..members.len()).map(|i| format!("${}", i + 2)).collect();
-        let sql = format!(
-            "SELECT 's' AS kind, event_type AS a, state_key AS b, event_id AS c, 0 AS depth
-               FROM room_state WHERE room_id = $1
-               AND ((event_type IN ('swp.room.create', 'swp.room.power_levels', 'swp.room.join_rules') AND state_key = '')
-                    OR (event_type = 'swp.room.member' AND state_key IN ({})))
-             UNION ALL
-             SELECT 'x', event_id, '', '', depth FROM room_extremities WHERE room_id = $1
-             ORDER BY 1, 2",
-            if placeholders.is_empty() { "NULL".to_string() } else { placeholders.join(", ") }
-        );
-        let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(room_id);
-        for m in members {
-            query = query.bind(*m);
-        }
-        let rows: Vec<(String, String, String, String, i64)> = query.fetch_all(&mut *self.tx).await?;
-        let (mut state, mut extremities) = (Vec::new(), Vec::new());
-        for (kind, a, b, c, depth) in rows {
-            if kind == "x" {
-                extremities.push((a, depth));
-            } else {
-                state.push((a, b, c));
-            }
-        }
-        Ok((state, extremities))
-    }
-
-    /// Makes `event_id` the room's only forward extremity: right after a local event, whose
-    /// `prev_events` are all the previous extremities.
-    pub async fn replace_extremities(&mut self, room_id: &str, event_id: &str, depth: i64) -> Result<(), sqlx::Error> {
-        sqlx::query("DELETE FROM room_extremities WHERE room_id = $1").bind(room_id).execute(&mut *self.tx).await?;
-        sqlx::query("INSERT INTO room_extremities (room_id, event_id, depth) VALUES ($1, $2, $3)")
-            .bind(room_id)
-            .bind(event_id)
-            .bind(depth)
-            .execute(&mut *self.tx)
-            .await?;
-        Ok(())
-    }
-
-    /// Opens a savepoint inside the transaction; [`Self::rollback_to_savepoint`] undoes
-    /// everything written since, leaving earlier work intact. Savepoints are left open (they
-    /// nest) and end with the transaction.
-    pub async fn savepoint(&mut self) -> Result<(), sqlx::Error> {
-        sqlx::query("SAVEPOINT op").execute(&mut *self.tx).await?;
-        Ok(())
-    }
-
-    /// Undoes the writes since the latest [`Self::savepoint`].
-    pub async fn rollback_to_savepoint(&mut self) -> Result<(), sqlx::Error> {
-        sqlx::query("ROLLBACK TO op").execute(&mut *self.tx).await?;
-        Ok(())
-    }
-
     pub async fn fqid_of(&mut self, participant_id: &str) -> Result<Option<String>, sqlx::Error> {
-        sqlx::query_scalar("SELECT fqid FROM participants WHERE id = $1")
-            .bind(participant_id)
-            .fetch_optional(&mut *self.tx)
-            .await
+        sqlx::query_scalar(FQID_OF_SQL).bind(participant_id).fetch_optional(&mut *self.tx).await
     }
 
     /// After appending `event_id`: it replaces `prev_events` as an extremity, and becomes the

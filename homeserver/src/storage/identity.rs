@@ -6,7 +6,7 @@ const PARTICIPANT_COLS: &str = "id, tenant_id, local_id, server_name, fqid, disp
 
 impl Store {
     pub async fn tenant(&self, id: &str) -> Result<Option<Tenant>, sqlx::Error> {
-        sqlx::query_as("SELECT * FROM tenants WHERE id = $1").bind(id).fetch_optional(&self.pool).await
+        sqlx::query_as(super::rooms::TENANT_SQL).bind(id).fetch_optional(&self.pool).await
     }
 
     /// Inserts the tenant unless one with that id exists; answers whether it was created.

@@ -168,19 +168,6 @@ impl WriteTx {
             .await
     }
 
-    /// The event a sender already sent with this idempotency key, if any.
-    pub async fn event_by_uuid(
-        &mut self,
-        sender_id: &str,
-        event_uuid: &str,
-    ) -> Result<Option<MessageRow>, sqlx::Error> {
-        sqlx::query_as(sqlx::AssertSqlSafe(format!("{MESSAGE_SELECT} WHERE e.sender_id = $1 AND e.event_uuid = $2")))
-            .bind(sender_id)
-            .bind(event_uuid)
-            .fetch_optional(&mut *self.tx)
-            .await
-    }
-
     /// Replaces a message's current content, keeping the first original.
     pub async fn apply_edit(&mut self, event_id: &str, new_content: &str, at: i64) -> Result<(), sqlx::Error> {
         sqlx::query(

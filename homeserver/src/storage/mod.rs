@@ -12,12 +12,14 @@ mod media;
 mod messages;
 mod models;
 mod rooms;
+mod writer;
 
 pub use export::{ExportEventRow, ExportMember, ExportReader};
 pub use media::MediaRow;
 pub use messages::{MessageRow, PageQuery, PageRow, ReactionCount};
 pub use models::*;
 pub use rooms::{DirectoryQuery, NewEvent};
+pub use writer::{BatchTx, BatchWriter};
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -34,6 +36,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "media", include_str!("../../../migrations/sqlite/0002_media.sql")),
     (3, "messages", include_str!("../../../migrations/sqlite/0003_messages.sql")),
     (4, "signed_events", include_str!("../../../migrations/sqlite/0004_signed_events.sql")),
+    (5, "write_path", include_str!("../../../migrations/sqlite/0005_write_path.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +69,13 @@ pub struct Store {
     /// Writers queue here, in memory, before `BEGIN IMMEDIATE`: SQLite admits one writer at a
     /// time anyway, and its busy handler would make waiters sleep in growing steps instead.
     write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// The database file, for connections outside the pool (the batch writer).
+    file: std::path::PathBuf,
+    durability: Durability,
 }
+
+/// How long a writer waits for another process's write lock (the admin CLI, an import).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The server's identity for signing the events it creates.
 pub struct EventSigner {
@@ -97,9 +106,10 @@ impl Store {
                 Durability::Full => SqliteSynchronous::Full,
             })
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10))
+            .busy_timeout(BUSY_TIMEOUT)
             // 1 MiB of page cache per connection instead of 2: the pool has several.
             .pragma("cache_size", "-1024");
+        let file = opts.get_filename().to_path_buf();
         let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await?;
         let migrator = Migrator {
             migrations: Cow::Owned(
@@ -116,7 +126,14 @@ impl Store {
         let top: i64 =
             sqlx::query_scalar("SELECT COALESCE(MAX(stream_position), 0) FROM events").fetch_one(&pool).await?;
         let (committed, _) = tokio::sync::watch::channel(top);
-        Ok(Store { pool, committed: std::sync::Arc::new(committed), signer: None, write_lock: Default::default() })
+        Ok(Store {
+            pool,
+            committed: std::sync::Arc::new(committed),
+            signer: None,
+            write_lock: Default::default(),
+            file,
+            durability,
+        })
     }
 
     /// The sqlite URL for a database file inside `data_dir`.

@@ -42,6 +42,15 @@ pub struct NewEvent<'a> {
     pub depth: i64,
 }
 
+/// Appends an event (`NewEvent`'s fields in order) and answers its stream position.
+pub(super) const INSERT_EVENT_SQL: &str =
+    "INSERT INTO events (event_id, room_id, event_type, state_key, sender_id, content, origin_ts, event_uuid,
+                         relates_to, unsigned_data, pdu, depth)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING stream_position";
+
+pub(super) const TENANT_SQL: &str =
+    "SELECT id, name, max_participants, send_rate_per_s, send_burst, created_at FROM tenants WHERE id = $1";
+
 fn like_pattern(q: &str) -> String {
     let escaped = q.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
     format!("%{escaped}%")
@@ -244,47 +253,6 @@ impl WriteTx {
             .await
     }
 
-    /// The room and, in the same read, the membership and power of those of `participant_ids`
-    /// that have a membership row in it.
-    pub async fn room_with_members(
-        &mut self,
-        room_id: &str,
-        participant_ids: &[&str],
-    ) -> Result<Option<(Room, Vec<(String, Membership, i64)>)>, sqlx::Error> {
-        #[derive(sqlx::FromRow)]
-        struct Row {
-            #[sqlx(flatten)]
-            room: Room,
-            m_participant_id: Option<String>,
-            m_membership: Option<Membership>,
-            m_power_level: Option<i64>,
-        }
-        let placeholders: Vec<String> = (0..participant_ids.len()).map(|i| format!("${}", i + 2)).collect();
-        let sql = format!(
-            "SELECT r.*, m.participant_id AS m_participant_id, m.membership AS m_membership,
-                    m.power_level AS m_power_level
-             FROM rooms r LEFT JOIN memberships m ON m.room_id = r.id AND m.participant_id IN ({})
-             WHERE r.id = $1",
-            if placeholders.is_empty() { "NULL".to_string() } else { placeholders.join(", ") }
-        );
-        let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(room_id);
-        for p in participant_ids {
-            query = query.bind(*p);
-        }
-        let rows: Vec<Row> = query.fetch_all(&mut *self.tx).await?;
-        let mut rows = rows.into_iter();
-        let Some(first) = rows.next() else { return Ok(None) };
-        let mut members = Vec::new();
-        let mut room = None;
-        for row in std::iter::once(first).chain(rows) {
-            if let (Some(p), Some(m), Some(l)) = (row.m_participant_id, row.m_membership, row.m_power_level) {
-                members.push((p, m, l));
-            }
-            room.get_or_insert(row.room);
-        }
-        Ok(room.map(|r| (r, members)))
-    }
-
     /// Joined members, plus pending invites when `with_invites`.
     pub async fn count_members(&mut self, room_id: &str, with_invites: bool) -> Result<i64, sqlx::Error> {
         let sql = if with_invites {
@@ -304,7 +272,7 @@ impl WriteTx {
     }
 
     pub async fn tenant(&mut self, id: &str) -> Result<Option<Tenant>, sqlx::Error> {
-        sqlx::query_as("SELECT * FROM tenants WHERE id = $1").bind(id).fetch_optional(&mut *self.tx).await
+        sqlx::query_as(TENANT_SQL).bind(id).fetch_optional(&mut *self.tx).await
     }
 
     /// The open DM between a pair, if any.
@@ -425,68 +393,23 @@ impl WriteTx {
         Ok(())
     }
 
-    /// Appends several events in one statement; answers `(event_id, stream_position)` of each,
-    /// in no particular order. All or none are stored.
-    pub async fn insert_events(&mut self, events: &[NewEvent<'_>]) -> Result<Vec<(String, i64)>, sqlx::Error> {
-        if events.is_empty() {
-            return Ok(Vec::new());
-        }
-        let rows: Vec<String> = (0..events.len())
-            .map(|i| {
-                let p: Vec<String> = (1..=12).map(|k| format!("${}", i * 12 + k)).collect();
-                format!("({})", p.join(", "))
-            })
-            .collect();
-        let sql = format!(
-            "INSERT INTO events (event_id, room_id, event_type, state_key, sender_id, content, origin_ts, event_uuid,
-                                 relates_to, unsigned_data, pdu, depth)
-             VALUES {} RETURNING event_id, stream_position",
-            rows.join(", ")
-        );
-        let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
-        for e in events {
-            query = query
-                .bind(e.event_id)
-                .bind(e.room_id)
-                .bind(e.event_type)
-                .bind(e.state_key)
-                .bind(e.sender_id)
-                .bind(e.content.to_string())
-                .bind(e.origin_ts)
-                .bind(e.event_uuid)
-                .bind(e.relates_to)
-                .bind(e.unsigned.map(|u| u.to_string()))
-                .bind(e.pdu)
-                .bind(e.depth);
-        }
-        let stored: Vec<(String, i64)> = query.fetch_all(&mut *self.tx).await?;
-        if let Some(top) = stored.iter().map(|(_, p)| *p).max() {
-            self.last_position = self.last_position.max(top);
-        }
-        Ok(stored)
-    }
-
     /// Appends an event and answers its stream position.
     pub async fn insert_event(&mut self, e: &NewEvent<'_>) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar(
-            "INSERT INTO events (event_id, room_id, event_type, state_key, sender_id, content, origin_ts, event_uuid,
-                                 relates_to, unsigned_data, pdu, depth)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING stream_position",
-        )
-        .bind(e.event_id)
-        .bind(e.room_id)
-        .bind(e.event_type)
-        .bind(e.state_key)
-        .bind(e.sender_id)
-        .bind(e.content.to_string())
-        .bind(e.origin_ts)
-        .bind(e.event_uuid)
-        .bind(e.relates_to)
-        .bind(e.unsigned.map(|u| u.to_string()))
-        .bind(e.pdu)
-        .bind(e.depth)
-        .fetch_one(&mut *self.tx)
-        .await
-        .inspect(|pos| self.last_position = self.last_position.max(*pos))
+        sqlx::query_scalar(INSERT_EVENT_SQL)
+            .bind(e.event_id)
+            .bind(e.room_id)
+            .bind(e.event_type)
+            .bind(e.state_key)
+            .bind(e.sender_id)
+            .bind(e.content.to_string())
+            .bind(e.origin_ts)
+            .bind(e.event_uuid)
+            .bind(e.relates_to)
+            .bind(e.unsigned.map(|u| u.to_string()))
+            .bind(e.pdu)
+            .bind(e.depth)
+            .fetch_one(&mut *self.tx)
+            .await
+            .inspect(|pos| self.last_position = self.last_position.max(*pos))
     }
 }

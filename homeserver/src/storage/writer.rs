@@ -1,0 +1,364 @@
+//! The batch writer: a SQLite connection owned by one thread, for the send path.
+//!
+//! Why: sqlx runs every statement of a connection on that connection's worker thread, so each
+//! statement costs two thread wake-ups; on a loaded 2-core machine a wake-up can wait for a
+//! core, and a batch of sends is a dozen statements. The send queue's writer thread instead
+//! owns this connection and calls SQLite directly: a whole batch (reads, appends, commit) runs
+//! without leaving the thread. Owning the connection also keeps its page cache warm, since no
+//! other connection of this process writes between two batches.
+//!
+//! It shares the database with the [`Store`] pool and serialises with every other writer of
+//! this process through the same in-process write lock, taken before `BEGIN IMMEDIATE`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ValueRef};
+use rusqlite::{Connection, OptionalExtension, params_from_iter};
+
+use super::dag::{FQID_OF_SQL, auth_state_sql};
+use super::rooms::{INSERT_EVENT_SQL, TENANT_SQL};
+use super::*;
+
+/// The writer connection's page cache: pages the batch touches (index leaves, the room's state)
+/// stay in memory from one batch to the next.
+const WRITER_CACHE_KIB: i64 = 4 * 1024;
+
+pub struct BatchWriter {
+    conn: Connection,
+    /// Dropping it stops the checkpointer.
+    _checkpointer: std::sync::mpsc::Sender<()>,
+    /// Set by the checkpointer when the WAL should be started over.
+    restart_wal: Arc<AtomicBool>,
+    write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    committed: std::sync::Arc<tokio::sync::watch::Sender<i64>>,
+    signer: Option<Arc<EventSigner>>,
+}
+
+/// An open `BEGIN IMMEDIATE` transaction on the batch writer, holding the write turn. Dropping
+/// it without [`BatchTx::commit`] rolls back.
+pub struct BatchTx<'w> {
+    conn: &'w Connection,
+    committed: &'w tokio::sync::watch::Sender<i64>,
+    signer: Option<&'w EventSigner>,
+    last_position: i64,
+    open: bool,
+    // Released after `drop` has rolled back, since fields drop after the body.
+    _turn: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Store {
+    /// Opens the batch writer's own connection. Call from outside the async runtime's worker
+    /// threads, or before any write: it runs no statement that waits on the write lock.
+    pub fn batch_writer(&self) -> Result<BatchWriter, rusqlite::Error> {
+        let conn = self.direct_connection()?;
+        // Its commits never checkpoint: the checkpointer thread does, beside it.
+        conn.execute_batch(&format!("PRAGMA cache_size = -{WRITER_CACHE_KIB}; PRAGMA wal_autocheckpoint = 0;"))?;
+        conn.set_prepared_statement_cache_capacity(32);
+        let restart_wal = Arc::new(AtomicBool::new(false));
+        let checkpointer = start_checkpointer(self.direct_connection()?, restart_wal.clone())
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        Ok(BatchWriter {
+            conn,
+            _checkpointer: checkpointer,
+            restart_wal,
+            write_lock: self.write_lock.clone(),
+            committed: self.committed.clone(),
+            signer: self.signer.clone(),
+        })
+    }
+}
+
+impl Store {
+    /// A connection outside the pool, set up like the pool's.
+    fn direct_connection(&self) -> Result<Connection, rusqlite::Error> {
+        let conn = Connection::open(&self.file)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let synchronous = match self.durability {
+            Durability::Normal => "NORMAL",
+            Durability::Full => "FULL",
+        };
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON;"
+        ))?;
+        Ok(conn)
+    }
+}
+
+/// How often the checkpointer looks at the WAL while it keeps growing, and while it is quiet.
+const CHECKPOINT_BUSY: Duration = Duration::from_millis(10);
+const CHECKPOINT_IDLE: Duration = Duration::from_millis(250);
+/// A WAL this long (in 4 KiB frames) is started over at the writer's next chance.
+const WAL_RESTART_FRAMES: i64 = 2000;
+
+/// Copies committed pages from the WAL into the database file on a thread of its own.
+///
+/// Why: SQLite checkpoints inside the commit that crosses `wal_autocheckpoint`, so one batch
+/// of sends in every few dozen paid for copying megabytes and two fsyncs while every sender
+/// waited. A `PASSIVE` checkpoint runs beside the writer without blocking it. But SQLite
+/// starts the WAL over only when a write begins with every frame copied, which never happens
+/// while writes keep coming: so once the WAL is long, the checkpointer asks the writer to
+/// copy the last few frames itself, between two batches ([`BatchWriter::finish_checkpoint`]).
+/// Stops when the returned sender is dropped.
+fn start_checkpointer(conn: Connection, restart: Arc<AtomicBool>) -> std::io::Result<std::sync::mpsc::Sender<()>> {
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    std::thread::Builder::new().name("wal-checkpoint".into()).spawn(move || {
+        let mut wait = CHECKPOINT_IDLE;
+        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(wait) {
+            // Answers (busy, frames in the WAL, frames copied so far).
+            let frames = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1));
+            wait = match frames {
+                Ok(log) => {
+                    if log >= WAL_RESTART_FRAMES {
+                        restart.store(true, Ordering::Relaxed);
+                    }
+                    if log > 0 { CHECKPOINT_BUSY } else { CHECKPOINT_IDLE }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "WAL checkpoint failed");
+                    CHECKPOINT_IDLE
+                }
+            };
+        }
+    })?;
+    Ok(stop)
+}
+
+impl BatchWriter {
+    /// Between batches: when the checkpointer asked, copies what remains of the WAL into the
+    /// database (little: the checkpointer copied the rest), so the next write starts the WAL
+    /// over. A failure is logged and retried on a later request.
+    pub fn finish_checkpoint(&self) {
+        if self.restart_wal.swap(false, Ordering::Relaxed) {
+            if let Err(e) = self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                tracing::warn!(error = %e, "WAL checkpoint failed");
+            }
+        }
+    }
+
+    /// The key the events are signed with, for threads that sign for this writer.
+    pub fn signer(&self) -> Option<Arc<EventSigner>> {
+        self.signer.clone()
+    }
+
+    /// Waits (blocking the thread) for this process's write turn, then begins an immediate
+    /// transaction. Must not be called on an async runtime thread.
+    pub fn begin(&mut self) -> Result<BatchTx<'_>, rusqlite::Error> {
+        let turn = self.write_lock.clone().blocking_lock_owned();
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(BatchTx {
+            conn: &self.conn,
+            committed: &self.committed,
+            signer: self.signer.as_deref(),
+            last_position: 0,
+            open: true,
+            _turn: turn,
+        })
+    }
+}
+
+impl Drop for BatchTx<'_> {
+    fn drop(&mut self) {
+        if self.open && !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+impl<'w> BatchTx<'w> {
+    pub fn signer(&self) -> Option<&'w EventSigner> {
+        self.signer
+    }
+
+    /// Whether the transaction is still open. SQLite ends it by itself after some errors
+    /// (disk full, I/O): then nothing of it may be committed.
+    pub fn is_alive(&self) -> bool {
+        !self.conn.is_autocommit()
+    }
+
+    /// Commits, then tells subscribers about the events it appended. Nothing is announced
+    /// before it is durable.
+    pub fn commit(mut self) -> Result<(), rusqlite::Error> {
+        self.conn.execute_batch("COMMIT")?;
+        self.open = false;
+        if self.last_position > 0 {
+            let last = self.last_position;
+            self.committed.send_if_modified(|top| {
+                let moved = last > *top;
+                *top = (*top).max(last);
+                moved
+            });
+        }
+        Ok(())
+    }
+
+    /// The room and the membership and power of those of `participant_ids` that have a
+    /// membership row in it, in one read.
+    #[allow(clippy::type_complexity)]
+    pub fn room_with_members(
+        &self,
+        room_id: &str,
+        participant_ids: &[&str],
+    ) -> Result<Option<(Room, Vec<(String, Membership, i64)>)>, rusqlite::Error> {
+        let placeholders: Vec<String> = (0..participant_ids.len()).map(|i| format!("?{}", i + 2)).collect();
+        let sql = format!(
+            "SELECT r.id, r.tenant_id, r.room_alias, r.room_type, r.name, r.topic, r.workspace_id, r.creator_id,
+                    r.created_at, r.state, r.federated, r.dm_key,
+                    m.participant_id, m.membership, m.power_level
+             FROM rooms r LEFT JOIN memberships m ON m.room_id = r.id AND m.participant_id IN ({})
+             WHERE r.id = ?1",
+            if placeholders.is_empty() { "NULL".to_string() } else { placeholders.join(", ") }
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let args = std::iter::once(room_id).chain(participant_ids.iter().copied());
+        let mut rows = stmt.query(params_from_iter(args))?;
+        let mut found: Option<(Room, Vec<(String, Membership, i64)>)> = None;
+        while let Some(row) = rows.next()? {
+            let members = match &mut found {
+                Some((_, members)) => members,
+                None => {
+                    let room = Room {
+                        id: row.get(0)?,
+                        tenant_id: row.get(1)?,
+                        room_alias: row.get(2)?,
+                        room_type: row.get(3)?,
+                        name: row.get(4)?,
+                        topic: row.get(5)?,
+                        workspace_id: row.get(6)?,
+                        creator_id: row.get(7)?,
+                        created_at: row.get(8)?,
+                        state: row.get(9)?,
+                        federated: row.get(10)?,
+                        dm_key: row.get(11)?,
+                    };
+                    &mut found.insert((room, Vec::new())).1
+                }
+            };
+            let member: (Option<String>, Option<Membership>, Option<i64>) = (row.get(12)?, row.get(13)?, row.get(14)?);
+            if let (Some(p), Some(m), Some(power)) = member {
+                members.push((p, m, power));
+            }
+        }
+        Ok(found)
+    }
+
+    /// The room's auth state for `members` (see [`WriteTx::auth_state_many`]) and its forward
+    /// extremities with their depths.
+    #[allow(clippy::type_complexity)]
+    pub fn auth_state_and_extremities(
+        &self,
+        room_id: &str,
+        members: &[&str],
+    ) -> Result<(Vec<(String, String, String)>, Vec<(String, i64)>), rusqlite::Error> {
+        let state = self.auth_state_many(room_id, members)?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT event_id, depth FROM room_extremities WHERE room_id = ?1 ORDER BY event_id")?;
+        let extremities = stmt.query_map([room_id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+        Ok((state, extremities))
+    }
+
+    /// `(type, state_key, event_id)` of the room's auth state for `members`.
+    pub fn auth_state_many(
+        &self,
+        room_id: &str,
+        members: &[&str],
+    ) -> Result<Vec<(String, String, String)>, rusqlite::Error> {
+        let mut stmt = self.conn.prepare_cached(&auth_state_sql(members.len()))?;
+        let args = std::iter::once(room_id).chain(members.iter().copied());
+        stmt.query_map(params_from_iter(args), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect()
+    }
+
+    /// `(event_id, room_id)` of the event a sender already sent with this idempotency key.
+    pub fn event_by_uuid(
+        &self,
+        sender_id: &str,
+        event_uuid: &str,
+    ) -> Result<Option<(String, String)>, rusqlite::Error> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT event_id, room_id FROM events WHERE sender_id = ?1 AND event_uuid = ?2")?;
+        stmt.query_row([sender_id, event_uuid], |r| Ok((r.get(0)?, r.get(1)?))).optional()
+    }
+
+    /// Whether `event_id` is an event of `room_id`.
+    pub fn event_exists(&self, room_id: &str, event_id: &str) -> Result<bool, rusqlite::Error> {
+        let mut stmt = self.conn.prepare_cached("SELECT 1 FROM events WHERE event_id = ?1 AND room_id = ?2")?;
+        stmt.exists([event_id, room_id])
+    }
+
+    pub fn tenant(&self, id: &str) -> Result<Option<Tenant>, rusqlite::Error> {
+        let mut stmt = self.conn.prepare_cached(TENANT_SQL)?;
+        stmt.query_row([id], |r| {
+            Ok(Tenant {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                max_participants: r.get(2)?,
+                send_rate_per_s: r.get(3)?,
+                send_burst: r.get(4)?,
+                created_at: r.get(5)?,
+            })
+        })
+        .optional()
+    }
+
+    pub fn fqid_of(&self, participant_id: &str) -> Result<Option<String>, rusqlite::Error> {
+        self.conn.prepare_cached(FQID_OF_SQL)?.query_row([participant_id], |r| r.get(0)).optional()
+    }
+
+    /// Appends an event and answers its stream position. A failed append changes nothing (a
+    /// statement is atomic), unless SQLite ended the whole transaction: see [`Self::is_alive`].
+    pub fn insert_event(&mut self, e: &NewEvent<'_>) -> Result<i64, rusqlite::Error> {
+        let mut stmt = self.conn.prepare_cached(INSERT_EVENT_SQL)?;
+        let pos: i64 = stmt.query_row(
+            rusqlite::params![
+                e.event_id,
+                e.room_id,
+                e.event_type,
+                e.state_key,
+                e.sender_id,
+                e.content.to_string(),
+                e.origin_ts,
+                e.event_uuid,
+                e.relates_to,
+                e.unsigned.map(|u| u.to_string()),
+                e.pdu,
+                e.depth,
+            ],
+            |r| r.get(0),
+        )?;
+        self.last_position = self.last_position.max(pos);
+        Ok(pos)
+    }
+
+    /// Makes `event_id` the room's only forward extremity: right after local events, whose
+    /// `prev_events` were all the previous extremities.
+    pub fn replace_extremities(&self, room_id: &str, event_id: &str, depth: i64) -> Result<(), rusqlite::Error> {
+        self.conn.prepare_cached("DELETE FROM room_extremities WHERE room_id = ?1")?.execute([room_id])?;
+        self.conn
+            .prepare_cached("INSERT INTO room_extremities (room_id, event_id, depth) VALUES (?1, ?2, ?3)")?
+            .execute(rusqlite::params![room_id, event_id, depth])?;
+        Ok(())
+    }
+}
+
+/// Text columns with a fixed vocabulary, read as their enums (sqlx does this by derive).
+macro_rules! text_enum_from_sql {
+    ($t:ty { $($text:literal => $variant:expr),+ $(,)? }) => {
+        impl FromSql for $t {
+            fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+                match value.as_str()? {
+                    $($text => Ok($variant),)+
+                    other => Err(FromSqlError::Other(format!("unknown {}: {other:?}", stringify!($t)).into())),
+                }
+            }
+        }
+    };
+}
+
+text_enum_from_sql!(RoomType { "group" => RoomType::Group, "public" => RoomType::Public,
+    "incognito" => RoomType::Incognito, "dm" => RoomType::Dm });
+text_enum_from_sql!(RoomState { "open" => RoomState::Open, "archived" => RoomState::Archived,
+    "closed" => RoomState::Closed });
+text_enum_from_sql!(Membership { "join" => Membership::Join, "invite" => Membership::Invite,
+    "leave" => Membership::Leave, "ban" => Membership::Ban });
