@@ -179,7 +179,6 @@ impl Writer {
             if outcome.is_err() {
                 tracing::error!("a send batch panicked; its sends failed");
             }
-            self.db.finish_checkpoint();
         }
     }
 
@@ -225,7 +224,9 @@ fn run_in(
     let signer = tx.signer().ok_or_else(|| ApiError::internal("no signing key loaded"))?;
     let mut rooms: HashMap<&str, RoomBatch> = HashMap::new();
     let mut planned: Vec<(usize, Ready)> = Vec::with_capacity(jobs.len());
-    let mut events: Vec<PreparedEvent> = Vec::with_capacity(jobs.len());
+    // Signing is most of a send's cost: the helper signs each event as soon as it is built,
+    // and the writer signs too whenever it would otherwise wait.
+    let signing = helper.batch();
     for (i, job) in jobs.iter().enumerate() {
         if !rooms.contains_key(job.room_id.as_str()) {
             let state = load_room(tx, &job.room_id, jobs)?;
@@ -247,27 +248,19 @@ fn run_in(
         match prepare(&signer.server_name, &st.planned, &ready, job) {
             Ok(event) => {
                 st.planned = vec![(event.event_id().to_string(), event.depth)];
+                signing.push(event);
                 planned.push((i, ready));
-                events.push(event);
             }
             Err(e) => results[i] = Some(Err(e)),
         }
     }
 
-    // Signing is most of a send's cost: the helper signs the later half meanwhile.
-    let theirs = events.split_off(events.len() - events.len() / 2);
-    let theirs = (!theirs.is_empty()).then(|| helper.sign(theirs));
-    let mut signed: Vec<ApiResult<SignedEvent>> = events.into_iter().map(|e| e.sign(signer)).collect();
-    let mut theirs = theirs.into_iter();
+    signing.close();
 
     for (k, (i, ready)) in planned.into_iter().enumerate() {
-        if k == signed.len() {
-            // Reached the helper's half (the writer's own half is stored by now).
-            signed.extend(theirs.next().expect("the helper's half").wait());
-        }
         let job = &jobs[i];
         let st = rooms.get_mut(job.room_id.as_str()).expect("loaded");
-        let mut s = std::mem::replace(&mut signed[k], Err(ApiError::internal("taken")));
+        let mut s = signing.take(k, signer);
         // A send before this one failed to store: chain onto what was stored instead.
         if s.as_ref().is_ok_and(|s| !chains_onto(&s.prev_events, &st.extremities)) {
             s = prepare(&signer.server_name, &st.extremities, &ready, job).and_then(|e| e.sign(signer));
@@ -317,45 +310,127 @@ fn prepare(origin: &str, extremities: &[(String, i64)], r: &Ready, job: &Job) ->
 
 /// A thread that signs events for the writer, so a batch's signatures take two cores.
 struct SignerThread {
-    work: std::sync::mpsc::Sender<(Vec<PreparedEvent>, std::sync::mpsc::SyncSender<Vec<ApiResult<SignedEvent>>>)>,
+    batches: std::sync::mpsc::Sender<Arc<SigningQueue>>,
+    signer: Option<Arc<EventSigner>>,
 }
-
-/// Signatures the helper is making.
-struct Signing(std::sync::mpsc::Receiver<Vec<ApiResult<SignedEvent>>>, usize);
 
 impl SignerThread {
     fn start(signer: Option<Arc<EventSigner>>) -> std::io::Result<SignerThread> {
-        let (work, rx) = std::sync::mpsc::channel::<(Vec<PreparedEvent>, std::sync::mpsc::SyncSender<_>)>();
+        let (batches, rx) = std::sync::mpsc::channel::<Arc<SigningQueue>>();
+        let key = signer.clone();
         std::thread::Builder::new().name("send-signer".into()).spawn(move || {
-            for (events, reply) in rx {
-                let signed: Vec<ApiResult<SignedEvent>> = events
-                    .into_iter()
-                    .map(|e| match &signer {
-                        Some(signer) => e.sign(signer),
-                        None => Err(ApiError::internal("no signing key loaded")),
-                    })
-                    .collect();
-                let _ = reply.send(signed);
+            for queue in rx {
+                if let Some(key) = &key {
+                    queue.work(key);
+                }
             }
         })?;
-        Ok(SignerThread { work })
+        Ok(SignerThread { batches, signer })
     }
 
-    fn sign(&self, events: Vec<PreparedEvent>) -> Signing {
-        let (reply, answer) = std::sync::mpsc::sync_channel(1);
-        let n = events.len();
-        let _ = self.work.send((events, reply));
-        Signing(answer, n)
+    /// A queue for one batch's events, which the helper starts working on.
+    fn batch(&self) -> BatchSigning {
+        let queue = Arc::new(SigningQueue::default());
+        if self.signer.is_some() {
+            let _ = self.batches.send(queue.clone());
+        }
+        BatchSigning(queue)
     }
 }
 
-impl Signing {
-    /// The signed events in order; errors if the helper is gone.
-    fn wait(self) -> Vec<ApiResult<SignedEvent>> {
-        match self.0.recv() {
-            Ok(signed) => signed,
-            Err(_) => (0..self.1).map(|_| Err(ApiError::internal("the signing thread stopped"))).collect(),
+/// The events of a batch waiting for their signatures, shared by the writer and the helper:
+/// whoever is free signs the next one.
+#[derive(Default)]
+struct SigningQueue {
+    state: std::sync::Mutex<SigningState>,
+    changed: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct SigningState {
+    /// Events not yet taken for signing, with their place in the batch.
+    todo: std::collections::VecDeque<(usize, PreparedEvent)>,
+    /// Signing outcomes by place; `None` while waiting or being signed.
+    signed: Vec<Option<ApiResult<SignedEvent>>>,
+    /// No more events will come.
+    closed: bool,
+}
+
+impl SigningQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SigningState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Signs one event taken from the queue, outside the lock, and records the outcome.
+    fn sign_one(&self, mut state: std::sync::MutexGuard<'_, SigningState>, signer: &EventSigner) -> bool {
+        let Some((k, event)) = state.todo.pop_front() else { return false };
+        drop(state);
+        // A panic must still leave an outcome, or the writer would wait for it forever.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| event.sign(signer)))
+            .unwrap_or_else(|_| Err(ApiError::internal("signing panicked")));
+        self.lock().signed[k] = Some(outcome);
+        self.changed.notify_all();
+        true
+    }
+
+    /// The helper's side: signs events as they come until the batch is closed and drained.
+    fn work(&self, signer: &EventSigner) {
+        let mut state = self.lock();
+        loop {
+            if !state.todo.is_empty() {
+                self.sign_one(state, signer);
+                state = self.lock();
+            } else if state.closed {
+                return;
+            } else {
+                state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+            }
         }
+    }
+}
+
+/// The writer's handle on its batch's signing queue. Dropping it closes the queue, so the
+/// helper never waits for a batch that ended (even by a panic).
+struct BatchSigning(Arc<SigningQueue>);
+
+impl BatchSigning {
+    fn push(&self, event: PreparedEvent) {
+        let mut state = self.0.lock();
+        let k = state.signed.len();
+        state.signed.push(None);
+        state.todo.push_back((k, event));
+        drop(state);
+        self.0.changed.notify_all();
+    }
+
+    fn close(&self) {
+        self.0.lock().closed = true;
+        self.0.changed.notify_all();
+    }
+
+    /// The signed event at place `k`, signing queued events meanwhile rather than waiting.
+    fn take(&self, k: usize, signer: &EventSigner) -> ApiResult<SignedEvent> {
+        let mut state = self.0.lock();
+        loop {
+            if let Some(outcome) = state.signed.get_mut(k).and_then(Option::take) {
+                return outcome;
+            }
+            if k >= state.signed.len() {
+                return Err(ApiError::internal("no such event in the batch"));
+            }
+            if !state.todo.is_empty() {
+                self.0.sign_one(state, signer);
+                state = self.0.lock();
+            } else {
+                state = self.0.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+            }
+        }
+    }
+}
+
+impl Drop for BatchSigning {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 

@@ -421,11 +421,16 @@ async fn concurrent_sends_commit_once_each_in_a_consistent_chain() {
         let listed: Vec<String> = list.iter().map(|m| m["id"].as_str().unwrap().to_string()).collect();
         let want: Vec<String> = mine.iter().map(|(_, id)| id.clone()).collect();
         assert_eq!(listed, want);
-        // Each event's parent is the previous event of its room, one level up.
+        // Each event's parent is the previous event of its room, one level up; each is signed
+        // (batches sign on two threads) and its id is its reference hash.
+        let doc = s.get("/.well-known/scaiwave/server", None).await.body.clone();
+        let origin = doc["server_name"].as_str().unwrap().to_string();
         let mut prev: Option<(String, i64)> = None;
         for (_, id) in &mine {
             let r = s.get(&format!("/v1/rooms/{room}/events/{id}"), Some(&owner.token)).await;
             let pdu = r.ok()["pdu"].clone();
+            crate::signing::verify_with_doc(&doc, &pdu, &origin);
+            assert_eq!(&crypto::event_id(&pdu).unwrap(), id);
             let depth = pdu["depth"].as_i64().unwrap();
             let parents = pdu["prev_events"].as_array().unwrap();
             assert_eq!(parents.len(), 1, "one parent: {pdu}");
@@ -444,10 +449,10 @@ async fn concurrent_sends_commit_once_each_in_a_consistent_chain() {
     assert_eq!(pdu["prev_events"], json!([list[1]["id"]]));
 }
 
-/// The send path checkpoints the write-ahead log beside the writer, and has the writer start
-/// it over between batches: under sustained sends the log must stay bounded instead of
-/// growing with every message (SQLite only starts it over when a write begins with every
-/// frame copied, which a checkpointer alone never sees while writes keep coming).
+/// The write-ahead log is checkpointed beside the writers, and started over once long: under
+/// sustained sends it must stay bounded instead of growing with every message (SQLite only
+/// starts it over when a write begins with every frame copied, which never happens by itself
+/// while writes keep coming).
 #[tokio::test]
 async fn sustained_sends_keep_the_write_ahead_log_bounded() {
     use std::sync::Arc;

@@ -5,7 +5,8 @@ use serde_json::{Value, json};
 
 use crate::harness::{Server, User};
 
-fn verify_with_doc(doc: &Value, pdu: &Value, server: &str) {
+/// Checks `pdu`'s signature by `server` with the key the well-known document `doc` publishes.
+pub fn verify_with_doc(doc: &Value, pdu: &Value, server: &str) {
     let key_id = pdu["signatures"][server].as_object().unwrap().keys().next().unwrap().clone();
     let key = doc["verify_keys"][&key_id]["key"].as_str().or_else(|| doc["old_verify_keys"][&key_id]["key"].as_str());
     let key = crypto::PublicKey::from_base64(key.expect("signing key is published")).unwrap();

@@ -63,21 +63,45 @@ pub struct PageQuery<'a> {
 }
 
 impl Store {
-    pub async fn message_page(&self, q: &PageQuery<'_>) -> Result<Vec<PageRow>, sqlx::Error> {
+    /// A page of a room's messages. Runs on a direct connection (see [`Store::read_direct`]):
+    /// through sqlx every one of the up to 201 rows would cross threads on its own.
+    pub async fn message_page(&self, q: &PageQuery<'_>) -> Result<Vec<PageRow>, rusqlite::Error> {
         let sql = if q.forward {
-            "WHERE e.room_id = $1 AND e.event_type = 'swp.room.message' AND e.stream_position > $2
-             ORDER BY e.stream_position ASC LIMIT $3"
+            "WHERE e.room_id = ?1 AND e.event_type = 'swp.room.message' AND e.stream_position > ?2
+             ORDER BY e.stream_position ASC LIMIT ?3"
         } else {
-            "WHERE e.room_id = $1 AND e.event_type = 'swp.room.message' AND e.stream_position < $2
-             ORDER BY e.stream_position DESC LIMIT $3"
+            "WHERE e.room_id = ?1 AND e.event_type = 'swp.room.message' AND e.stream_position < ?2
+             ORDER BY e.stream_position DESC LIMIT ?3"
         };
         let from = q.from.unwrap_or(if q.forward { 0 } else { i64::MAX });
-        sqlx::query_as(sqlx::AssertSqlSafe(format!("{PAGE_SELECT} {sql}")))
-            .bind(q.room_id)
-            .bind(from)
-            .bind(q.limit)
-            .fetch_all(&self.pool)
-            .await
+        let (room_id, limit) = (q.room_id.to_string(), q.limit);
+        self.read_direct(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!("{PAGE_SELECT} {sql}"))?;
+            let rows = stmt.query_map(rusqlite::params![room_id, from, limit], |r| {
+                Ok(PageRow {
+                    message: MessageRow {
+                        stream_position: r.get(0)?,
+                        event_id: r.get(1)?,
+                        room_id: r.get(2)?,
+                        event_type: r.get(3)?,
+                        sender_id: r.get(4)?,
+                        sender_fqid: r.get(5)?,
+                        content: r.get(6)?,
+                        original_content: r.get(7)?,
+                        origin_ts: r.get(8)?,
+                        edited_at: r.get(9)?,
+                        redacted_at: r.get(10)?,
+                        event_uuid: r.get(11)?,
+                        unsigned_data: r.get(12)?,
+                        relates_to: r.get(13)?,
+                        state_key: r.get(14)?,
+                    },
+                    has_reactions: r.get(15)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
     }
 
     pub async fn message(&self, room_id: &str, event_id: &str) -> Result<Option<MessageRow>, sqlx::Error> {

@@ -69,9 +69,10 @@ pub struct Store {
     /// Writers queue here, in memory, before `BEGIN IMMEDIATE`: SQLite admits one writer at a
     /// time anyway, and its busy handler would make waiters sleep in growing steps instead.
     write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
-    /// The database file, for connections outside the pool (the batch writer).
+    /// The database file, for connections outside the pool (the batch writer, direct reads).
     file: std::path::PathBuf,
     durability: Durability,
+    readers: std::sync::Arc<writer::DirectReaders>,
 }
 
 /// How long a writer waits for another process's write lock (the admin CLI, an import).
@@ -133,6 +134,7 @@ impl Store {
             write_lock: Default::default(),
             file,
             durability,
+            readers: Default::default(),
         })
     }
 

@@ -1,4 +1,5 @@
-//! The batch writer: a SQLite connection owned by one thread, for the send path.
+//! Direct SQLite connections, outside the sqlx pool: the send path's batch writer (owned by one
+//! thread), the WAL checkpointer, and a few readers for reads of many rows.
 //!
 //! Why: sqlx runs every statement of a connection on that connection's worker thread, so each
 //! statement costs two thread wake-ups; on a loaded 2-core machine a wake-up can wait for a
@@ -11,7 +12,6 @@
 //! this process through the same in-process write lock, taken before `BEGIN IMMEDIATE`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ValueRef};
 use rusqlite::{Connection, OptionalExtension, params_from_iter};
@@ -28,8 +28,6 @@ pub struct BatchWriter {
     conn: Connection,
     /// Dropping it stops the checkpointer.
     _checkpointer: std::sync::mpsc::Sender<()>,
-    /// Set by the checkpointer when the WAL should be started over.
-    restart_wal: Arc<AtomicBool>,
     write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
     committed: std::sync::Arc<tokio::sync::watch::Sender<i64>>,
     signer: Option<Arc<EventSigner>>,
@@ -55,13 +53,11 @@ impl Store {
         // Its commits never checkpoint: the checkpointer thread does, beside it.
         conn.execute_batch(&format!("PRAGMA cache_size = -{WRITER_CACHE_KIB}; PRAGMA wal_autocheckpoint = 0;"))?;
         conn.set_prepared_statement_cache_capacity(32);
-        let restart_wal = Arc::new(AtomicBool::new(false));
-        let checkpointer = start_checkpointer(self.direct_connection()?, restart_wal.clone())
+        let checkpointer = start_checkpointer(self.direct_connection()?, self.write_lock.clone())
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         Ok(BatchWriter {
             conn,
             _checkpointer: checkpointer,
-            restart_wal,
             write_lock: self.write_lock.clone(),
             committed: self.committed.clone(),
             signer: self.signer.clone(),
@@ -72,48 +68,112 @@ impl Store {
 impl Store {
     /// A connection outside the pool, set up like the pool's.
     fn direct_connection(&self) -> Result<Connection, rusqlite::Error> {
-        let conn = Connection::open(&self.file)?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        let synchronous = match self.durability {
-            Durability::Normal => "NORMAL",
-            Durability::Full => "FULL",
+        open_direct(&self.file, self.durability)
+    }
+
+    /// Runs `f` on a direct read-only connection, on the blocking pool. For reads of many rows:
+    /// sqlx hands each row of a result from its worker thread to the caller on its own.
+    pub(super) async fn read_direct<T, F>(&self, f: F) -> Result<T, rusqlite::Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, rusqlite::Error> + Send + 'static,
+    {
+        // Not a conversion failure: the only variant that carries any error (a closed semaphore,
+        // a panicked read), which callers show as an internal error.
+        let _permit =
+            self.readers.permits.acquire().await.map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        let (file, durability) = (self.file.clone(), self.durability);
+        let readers = self.readers.clone();
+        let run = move || {
+            let idle = readers.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let conn = match idle {
+                Some(conn) => conn,
+                None => {
+                    let conn = open_direct(&file, durability)?;
+                    conn.execute_batch("PRAGMA query_only = ON; PRAGMA cache_size = -1024;")?;
+                    conn
+                }
+            };
+            let out = f(&conn);
+            readers.idle.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
+            out
         };
-        conn.execute_batch(&format!(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON;"
-        ))?;
-        Ok(conn)
+        tokio::task::spawn_blocking(run).await.map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?
     }
 }
 
+/// The direct read connections: kept for reuse, at most [`DIRECT_READERS`] in use at once.
+pub(super) struct DirectReaders {
+    idle: std::sync::Mutex<Vec<Connection>>,
+    permits: tokio::sync::Semaphore,
+}
+
+/// How many direct reads run at once (each holds a blocking-pool thread and a connection).
+const DIRECT_READERS: usize = 4;
+
+impl Default for DirectReaders {
+    fn default() -> Self {
+        DirectReaders { idle: Default::default(), permits: tokio::sync::Semaphore::new(DIRECT_READERS) }
+    }
+}
+
+fn open_direct(file: &std::path::Path, durability: Durability) -> Result<Connection, rusqlite::Error> {
+    let conn = Connection::open(file)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let synchronous = match durability {
+        Durability::Normal => "NORMAL",
+        Durability::Full => "FULL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON;"
+    ))?;
+    Ok(conn)
+}
+
 /// How often the checkpointer looks at the WAL while it keeps growing, and while it is quiet.
-const CHECKPOINT_BUSY: Duration = Duration::from_millis(10);
+const CHECKPOINT_BUSY: Duration = Duration::from_millis(20);
 const CHECKPOINT_IDLE: Duration = Duration::from_millis(250);
-/// A WAL this long (in 4 KiB frames) is started over at the writer's next chance.
+/// A WAL this long (in 4 KiB frames) is started over.
 const WAL_RESTART_FRAMES: i64 = 2000;
+/// How long starting the WAL over may wait for readers that still use it; it is retried later.
+const WAL_RESTART_WAIT: Duration = Duration::from_millis(50);
 
 /// Copies committed pages from the WAL into the database file on a thread of its own.
 ///
 /// Why: SQLite checkpoints inside the commit that crosses `wal_autocheckpoint`, so one batch
 /// of sends in every few dozen paid for copying megabytes and two fsyncs while every sender
-/// waited. A `PASSIVE` checkpoint runs beside the writer without blocking it. But SQLite
+/// waited. A `PASSIVE` checkpoint runs beside the writers without blocking them. But SQLite
 /// starts the WAL over only when a write begins with every frame copied, which never happens
-/// while writes keep coming: so once the WAL is long, the checkpointer asks the writer to
-/// copy the last few frames itself, between two batches ([`BatchWriter::finish_checkpoint`]).
-/// Stops when the returned sender is dropped.
-fn start_checkpointer(conn: Connection, restart: Arc<AtomicBool>) -> std::io::Result<std::sync::mpsc::Sender<()>> {
+/// while writes keep coming, and the WAL would grow without end. So once it is long, the
+/// checkpointer takes the in-process write turn and runs a `RESTART` checkpoint: it copies the
+/// few frames written since the passive pass, so writers wait only for that. Stops when the
+/// returned sender is dropped.
+fn start_checkpointer(
+    conn: Connection,
+    write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+) -> std::io::Result<std::sync::mpsc::Sender<()>> {
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
     std::thread::Builder::new().name("wal-checkpoint".into()).spawn(move || {
-        let mut wait = CHECKPOINT_IDLE;
-        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(wait) {
+        let checkpoint = |mode: &str| -> Result<(i64, i64), rusqlite::Error> {
             // Answers (busy, frames in the WAL, frames copied so far).
-            let frames = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1));
-            wait = match frames {
-                Ok(log) => {
-                    if log >= WAL_RESTART_FRAMES {
-                        restart.store(true, Ordering::Relaxed);
-                    }
-                    if log > 0 { CHECKPOINT_BUSY } else { CHECKPOINT_IDLE }
+            conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| Ok((r.get(1)?, r.get(2)?)))
+        };
+        let (mut wait, mut last) = (CHECKPOINT_IDLE, (0, 0));
+        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(wait) {
+            let mut outcome = checkpoint("PASSIVE");
+            if matches!(outcome, Ok((log, _)) if log >= WAL_RESTART_FRAMES) {
+                let _turn = write_lock.blocking_lock();
+                let _ = conn.busy_timeout(WAL_RESTART_WAIT);
+                outcome = checkpoint("RESTART");
+                let _ = conn.busy_timeout(BUSY_TIMEOUT);
+            }
+            wait = match outcome {
+                // Frames were added since the last look: the writers are busy.
+                Ok(frames) if frames != last => {
+                    last = frames;
+                    CHECKPOINT_BUSY
                 }
+                Ok(_) => CHECKPOINT_IDLE,
                 Err(e) => {
                     tracing::warn!(error = %e, "WAL checkpoint failed");
                     CHECKPOINT_IDLE
@@ -125,17 +185,6 @@ fn start_checkpointer(conn: Connection, restart: Arc<AtomicBool>) -> std::io::Re
 }
 
 impl BatchWriter {
-    /// Between batches: when the checkpointer asked, copies what remains of the WAL into the
-    /// database (little: the checkpointer copied the rest), so the next write starts the WAL
-    /// over. A failure is logged and retried on a later request.
-    pub fn finish_checkpoint(&self) {
-        if self.restart_wal.swap(false, Ordering::Relaxed) {
-            if let Err(e) = self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                tracing::warn!(error = %e, "WAL checkpoint failed");
-            }
-        }
-    }
-
     /// The key the events are signed with, for threads that sign for this writer.
     pub fn signer(&self) -> Option<Arc<EventSigner>> {
         self.signer.clone()
