@@ -212,8 +212,8 @@ impl Writer {
 /// is unusable and nothing may be committed.
 ///
 /// Three steps: check every send and build its event, chaining each room's events (an event's
-/// id is known before it is signed); sign them, the later half on the helper thread; store
-/// them in order.
+/// id is known before it is signed); sign them, the helper thread starting on each as soon as
+/// it is built and the writer helping once all are built; store them in order.
 fn run_in(
     tx: &mut BatchTx<'_>,
     checks: &mut Checks<'_>,

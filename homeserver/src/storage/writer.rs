@@ -46,8 +46,8 @@ pub struct BatchTx<'w> {
 }
 
 impl Store {
-    /// Opens the batch writer's own connection. Call from outside the async runtime's worker
-    /// threads, or before any write: it runs no statement that waits on the write lock.
+    /// Opens the batch writer's own connection and starts the WAL checkpointer beside it. Meant
+    /// for startup: opening does blocking file I/O, though it never waits on the write lock.
     pub fn batch_writer(&self) -> Result<BatchWriter, rusqlite::Error> {
         let conn = self.direct_connection()?;
         // Its commits never checkpoint: the checkpointer thread does, beside it.
