@@ -328,13 +328,10 @@ impl SignerThread {
         Ok(SignerThread { batches, signer })
     }
 
-    /// A queue for one batch's events, which the helper starts working on.
-    fn batch(&self) -> BatchSigning {
-        let queue = Arc::new(SigningQueue::default());
-        if self.signer.is_some() {
-            let _ = self.batches.send(queue.clone());
-        }
-        BatchSigning(queue)
+    /// A queue for one batch's events. The helper joins in once a second event is queued: a
+    /// lone send is signed by the writer alone, without waking another thread.
+    fn batch(&self) -> BatchSigning<'_> {
+        BatchSigning { queue: Arc::new(SigningQueue::default()), helper: self }
     }
 }
 
@@ -391,26 +388,32 @@ impl SigningQueue {
 
 /// The writer's handle on its batch's signing queue. Dropping it closes the queue, so the
 /// helper never waits for a batch that ended (even by a panic).
-struct BatchSigning(Arc<SigningQueue>);
+struct BatchSigning<'h> {
+    queue: Arc<SigningQueue>,
+    helper: &'h SignerThread,
+}
 
-impl BatchSigning {
+impl BatchSigning<'_> {
     fn push(&self, event: PreparedEvent) {
-        let mut state = self.0.lock();
+        let mut state = self.queue.lock();
         let k = state.signed.len();
         state.signed.push(None);
         state.todo.push_back((k, event));
         drop(state);
-        self.0.changed.notify_all();
+        if k == 1 && self.helper.signer.is_some() {
+            let _ = self.helper.batches.send(self.queue.clone());
+        }
+        self.queue.changed.notify_all();
     }
 
     fn close(&self) {
-        self.0.lock().closed = true;
-        self.0.changed.notify_all();
+        self.queue.lock().closed = true;
+        self.queue.changed.notify_all();
     }
 
     /// The signed event at place `k`, signing queued events meanwhile rather than waiting.
     fn take(&self, k: usize, signer: &EventSigner) -> ApiResult<SignedEvent> {
-        let mut state = self.0.lock();
+        let mut state = self.queue.lock();
         loop {
             if let Some(outcome) = state.signed.get_mut(k).and_then(Option::take) {
                 return outcome;
@@ -419,16 +422,16 @@ impl BatchSigning {
                 return Err(ApiError::internal("no such event in the batch"));
             }
             if !state.todo.is_empty() {
-                self.0.sign_one(state, signer);
-                state = self.0.lock();
+                self.queue.sign_one(state, signer);
+                state = self.queue.lock();
             } else {
-                state = self.0.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+                state = self.queue.changed.wait(state).unwrap_or_else(|e| e.into_inner());
             }
         }
     }
 }
 
-impl Drop for BatchSigning {
+impl Drop for BatchSigning<'_> {
     fn drop(&mut self) {
         self.close();
     }
