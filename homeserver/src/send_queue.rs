@@ -29,6 +29,10 @@
 //! - answers go out only after `COMMIT` succeeded; if it fails, every send of the batch gets an
 //!   error. Nothing is acknowledged before it is durable.
 //!
+//! Signing stays on the writer thread. A helper thread that signed a batch's events in parallel
+//! (their ids are known before their signatures) was measured slower on 2 cores: its wake-ups
+//! cost more than the signatures it took over.
+//!
 //! A panic fails its batch's sends (their reply channels drop, the transaction rolls back)
 //! without stopping the thread.
 
@@ -43,8 +47,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::ids;
 use crate::messages::SendRequest;
 use crate::ratelimit::SendLimiter;
-use crate::rooms::{self, NewEventSpec, PreparedEvent, SignedEvent, event_types, rules};
-use crate::storage::{BatchTx, BatchWriter, EventSigner, Membership, MessageRow, Participant, Room, Store, Tenant};
+use crate::rooms::{self, NewEventSpec, SignedEvent, event_types, rules};
+use crate::storage::{BatchTx, BatchWriter, Membership, MessageRow, Participant, Room, Store, Tenant};
 
 /// The most sends committed together.
 pub const MAX_BATCH: usize = 64;
@@ -83,7 +87,6 @@ struct Writer {
     db: BatchWriter,
     limiter: Arc<SendLimiter>,
     tenants: HashMap<String, (Tenant, Instant)>,
-    helper: SignerThread,
 }
 
 impl SendQueue {
@@ -91,9 +94,8 @@ impl SendQueue {
     /// dropped.
     pub fn start(store: &Store, limiter: Arc<SendLimiter>) -> std::io::Result<SendQueue> {
         let db = store.batch_writer().map_err(std::io::Error::other)?;
-        let helper = SignerThread::start(db.signer())?;
         let (jobs, rx) = mpsc::unbounded_channel::<Job>();
-        let writer = Writer { db, limiter, tenants: HashMap::new(), helper };
+        let writer = Writer { db, limiter, tenants: HashMap::new() };
         std::thread::Builder::new().name("send-writer".into()).spawn(move || writer.serve(rx))?;
         Ok(SendQueue { jobs })
     }
@@ -119,9 +121,6 @@ struct RoomBatch {
     auth_fqids: Vec<String>,
     /// The room's forward extremities as stored so far in this batch.
     extremities: Vec<(String, i64)>,
-    /// The extremities once every send planned so far is stored: what the next send chains
-    /// onto. Differs from `extremities` only while planning, or after a send failed to store.
-    planned: Vec<(String, i64)>,
     /// Whether an event was appended, so the extremity must be written.
     appended: bool,
 }
@@ -184,12 +183,12 @@ impl Writer {
 
     fn run(&mut self, jobs: Vec<Job>) {
         let mut results: Vec<Option<ApiResult<Sent>>> = jobs.iter().map(|_| None).collect();
-        let Writer { db, limiter, tenants, helper } = self;
+        let Writer { db, limiter, tenants } = self;
         let outcome = match db.begin() {
             Err(e) => Err(ApiError::from(e)),
             Ok(mut tx) => {
                 let mut checks = Checks { limiter, tenants };
-                match run_in(&mut tx, &mut checks, helper, &jobs, &mut results) {
+                match run_in(&mut tx, &mut checks, &jobs, &mut results) {
                     Ok(()) => tx.commit().map_err(ApiError::from),
                     Err(e) => Err(e),
                 }
@@ -210,23 +209,14 @@ impl Writer {
 
 /// Runs the batch inside the open transaction, filling `results`; `Err` means the transaction
 /// is unusable and nothing may be committed.
-///
-/// Three steps: check every send and build its event, chaining each room's events (an event's
-/// id is known before it is signed); sign them, the helper thread starting on each as soon as
-/// it is built and the writer helping once all are built; store them in order.
 fn run_in(
     tx: &mut BatchTx<'_>,
     checks: &mut Checks<'_>,
-    helper: &SignerThread,
     jobs: &[Job],
     results: &mut [Option<ApiResult<Sent>>],
 ) -> ApiResult<()> {
     let signer = tx.signer().ok_or_else(|| ApiError::internal("no signing key loaded"))?;
     let mut rooms: HashMap<&str, RoomBatch> = HashMap::new();
-    let mut planned: Vec<(usize, Ready)> = Vec::with_capacity(jobs.len());
-    // Signing is most of a send's cost: the helper signs each event as soon as it is built,
-    // and the writer signs too whenever it would otherwise wait.
-    let signing = helper.batch();
     for (i, job) in jobs.iter().enumerate() {
         if !rooms.contains_key(job.room_id.as_str()) {
             let state = load_room(tx, &job.room_id, jobs)?;
@@ -245,34 +235,25 @@ fn run_in(
                 continue;
             }
         };
-        match prepare(&signer.server_name, &st.planned, &ready, job) {
-            Ok(event) => {
-                st.planned = vec![(event.event_id().to_string(), event.depth)];
-                signing.push(event);
-                planned.push((i, ready));
-            }
-            Err(e) => results[i] = Some(Err(e)),
-        }
-    }
-
-    signing.close();
-
-    for (k, (i, ready)) in planned.into_iter().enumerate() {
-        let job = &jobs[i];
-        let st = rooms.get_mut(job.room_id.as_str()).expect("loaded");
-        let mut s = signing.take(k, signer);
-        // A send before this one failed to store: chain onto what was stored instead.
-        if s.as_ref().is_ok_and(|s| !chains_onto(&s.prev_events, &st.extremities)) {
-            s = prepare(&signer.server_name, &st.extremities, &ready, job).and_then(|e| e.sign(signer));
-        }
-        let s = match s {
+        // The room's next event: its parent is the event stored before it, in this batch or
+        // before. (A send that failed to store is no one's parent.)
+        let spec = ready.spec(job);
+        let signed = rooms::sign_event(
+            signer,
+            &spec,
+            &ready.event_uuid,
+            &ready.sender_fqid,
+            &st.extremities,
+            ready.auth_events.clone(),
+        );
+        let s = match signed {
             Ok(s) => s,
             Err(e) => {
                 results[i] = Some(Err(e));
                 continue;
             }
         };
-        match tx.insert_event(&s.new_event(&ready.spec(job), &ready.event_uuid)) {
+        match tx.insert_event(&s.new_event(&spec, &ready.event_uuid)) {
             Ok(pos) => {
                 st.extremities = vec![(s.event_id.clone(), s.depth)];
                 st.appended = true;
@@ -293,148 +274,9 @@ fn run_in(
     Ok(())
 }
 
-/// Whether an event whose parents are `prev_events` comes right after `extremities`.
-fn chains_onto(prev_events: &[String], extremities: &[(String, i64)]) -> bool {
-    prev_events.len() == extremities.len() && prev_events.iter().zip(extremities).all(|(p, (e, _))| p == e)
-}
-
 /// After a failed statement: `Err` when SQLite ended the whole transaction.
 fn alive(tx: &BatchTx<'_>) -> ApiResult<()> {
     if tx.is_alive() { Ok(()) } else { Err(ApiError::internal("the database ended the transaction")) }
-}
-
-/// Builds a checked send's event as the next one after `extremities`, unsigned.
-fn prepare(origin: &str, extremities: &[(String, i64)], r: &Ready, job: &Job) -> ApiResult<PreparedEvent> {
-    rooms::prepare_event(origin, &r.spec(job), &r.event_uuid, &r.sender_fqid, extremities, r.auth_events.clone())
-}
-
-/// A thread that signs events for the writer, so a batch's signatures take two cores.
-struct SignerThread {
-    batches: std::sync::mpsc::Sender<Arc<SigningQueue>>,
-    signer: Option<Arc<EventSigner>>,
-}
-
-impl SignerThread {
-    fn start(signer: Option<Arc<EventSigner>>) -> std::io::Result<SignerThread> {
-        let (batches, rx) = std::sync::mpsc::channel::<Arc<SigningQueue>>();
-        let key = signer.clone();
-        std::thread::Builder::new().name("send-signer".into()).spawn(move || {
-            for queue in rx {
-                if let Some(key) = &key {
-                    queue.work(key);
-                }
-            }
-        })?;
-        Ok(SignerThread { batches, signer })
-    }
-
-    /// A queue for one batch's events. The helper joins in once a second event is queued: a
-    /// lone send is signed by the writer alone, without waking another thread.
-    fn batch(&self) -> BatchSigning<'_> {
-        BatchSigning { queue: Arc::new(SigningQueue::default()), helper: self }
-    }
-}
-
-/// The events of a batch waiting for their signatures, shared by the writer and the helper:
-/// whoever is free signs the next one.
-#[derive(Default)]
-struct SigningQueue {
-    state: std::sync::Mutex<SigningState>,
-    changed: std::sync::Condvar,
-}
-
-#[derive(Default)]
-struct SigningState {
-    /// Events not yet taken for signing, with their place in the batch.
-    todo: std::collections::VecDeque<(usize, PreparedEvent)>,
-    /// Signing outcomes by place; `None` while waiting or being signed.
-    signed: Vec<Option<ApiResult<SignedEvent>>>,
-    /// No more events will come.
-    closed: bool,
-}
-
-impl SigningQueue {
-    fn lock(&self) -> std::sync::MutexGuard<'_, SigningState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Signs one event taken from the queue, outside the lock, and records the outcome.
-    fn sign_one(&self, mut state: std::sync::MutexGuard<'_, SigningState>, signer: &EventSigner) -> bool {
-        let Some((k, event)) = state.todo.pop_front() else { return false };
-        drop(state);
-        // A panic must still leave an outcome, or the writer would wait for it forever.
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| event.sign(signer)))
-            .unwrap_or_else(|_| Err(ApiError::internal("signing panicked")));
-        self.lock().signed[k] = Some(outcome);
-        self.changed.notify_all();
-        true
-    }
-
-    /// The helper's side: signs events as they come until the batch is closed and drained.
-    fn work(&self, signer: &EventSigner) {
-        let mut state = self.lock();
-        loop {
-            if !state.todo.is_empty() {
-                self.sign_one(state, signer);
-                state = self.lock();
-            } else if state.closed {
-                return;
-            } else {
-                state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
-            }
-        }
-    }
-}
-
-/// The writer's handle on its batch's signing queue. Dropping it closes the queue, so the
-/// helper never waits for a batch that ended (even by a panic).
-struct BatchSigning<'h> {
-    queue: Arc<SigningQueue>,
-    helper: &'h SignerThread,
-}
-
-impl BatchSigning<'_> {
-    fn push(&self, event: PreparedEvent) {
-        let mut state = self.queue.lock();
-        let k = state.signed.len();
-        state.signed.push(None);
-        state.todo.push_back((k, event));
-        drop(state);
-        if k == 1 && self.helper.signer.is_some() {
-            let _ = self.helper.batches.send(self.queue.clone());
-        }
-        self.queue.changed.notify_all();
-    }
-
-    fn close(&self) {
-        self.queue.lock().closed = true;
-        self.queue.changed.notify_all();
-    }
-
-    /// The signed event at place `k`, signing queued events meanwhile rather than waiting.
-    fn take(&self, k: usize, signer: &EventSigner) -> ApiResult<SignedEvent> {
-        let mut state = self.queue.lock();
-        loop {
-            if let Some(outcome) = state.signed.get_mut(k).and_then(Option::take) {
-                return outcome;
-            }
-            if k >= state.signed.len() {
-                return Err(ApiError::internal("no such event in the batch"));
-            }
-            if !state.todo.is_empty() {
-                self.queue.sign_one(state, signer);
-                state = self.queue.lock();
-            } else {
-                state = self.queue.changed.wait(state).unwrap_or_else(|e| e.into_inner());
-            }
-        }
-    }
-}
-
-impl Drop for BatchSigning<'_> {
-    fn drop(&mut self) {
-        self.close();
-    }
 }
 
 /// What the per-send checks need beyond the transaction.
@@ -567,7 +409,6 @@ fn load_room(tx: &BatchTx<'_>, room_id: &str, jobs: &[Job]) -> ApiResult<RoomBat
             auth: Vec::new(),
             auth_fqids: Vec::new(),
             extremities: Vec::new(),
-            planned: Vec::new(),
             appended: false,
         });
     };
@@ -578,7 +419,6 @@ fn load_room(tx: &BatchTx<'_>, room_id: &str, jobs: &[Job]) -> ApiResult<RoomBat
         members,
         auth,
         auth_fqids: fqids.into_iter().map(str::to_string).collect(),
-        planned: extremities.clone(),
         extremities,
         appended: false,
     })

@@ -243,27 +243,6 @@ pub(crate) fn sign_event(
     extremities: &[(String, i64)],
     auth_events: Vec<String>,
 ) -> ApiResult<SignedEvent> {
-    prepare_event(&signer.server_name, spec, event_uuid, sender_fqid, extremities, auth_events)?.sign(signer)
-}
-
-/// An event built and identified, not yet signed: its id is known (so the next event can name
-/// it in `prev_events`) before the signature, which can then be made on another thread.
-pub(crate) struct PreparedEvent {
-    unsigned: crypto::UnsignedEvent,
-    pub origin_ts: i64,
-    pub depth: i64,
-    pub prev_events: Vec<String>,
-}
-
-/// [`sign_event`] without the signature. Pure: no I/O.
-pub(crate) fn prepare_event(
-    origin: &str,
-    spec: &NewEventSpec<'_>,
-    event_uuid: &str,
-    sender_fqid: &str,
-    extremities: &[(String, i64)],
-    auth_events: Vec<String>,
-) -> ApiResult<PreparedEvent> {
     let depth = extremities.iter().map(|(_, d)| *d).max().unwrap_or(0) + 1;
     let prev_events: Vec<String> = extremities.iter().map(|(id, _)| id.clone()).collect();
     let origin_ts = now_secs();
@@ -271,7 +250,7 @@ pub(crate) fn prepare_event(
         "event_uuid": event_uuid,
         "room_id": spec.room_id,
         "sender": sender_fqid,
-        "origin": origin,
+        "origin": signer.server_name,
         "origin_ts": origin_ts,
         "event_type": spec.event_type,
         "content": spec.content,
@@ -282,24 +261,10 @@ pub(crate) fn prepare_event(
     if let Some(k) = spec.state_key {
         wire["state_key"] = json!(k);
     }
-    let unsigned =
-        crypto::prepare_event(wire).map_err(|e| ApiError::bad_request(format!("event cannot be signed: {e}")))?;
-    Ok(PreparedEvent { unsigned, origin_ts, depth, prev_events })
-}
-
-impl PreparedEvent {
-    pub fn event_id(&self) -> &str {
-        self.unsigned.event_id()
-    }
-
-    pub fn sign(self, signer: &EventSigner) -> ApiResult<SignedEvent> {
-        let PreparedEvent { unsigned, origin_ts, depth, prev_events } = self;
-        let (event_id, pdu) = unsigned
-            .sign(&signer.server_name, &signer.key)
-            .map_err(|e| ApiError::bad_request(format!("event cannot be signed: {e}")))?;
-        let pdu = crypto::to_canonical_string(&pdu).map_err(ApiError::internal)?;
-        Ok(SignedEvent { event_id, pdu, origin_ts, depth, prev_events })
-    }
+    let (event_id, pdu) = crypto::build_and_sign_event(wire, &signer.server_name, &signer.key)
+        .map_err(|e| ApiError::bad_request(format!("event cannot be signed: {e}")))?;
+    let pdu = crypto::to_canonical_string(&pdu).map_err(ApiError::internal)?;
+    Ok(SignedEvent { event_id, pdu, origin_ts, depth, prev_events })
 }
 
 /// Replaces the stored wire forms of a redacted event (and of its edits) by their redacted

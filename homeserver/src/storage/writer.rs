@@ -185,11 +185,6 @@ fn start_checkpointer(
 }
 
 impl BatchWriter {
-    /// The key the events are signed with, for threads that sign for this writer.
-    pub fn signer(&self) -> Option<Arc<EventSigner>> {
-        self.signer.clone()
-    }
-
     /// Waits (blocking the thread) for this process's write turn, then begins an immediate
     /// transaction. Must not be called on an async runtime thread.
     pub fn begin(&mut self) -> Result<BatchTx<'_>, rusqlite::Error> {
