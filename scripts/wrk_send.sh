@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Measures 16-way concurrent sends with wrk (a lighter client than bench_messages), against a
-# fresh release server on a temporary data dir. Needs wrk and curl.
+# fresh release server on a temporary data dir. Needs wrk, curl and python3 (to read the JSON answers).
 #
 #     cargo build --release -p homeserver --bin homeserver
 #     scripts/wrk_send.sh [DURATION=10s] [CONNECTIONS=16] [THREADS=2]
