@@ -32,6 +32,6 @@ wrk.headers["Authorization"] = "Bearer $token"
 LUA
 echo "server pid $pid at $base, room $room, script $dir/post.lua"
 cpu0=$(awk '{print $14+$15}' /proc/$pid/stat)
-wrk -t"$threads" -c"$conns" -d"$dur" --latency -s "$dir/post.lua" "$base/v1/rooms/$room/send"
+/usr/bin/time -f "wrk cpu user=%U sys=%S" wrk -t"$threads" -c"$conns" -d"$dur" --latency -s "$dir/post.lua" "$base/v1/rooms/$room/send"
 cpu1=$(awk '{print $14+$15}' /proc/$pid/stat)
 echo "server CPU during the run: $(( (cpu1 - cpu0) * 10 )) ms; RSS $(awk '/VmRSS/{print $2/1024 " MiB"}' /proc/$pid/status)"

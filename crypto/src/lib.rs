@@ -17,6 +17,7 @@
 //! | [`signing`] | sign and verify JSON objects |
 //! | [`redaction`] | our redaction algorithm |
 //! | [`event`] | build and sign events, verify them, event ids |
+//! | [`draft`] | build and sign an event from members already in canonical JSON (the fast path) |
 //! | [`request`] | the `X-ScaiWave` request signature header |
 //!
 //! # Example
@@ -35,6 +36,7 @@
 
 pub mod b64;
 pub mod canonical;
+pub mod draft;
 mod error;
 pub mod event;
 pub mod hash;
@@ -45,6 +47,7 @@ pub mod request;
 pub mod signing;
 
 pub use canonical::{MAX_DEPTH, MAX_SAFE_INTEGER, check_value, to_canonical_bytes, to_canonical_string};
+pub use draft::{EventDraft, PreparedDraft};
 pub use error::{Error, Result};
 pub use event::{
     EVENT_ID_PREFIX, UnsignedEvent, build_and_sign_event, event_id, prepare_event, reference_hash, verify_event,

@@ -21,8 +21,8 @@ pub const REDACTION: &str = "swp.room.redaction";
 pub const MAX_PAGE: i64 = 200;
 
 /// Checks a message body: an object, canonical-JSON encodable, within the size limit, with the
-/// well-known fields of the right types.
-pub fn validate_content(content: &Value) -> ApiResult<()> {
+/// well-known fields of the right types. Answers its canonical JSON, as it is signed and stored.
+pub fn validate_content(content: &Value) -> ApiResult<String> {
     // Only an import writes `_imported_*` keys: a member must not forge an imported author.
     if let Some(key) = content.as_object().and_then(|o| o.keys().find(|k| k.starts_with(IMPORTED_PREFIX))) {
         return Err(ApiError::bad_request(format!(
@@ -40,11 +40,11 @@ pub const IMPORTED_PREVIOUS: &str = "_imported_previous";
 
 /// [`validate_content`] without the reserved-key check: for content the server annotates itself
 /// (a room import) and for signed content that an earlier import annotated.
-pub fn validate_stored_content(content: &Value) -> ApiResult<()> {
+pub fn validate_stored_content(content: &Value) -> ApiResult<String> {
     let Some(obj) = content.as_object() else {
         return Err(ApiError::bad_request("content must be a JSON object"));
     };
-    let canonical = crypto::to_canonical_bytes(content)
+    let canonical = crypto::to_canonical_string(content)
         .map_err(|e| ApiError::bad_request(format!("content is not canonical JSON: {e}")))?;
     if canonical.len() > MAX_CONTENT_BYTES {
         return Err(ApiError::ContentTooLarge(format!("content is over {MAX_CONTENT_BYTES} bytes")));
@@ -73,7 +73,7 @@ pub fn validate_stored_content(content: &Value) -> ApiResult<()> {
             return Err(ApiError::bad_request("reply_to_event_id must be an event id"));
         }
     }
-    Ok(())
+    Ok(canonical)
 }
 
 fn parse_json(text: &str) -> Value {
@@ -158,7 +158,7 @@ pub async fn send(
     room_id: &str,
     req: SendRequest,
 ) -> ApiResult<SendOutcome> {
-    validate_content(&req.content)?;
+    let content_json = validate_content(&req.content)?;
     if let Some(u) = &req.event_uuid {
         if u.is_empty() || u.len() > 128 || u.chars().any(char::is_control) {
             return Err(ApiError::bad_request("event_uuid must be 1 to 128 printable characters"));
@@ -171,7 +171,7 @@ pub async fn send(
             return Err(ApiError::bad_request("media_id names no media on this server"));
         }
     }
-    match queue.send(caller, room_id, req).await? {
+    match queue.send(caller, room_id, req, content_json).await? {
         // Everything the answer needs is known: no read-back.
         Sent::Created(row) => Ok(SendOutcome::Created(row)),
         Sent::Existing { event_id } => Ok(SendOutcome::Existing(folded(store, room_id, &event_id, caller).await?)),

@@ -67,6 +67,8 @@ struct Job {
     caller: Participant,
     room_id: String,
     req: SendRequest,
+    /// Canonical JSON of `req.content`, made by its validation.
+    content_json: String,
     reply: oneshot::Sender<ApiResult<Sent>>,
 }
 
@@ -101,9 +103,15 @@ impl SendQueue {
     }
 
     /// Queues a checked send and waits until its batch has committed (or failed).
-    pub async fn send(&self, caller: &Participant, room_id: &str, req: SendRequest) -> ApiResult<Sent> {
+    pub async fn send(
+        &self,
+        caller: &Participant,
+        room_id: &str,
+        req: SendRequest,
+        content_json: String,
+    ) -> ApiResult<Sent> {
         let (reply, answer) = oneshot::channel();
-        let job = Job { caller: caller.clone(), room_id: room_id.to_string(), req, reply };
+        let job = Job { caller: caller.clone(), room_id: room_id.to_string(), req, content_json, reply };
         self.jobs.send(job).map_err(|_| ApiError::internal("the send queue has stopped"))?;
         answer.await.map_err(|_| ApiError::internal("the send batch failed"))?
     }
@@ -241,6 +249,7 @@ fn run_in(
         let signed = rooms::sign_event(
             signer,
             &spec,
+            Some(&job.content_json),
             &ready.event_uuid,
             &ready.sender_fqid,
             &st.extremities,
@@ -373,7 +382,7 @@ fn created(job: &Job, r: &Ready, s: SignedEvent, stream_position: i64) -> Sent {
         event_type: event_types::MESSAGE.to_string(),
         sender_id: r.sender_id.clone(),
         sender_fqid: r.sender_fqid.clone(),
-        content: job.req.content.to_string(),
+        content: s.content_json.into_owned(),
         original_content: None,
         origin_ts: s.origin_ts,
         edited_at: None,

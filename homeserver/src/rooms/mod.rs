@@ -3,6 +3,8 @@
 
 pub mod rules;
 
+use std::borrow::Cow;
+
 use serde_json::{Value, json};
 
 use crate::clock::now_secs;
@@ -192,7 +194,7 @@ pub async fn append_by(tx: &mut WriteTx, spec: NewEventSpec<'_>, sender_fqid: St
         auth_events_for(tx, &spec, &sender_fqid).await?
     };
     let signer = tx.signer().ok_or_else(|| ApiError::internal("no signing key loaded"))?;
-    let signed = sign_event(signer, &spec, event_uuid, &sender_fqid, &extremities, auth_events)?;
+    let signed = sign_event(signer, &spec, None, event_uuid, &sender_fqid, &extremities, auth_events)?;
     let pos = tx.insert_event(&signed.new_event(&spec, event_uuid)).await?;
     let state = spec.state_key.map(|k| (spec.event_type, k));
     tx.advance_dag(spec.room_id, &signed.event_id, signed.depth, &signed.prev_events, state).await?;
@@ -206,23 +208,25 @@ pub async fn append_by(tx: &mut WriteTx, spec: NewEventSpec<'_>, sender_fqid: St
 }
 
 /// An event built and signed, not yet stored.
-pub(crate) struct SignedEvent {
+pub(crate) struct SignedEvent<'a> {
     pub event_id: String,
     pub pdu: String,
+    /// Canonical JSON of the content, as stored and answered.
+    pub content_json: Cow<'a, str>,
     pub origin_ts: i64,
     pub depth: i64,
     pub prev_events: Vec<String>,
 }
 
-impl SignedEvent {
-    pub fn new_event<'a>(&'a self, spec: &NewEventSpec<'a>, event_uuid: &'a str) -> NewEvent<'a> {
+impl<'a> SignedEvent<'a> {
+    pub fn new_event<'s>(&'s self, spec: &NewEventSpec<'s>, event_uuid: &'s str) -> NewEvent<'s> {
         NewEvent {
             event_id: &self.event_id,
             room_id: spec.room_id,
             event_type: spec.event_type,
             state_key: spec.state_key,
             sender_id: spec.sender_id,
-            content: spec.content,
+            content: &self.content_json,
             origin_ts: self.origin_ts,
             event_uuid,
             relates_to: spec.relates_to,
@@ -234,37 +238,42 @@ impl SignedEvent {
 }
 
 /// Builds the wire form of an event whose parents are `extremities` (`(event_id, depth)`),
-/// signs it, and derives its reference-hash id. Pure: no I/O.
-pub(crate) fn sign_event(
+/// signs it, and derives its reference-hash id. Pure: no I/O. `content_json` is the content's
+/// canonical JSON when the caller already has it (a send's validation made it).
+///
+/// The event is assembled from members encoded once ([`crypto::EventDraft`]) rather than as a
+/// `Value`: on the send writer's thread, which orders every send, that is a third less work.
+pub(crate) fn sign_event<'a>(
     signer: &EventSigner,
     spec: &NewEventSpec<'_>,
+    content_json: Option<&'a str>,
     event_uuid: &str,
     sender_fqid: &str,
     extremities: &[(String, i64)],
     auth_events: Vec<String>,
-) -> ApiResult<SignedEvent> {
+) -> ApiResult<SignedEvent<'a>> {
+    let unsignable = |e: crypto::Error| ApiError::bad_request(format!("event cannot be signed: {e}"));
+    let content_json = match content_json {
+        Some(c) => Cow::Borrowed(c),
+        None => Cow::Owned(crypto::to_canonical_string(spec.content).map_err(unsignable)?),
+    };
     let depth = extremities.iter().map(|(_, d)| *d).max().unwrap_or(0) + 1;
     let prev_events: Vec<String> = extremities.iter().map(|(id, _)| id.clone()).collect();
     let origin_ts = now_secs();
-    let mut wire = json!({
-        "event_uuid": event_uuid,
-        "room_id": spec.room_id,
-        "sender": sender_fqid,
-        "origin": signer.server_name,
-        "origin_ts": origin_ts,
-        "event_type": spec.event_type,
-        "content": spec.content,
-        "prev_events": prev_events,
-        "auth_events": auth_events,
-        "depth": depth,
-    });
+    let mut draft = crypto::EventDraft::new(spec.event_type, spec.content, &content_json).map_err(unsignable)?;
+    draft
+        .string("event_uuid", event_uuid)
+        .string("room_id", spec.room_id)
+        .string("sender", sender_fqid)
+        .string("origin", &signer.server_name)
+        .strings("prev_events", &prev_events)
+        .strings("auth_events", &auth_events);
+    draft.integer("origin_ts", origin_ts).and_then(|d| d.integer("depth", depth)).map_err(unsignable)?;
     if let Some(k) = spec.state_key {
-        wire["state_key"] = json!(k);
+        draft.string("state_key", k);
     }
-    let (event_id, pdu) = crypto::build_and_sign_event(wire, &signer.server_name, &signer.key)
-        .map_err(|e| ApiError::bad_request(format!("event cannot be signed: {e}")))?;
-    let pdu = crypto::to_canonical_string(&pdu).map_err(ApiError::internal)?;
-    Ok(SignedEvent { event_id, pdu, origin_ts, depth, prev_events })
+    let (event_id, pdu) = draft.prepare().map_err(unsignable)?.sign(&signer.server_name, &signer.key);
+    Ok(SignedEvent { event_id, pdu, content_json, origin_ts, depth, prev_events })
 }
 
 /// Replaces the stored wire forms of a redacted event (and of its edits) by their redacted

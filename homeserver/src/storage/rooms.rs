@@ -29,7 +29,8 @@ pub struct NewEvent<'a> {
     pub event_type: &'a str,
     pub state_key: Option<&'a str>,
     pub sender_id: &'a str,
-    pub content: &'a serde_json::Value,
+    /// Canonical JSON of the content.
+    pub content: &'a str,
     pub origin_ts: i64,
     /// Idempotency key; unique per sender.
     pub event_uuid: &'a str,
@@ -42,11 +43,20 @@ pub struct NewEvent<'a> {
     pub depth: i64,
 }
 
-/// Appends an event (`NewEvent`'s fields in order) and answers its stream position.
-pub(super) const INSERT_EVENT_SQL: &str =
-    "INSERT INTO events (event_id, room_id, event_type, state_key, sender_id, content, origin_ts, event_uuid,
-                         relates_to, unsigned_data, pdu, depth)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING stream_position";
+/// Appends an event (`NewEvent`'s fields in order); `stream_position` is its rowid.
+macro_rules! insert_event_sql {
+    () => {
+        "INSERT INTO events (event_id, room_id, event_type, state_key, sender_id, content, origin_ts, event_uuid,
+                             relates_to, unsigned_data, pdu, depth)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+    };
+}
+/// Appends an event and answers its stream position (portable: PostgreSQL has no rowid).
+pub(super) const INSERT_EVENT_SQL: &str = concat!(insert_event_sql!(), " RETURNING stream_position");
+/// Appends an event; its stream position is then `last_insert_rowid()`. For SQLite's send
+/// writer: a `RETURNING` clause makes SQLite keep a statement journal (a copy of every page the
+/// insert touches, so the statement can be undone alone), which cost ~4 % of a send's CPU.
+pub(super) const INSERT_EVENT_ROWID_SQL: &str = insert_event_sql!();
 
 pub(super) const TENANT_SQL: &str =
     "SELECT id, name, max_participants, send_rate_per_s, send_burst, created_at FROM tenants WHERE id = $1";
@@ -401,7 +411,7 @@ impl WriteTx {
             .bind(e.event_type)
             .bind(e.state_key)
             .bind(e.sender_id)
-            .bind(e.content.to_string())
+            .bind(e.content)
             .bind(e.origin_ts)
             .bind(e.event_uuid)
             .bind(e.relates_to)

@@ -17,7 +17,7 @@ use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ValueRef};
 use rusqlite::{Connection, OptionalExtension, params_from_iter};
 
 use super::dag::{FQID_OF_SQL, auth_state_sql};
-use super::rooms::{INSERT_EVENT_SQL, TENANT_SQL};
+use super::rooms::{INSERT_EVENT_ROWID_SQL, TENANT_SQL};
 use super::*;
 
 /// The writer connection's page cache: pages the batch touches (index leaves, the room's state)
@@ -355,24 +355,22 @@ impl<'w> BatchTx<'w> {
     /// Appends an event and answers its stream position. A failed append changes nothing (a
     /// statement is atomic), unless SQLite ended the whole transaction: see [`Self::is_alive`].
     pub fn insert_event(&mut self, e: &NewEvent<'_>) -> Result<i64, rusqlite::Error> {
-        let mut stmt = self.conn.prepare_cached(INSERT_EVENT_SQL)?;
-        let pos: i64 = stmt.query_row(
-            rusqlite::params![
-                e.event_id,
-                e.room_id,
-                e.event_type,
-                e.state_key,
-                e.sender_id,
-                e.content.to_string(),
-                e.origin_ts,
-                e.event_uuid,
-                e.relates_to,
-                e.unsigned.map(|u| u.to_string()),
-                e.pdu,
-                e.depth,
-            ],
-            |r| r.get(0),
-        )?;
+        let mut stmt = self.conn.prepare_cached(INSERT_EVENT_ROWID_SQL)?;
+        stmt.execute(rusqlite::params![
+            e.event_id,
+            e.room_id,
+            e.event_type,
+            e.state_key,
+            e.sender_id,
+            e.content,
+            e.origin_ts,
+            e.event_uuid,
+            e.relates_to,
+            e.unsigned.map(|u| u.to_string()),
+            e.pdu,
+            e.depth,
+        ])?;
+        let pos = self.conn.last_insert_rowid();
         self.last_position = self.last_position.max(pos);
         Ok(pos)
     }
