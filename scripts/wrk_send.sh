@@ -5,14 +5,14 @@
 #     cargo build --release -p homeserver --bin homeserver
 #     scripts/wrk_send.sh [DURATION=10s] [CONNECTIONS=16] [THREADS=2]
 #
-# Leaves the server running while wrk runs, prints wrk's report and the server's CPU time and
-# RSS, then stops the server. Set KEEP=1 to keep it (its pid and address are printed).
+# Leaves the server running while wrk runs, prints wrk's report and CPU time, the server's CPU
+# time and RSS, then stops the server. Set KEEP=1 to keep it (its pid and address are printed).
 set -euo pipefail
 dur=${1:-10s}; conns=${2:-16}; threads=${3:-2}
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${BIN:-${CARGO_TARGET_DIR:-$root/target}/release/homeserver}
 dir=$(mktemp -d ${BENCH_DIR:+-p $BENCH_DIR})
-export RUST_LOG=${RUST_LOG:-warn}
+# The server logs at its default level (info), as deployed; set RUST_LOG to change it.
 "$bin" admin create-tenant bench --send-rate-per-s 1000000 --send-burst 1000000 --data-dir "$dir" >/dev/null
 "$bin" serve --listen 127.0.0.1:0 --data-dir "$dir" >"$dir/out.log" 2>&1 &
 pid=$!
@@ -32,6 +32,7 @@ wrk.headers["Authorization"] = "Bearer $token"
 LUA
 echo "server pid $pid at $base, room $room, script $dir/post.lua"
 cpu0=$(awk '{print $14+$15}' /proc/$pid/stat)
-/usr/bin/time -f "wrk cpu user=%U sys=%S" wrk -t"$threads" -c"$conns" -d"$dur" --latency -s "$dir/post.lua" "$base/v1/rooms/$room/send"
+TIMEFORMAT='wrk cpu user=%U s sys=%S s'
+time wrk -t"$threads" -c"$conns" -d"$dur" --latency -s "$dir/post.lua" "$base/v1/rooms/$room/send"
 cpu1=$(awk '{print $14+$15}' /proc/$pid/stat)
 echo "server CPU during the run: $(( (cpu1 - cpu0) * 10 )) ms; RSS $(awk '/VmRSS/{print $2/1024 " MiB"}' /proc/$pid/status)"

@@ -153,7 +153,10 @@ fn load_config(flags: &ConfigFlags) -> Result<Config, Box<dyn std::error::Error>
 fn init_tracing(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    // Colours only on a terminal: a log file gets no escape codes, and each request's span
+    // fields are not wrapped in them (measurably cheaper per request).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).try_init();
 }
 
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {

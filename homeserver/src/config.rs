@@ -57,6 +57,10 @@ pub struct Config {
     pub database_url: Option<String>,
     /// `normal` (survives a killed process) or `full` (survives power loss; slower commits).
     pub durability: Durability,
+    /// How long the write-ahead log may grow before it is started over, in MiB. Starting it
+    /// over pauses writes for a couple of disk flushes (tens of milliseconds on slow disks), so
+    /// a longer log pauses less often; it is also disk space the server keeps.
+    pub wal_restart_mib: u64,
     /// `open`, `token` or `closed`; unset means open when the client listener is on loopback,
     /// closed otherwise.
     pub registration: Option<RegistrationMode>,
@@ -90,6 +94,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             database_url: None,
             durability: Durability::Normal,
+            wal_restart_mib: 64,
             registration: None,
             registration_token: None,
             access_token_ttl_secs: 3600,
@@ -163,6 +168,9 @@ impl Config {
         }
         if self.max_body_bytes < 1024 {
             return Err(ConfigError::Invalid("max_body_bytes must be at least 1024".into()));
+        }
+        if !(1..=64 * 1024).contains(&self.wal_restart_mib) {
+            return Err(ConfigError::Invalid("wal_restart_mib must be from 1 to 65536".into()));
         }
         if self.max_upload_bytes < 1 || self.max_upload_bytes > i64::MAX as u64 {
             return Err(ConfigError::Invalid("max_upload_bytes must be at least 1 and fit in 63 bits".into()));

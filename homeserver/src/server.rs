@@ -39,7 +39,7 @@ pub async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     ensure_data_dir(&config.data_dir)?;
     let keys = Keys::load_or_create(&config.data_dir)?;
     let signer = EventSigner { server_name: config.server_name.clone(), key: keys.current.clone() };
-    let store = open_store(&config).await?.with_signer(signer);
+    let store = open_store(&config).await?.with_signer(signer).with_wal_restart_mib(config.wal_restart_mib);
     crate::bundle::sweep_stale_temp_files(&config.data_dir);
     let config = Arc::new(config);
     let limiter: Arc<crate::ratelimit::SendLimiter> = Default::default();

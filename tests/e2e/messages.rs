@@ -365,7 +365,8 @@ async fn concurrent_sends_commit_once_each_in_a_consistent_chain() {
     use std::sync::Arc;
     use tokio::task::JoinSet;
 
-    let s = Arc::new(Server::start().await);
+    // A log started over at 8 MiB (64 by default), so that this test's 30 MiB cross it.
+    let s = Arc::new(Server::start_with_env(&[("HOMESERVER_WAL_RESTART_MIB", "8")]).await);
     s.cli(&["admin", "create-tenant", "fast", "--send-rate-per-s", "100000", "--send-burst", "100000"]);
     let mut users = Vec::new();
     for name in ["alice", "bob", "carol", "dave"] {
@@ -458,7 +459,8 @@ async fn sustained_sends_keep_the_write_ahead_log_bounded() {
     use std::sync::Arc;
     use tokio::task::JoinSet;
 
-    let s = Arc::new(Server::start().await);
+    // A log started over at 8 MiB (64 by default), so that this test's 30 MiB cross it.
+    let s = Arc::new(Server::start_with_env(&[("HOMESERVER_WAL_RESTART_MIB", "8")]).await);
     s.cli(&["admin", "create-tenant", "fast", "--send-rate-per-s", "100000", "--send-burst", "100000"]);
     let owner = s.register_in("owner", Some("fast")).await;
     let room = s.create_room(&owner, "group", "Busy").await;

@@ -72,7 +72,14 @@ pub struct Store {
     /// The database file, for connections outside the pool (the batch writer, direct reads).
     file: std::path::PathBuf,
     durability: Durability,
+    /// The write-ahead log's length, in frames, past which the checkpointer starts it over.
+    wal_restart_frames: i64,
     readers: std::sync::Arc<writer::DirectReaders>,
+}
+
+/// WAL frames (a 4 KiB page and its 24-byte header) in `mib` MiB.
+fn wal_frames(mib: u64) -> i64 {
+    i64::try_from(mib.saturating_mul(1024 * 1024) / (4096 + 24)).unwrap_or(i64::MAX).max(1)
 }
 
 /// How long a writer waits for another process's write lock (the admin CLI, an import).
@@ -134,6 +141,7 @@ impl Store {
             write_lock: Default::default(),
             file,
             durability,
+            wal_restart_frames: wal_frames(crate::config::Config::default().wal_restart_mib),
             readers: Default::default(),
         })
     }
@@ -160,6 +168,14 @@ impl Store {
     /// This store, signing the events it appends with `signer`.
     pub fn with_signer(mut self, signer: EventSigner) -> Store {
         self.signer = Some(std::sync::Arc::new(signer));
+        self
+    }
+
+    /// How long the write-ahead log may grow before the checkpointer starts it over (see
+    /// [`Config::wal_restart_mib`](crate::config::Config::wal_restart_mib)). Takes effect for
+    /// batch writers opened afterwards.
+    pub fn with_wal_restart_mib(mut self, mib: u64) -> Store {
+        self.wal_restart_frames = wal_frames(mib);
         self
     }
 
