@@ -351,4 +351,13 @@ mod tests {
         assert!(Config::load(&flags, vec![]).is_err());
         assert!(Config::load(&ConfigFlags::default(), env(&[("HOMESERVER_LISTEN", "nonsense")])).is_err());
     }
+
+    #[test]
+    fn wal_restart_size_is_bounded() {
+        assert_eq!(Config::default().wal_restart_mib, 64);
+        let load = |mib: &str| Config::load(&ConfigFlags::default(), env(&[("HOMESERVER_WAL_RESTART_MIB", mib)]));
+        assert_eq!(load("8").unwrap().wal_restart_mib, 8);
+        assert!(load("0").is_err(), "a log started over at every write is refused");
+        assert!(load("65537").is_err());
+    }
 }
