@@ -44,6 +44,9 @@ impl<'a> EventDraft<'a> {
     /// encoder's errors when the kept part of the content cannot be encoded.
     pub fn new(event_type: &'a str, content: &'a Value, content_json: &'a str) -> Result<Self> {
         let content_map = content.as_object().ok_or(Error::MalformedEvent("content is not an object"))?;
+        // A caller's mistake here would sign a hash of other bytes than the canonical event:
+        // debug builds (every test run) check what release builds trust.
+        debug_assert_eq!(to_canonical_string(content).ok().as_deref(), Some(content_json), "content_json");
         let redacted_content = match kept_content_keys(event_type) {
             KeptContent::All => content_json.to_owned(),
             KeptContent::Keys(keys) if keys.is_empty() => "{}".to_owned(),

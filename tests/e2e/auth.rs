@@ -247,3 +247,26 @@ async fn accounts_and_sessions_survive_a_crash() {
     .await
     .expect(200, "");
 }
+
+/// A server whose log goes to a file (not a terminal) writes plain text: no colour escape codes.
+#[test]
+fn logs_to_a_file_carry_no_colour_codes() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(crate::harness::BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let started = lines.by_ref().map_while(Result::ok).find(|l| l.contains("homeserver started"));
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = started.expect("the server logs its start at the default level");
+    // The line carries fields (server_name=…), which a colouring formatter wraps in escapes.
+    assert!(line.contains("server_name=localhost"), "{line}");
+    assert!(!line.contains('\u{1b}'), "colour codes in a log file: {line:?}");
+}

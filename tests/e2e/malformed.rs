@@ -514,6 +514,10 @@ async fn every_endpoint_survives_malformed_input() {
     let routing = [
         (Method::GET, "/nope".to_string(), Want::Is(404, "SW_NOT_FOUND")),
         (Method::GET, "/v1".into(), Want::Is(404, "SW_NOT_FOUND")),
+        (Method::GET, "/v1/".into(), Want::Is(404, "SW_NOT_FOUND")),
+        // The route table is flat: a trailing slash names no route, as when it was nested.
+        (Method::GET, "/v1/rooms/".into(), Want::Is(404, "SW_NOT_FOUND")),
+        (Method::POST, format!("/v1/rooms/{r}/send/"), Want::Is(404, "SW_NOT_FOUND")),
         (Method::GET, "/v1/nope".into(), Want::Is(404, "SW_NOT_FOUND")),
         (Method::GET, "/v2/rooms".into(), Want::Is(404, "SW_NOT_FOUND")),
         (Method::POST, format!("/v1/rooms/{r}/nope"), Want::Is(404, "SW_NOT_FOUND")),
