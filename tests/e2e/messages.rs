@@ -483,4 +483,18 @@ async fn sustained_sends_keep_the_write_ahead_log_bounded() {
     assert!(wal < 24 * 1024 * 1024, "the WAL grew to {wal} bytes");
     let (list, _) = page(&s, &owner, &room, "limit=1").await;
     assert_eq!(list.len(), 1);
+    // Once the writers are quiet, the log is emptied and its disk space given back.
+    let mut wal = u64::MAX;
+    for _ in 0..100 {
+        wal = std::fs::metadata(s.data_dir().join("homeserver.db-wal")).map(|m| m.len()).unwrap_or(0);
+        if wal == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(wal, 0, "the WAL kept {wal} bytes after the sends stopped");
+    // The server writes on after that, into a log started from the beginning.
+    let after = s.send_text(&owner, &room, "after the quiet").await;
+    let (list, _) = page(&s, &owner, &room, "limit=1").await;
+    assert_eq!(list[0]["id"], after["id"]);
 }

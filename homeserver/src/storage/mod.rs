@@ -37,6 +37,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "messages", include_str!("../../../migrations/sqlite/0003_messages.sql")),
     (4, "signed_events", include_str!("../../../migrations/sqlite/0004_signed_events.sql")),
     (5, "write_path", include_str!("../../../migrations/sqlite/0005_write_path.sql")),
+    (6, "lean_send_writes", include_str!("../../../migrations/sqlite/0006_lean_send_writes.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -119,18 +120,7 @@ impl Store {
             .pragma("cache_size", "-1024");
         let file = opts.get_filename().to_path_buf();
         let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await?;
-        let migrator = Migrator {
-            migrations: Cow::Owned(
-                SQLITE_MIGRATIONS
-                    .iter()
-                    .map(|(v, d, sql)| {
-                        Migration::new(*v, Cow::Borrowed(*d), MigrationType::Simple, sql.into_sql_str(), false)
-                    })
-                    .collect(),
-            ),
-            ..Migrator::DEFAULT
-        };
-        migrator.run(&pool).await?;
+        migrator(i64::MAX).run(&pool).await?;
         let top: i64 =
             sqlx::query_scalar("SELECT COALESCE(MAX(stream_position), 0) FROM events").fetch_one(&pool).await?;
         let (committed, _) = tokio::sync::watch::channel(top);
@@ -194,6 +184,22 @@ impl Store {
     }
 }
 
+/// The migrations up to version `upto`.
+fn migrator(upto: i64) -> Migrator {
+    Migrator {
+        migrations: Cow::Owned(
+            SQLITE_MIGRATIONS
+                .iter()
+                .filter(|(v, _, _)| *v <= upto)
+                .map(|(v, d, sql)| {
+                    Migration::new(*v, Cow::Borrowed(*d), MigrationType::Simple, sql.into_sql_str(), false)
+                })
+                .collect(),
+        ),
+        ..Migrator::DEFAULT
+    }
+}
+
 impl WriteTx {
     pub fn signer(&self) -> Option<&EventSigner> {
         self.signer.as_deref()
@@ -211,5 +217,96 @@ impl WriteTx {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database written before migration 6 keeps its events, their positions and the
+    /// extremities, and later appends continue after the highest position.
+    #[tokio::test]
+    async fn the_lean_write_migration_keeps_events_and_positions() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = Store::sqlite_url(dir.path());
+        {
+            let opts = SqliteConnectOptions::from_str(&url).expect("url").create_if_missing(true).foreign_keys(true);
+            let pool = SqlitePoolOptions::new().max_connections(1).connect_with(opts).await.expect("pool");
+            migrator(5).run(&pool).await.expect("migrations 1-5");
+            sqlx::raw_sql(
+                "INSERT INTO tenants VALUES ('t', 'T', 10, 10, 10, 0);
+                 INSERT INTO participants (id, tenant_id, local_id, server_name, fqid, display_name, created_at)
+                     VALUES ('p', 't', 'al', 'a.test', '@al:a.test', 'Al', 0);
+                 INSERT INTO workspaces (id, tenant_id, owner_id, name, created_at) VALUES ('w', 't', 'p', 'W', 0);
+                 INSERT INTO rooms (id, tenant_id, room_type, workspace_id, creator_id, created_at)
+                     VALUES ('r', 't', 'group', 'w', 'p', 0);
+                 INSERT INTO events (stream_position, event_id, room_id, event_type, sender_id, content, origin_ts,
+                                     event_uuid, pdu, depth, relates_to, edited_at)
+                     VALUES (7, 'evt-a', 'r', 'swp.room.message', 'p', '{\"body\":\"a\"}', 1, 'u1', '{}', 1, NULL, NULL),
+                            (9, 'evt-b', 'r', 'swp.room.message', 'p', '{\"body\":\"b\"}', 2, 'u2', '{}', 2, 'evt-a', 5);
+                 INSERT INTO room_extremities VALUES ('r', 'evt-b', 2);",
+            )
+            .execute(&pool)
+            .await
+            .expect("rows of the old schema");
+            pool.close().await;
+        }
+        let store = Store::open(&url, Durability::Normal).await.expect("upgrade");
+        assert_eq!(store.committed_position(), 9);
+        let rows: Vec<(i64, String, String, Option<String>, Option<i64>, i64)> = sqlx::query_as(
+            "SELECT stream_position, event_id, content, relates_to, edited_at, depth FROM events ORDER BY stream_position",
+        )
+        .fetch_all(&store.pool)
+        .await
+        .expect("events");
+        assert_eq!(
+            rows,
+            vec![
+                (7, "evt-a".into(), r#"{"body":"a"}"#.into(), None, None, 1),
+                (9, "evt-b".into(), r#"{"body":"b"}"#.into(), Some("evt-a".into()), Some(5), 2)
+            ]
+        );
+        let next: i64 = sqlx::query_scalar(
+            "INSERT INTO events (event_id, room_id, event_type, sender_id, content, origin_ts)
+             VALUES ('evt-c', 'r', 'swp.room.message', 'p', '{}', 3) RETURNING stream_position",
+        )
+        .fetch_one(&store.pool)
+        .await
+        .expect("append");
+        assert_eq!(next, 10);
+        let extremities: Vec<(String, String, i64)> =
+            sqlx::query_as("SELECT room_id, event_id, depth FROM room_extremities")
+                .fetch_all(&store.pool)
+                .await
+                .expect("x");
+        assert_eq!(extremities, vec![("r".into(), "evt-b".into(), 2)]);
+        let schema: Vec<(String, Option<String>)> =
+            sqlx::query_as("SELECT name, sql FROM sqlite_schema WHERE tbl_name IN ('events', 'room_extremities')")
+                .fetch_all(&store.pool)
+                .await
+                .expect("schema");
+        let names: Vec<&str> = schema.iter().map(|(n, _)| n.as_str()).collect();
+        for index in ["events_room_pos", "events_room_type_pos", "events_uuid_sender", "events_relates_to"] {
+            assert!(names.contains(&index), "{index} missing from {names:?}");
+        }
+        let sql_of =
+            |name: &str| schema.iter().find(|(n, _)| n == name).and_then(|(_, s)| s.clone()).unwrap_or_default();
+        assert!(!sql_of("events").contains("AUTOINCREMENT"));
+        assert!(sql_of("room_extremities").contains("WITHOUT ROWID"));
+        let sequences: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_sequence WHERE name = 'events'")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap_or(0);
+        assert_eq!(sequences, 0);
+        // The unique keys still hold.
+        let duplicate = sqlx::query(
+            "INSERT INTO events (event_id, room_id, event_type, sender_id, content, origin_ts, event_uuid)
+             VALUES ('evt-d', 'r', 'swp.room.message', 'p', '{}', 3, 'u1')",
+        )
+        .execute(&store.pool)
+        .await;
+        assert!(duplicate.is_err(), "event_uuid per sender stays unique");
+        store.close().await;
     }
 }
