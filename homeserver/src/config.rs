@@ -59,7 +59,8 @@ pub struct Config {
     pub durability: Durability,
     /// How long the write-ahead log may grow before it is started over, in MiB. Starting it
     /// over pauses writes for a couple of disk flushes (tens of milliseconds on slow disks), so
-    /// a longer log pauses less often; it is also disk space the server keeps.
+    /// a longer log pauses less often; it is also disk space the server keeps while writes keep
+    /// coming (the log is emptied once they pause).
     pub wal_restart_mib: u64,
     /// `open`, `token` or `closed`; unset means open when the client listener is on loopback,
     /// closed otherwise.
@@ -94,7 +95,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             database_url: None,
             durability: Durability::Normal,
-            wal_restart_mib: 64,
+            wal_restart_mib: 256,
             registration: None,
             registration_token: None,
             access_token_ttl_secs: 3600,
@@ -354,7 +355,7 @@ mod tests {
 
     #[test]
     fn wal_restart_size_is_bounded() {
-        assert_eq!(Config::default().wal_restart_mib, 64);
+        assert_eq!(Config::default().wal_restart_mib, 256);
         let load = |mib: &str| Config::load(&ConfigFlags::default(), env(&[("HOMESERVER_WAL_RESTART_MIB", mib)]));
         assert_eq!(load("8").unwrap().wal_restart_mib, 8);
         assert!(load("0").is_err(), "a log started over at every write is refused");

@@ -365,7 +365,7 @@ async fn concurrent_sends_commit_once_each_in_a_consistent_chain() {
     use std::sync::Arc;
     use tokio::task::JoinSet;
 
-    // A log started over at 8 MiB (64 by default), so that this test's 30 MiB cross it.
+    // A log started over at 8 MiB (256 by default), so that this test's 30 MiB cross it.
     let s = Arc::new(Server::start_with_env(&[("HOMESERVER_WAL_RESTART_MIB", "8")]).await);
     s.cli(&["admin", "create-tenant", "fast", "--send-rate-per-s", "100000", "--send-burst", "100000"]);
     let mut users = Vec::new();
@@ -459,7 +459,7 @@ async fn sustained_sends_keep_the_write_ahead_log_bounded() {
     use std::sync::Arc;
     use tokio::task::JoinSet;
 
-    // A log started over at 8 MiB (64 by default), so that this test's 30 MiB cross it.
+    // A log started over at 8 MiB (256 by default), so that this test's 30 MiB cross it.
     let s = Arc::new(Server::start_with_env(&[("HOMESERVER_WAL_RESTART_MIB", "8")]).await);
     s.cli(&["admin", "create-tenant", "fast", "--send-rate-per-s", "100000", "--send-burst", "100000"]);
     let owner = s.register_in("owner", Some("fast")).await;
@@ -483,10 +483,38 @@ async fn sustained_sends_keep_the_write_ahead_log_bounded() {
     assert!(wal < 24 * 1024 * 1024, "the WAL grew to {wal} bytes");
     let (list, _) = page(&s, &owner, &room, "limit=1").await;
     assert_eq!(list.len(), 1);
-    // Once the writers are quiet, the log is emptied and its disk space given back.
+}
+
+/// Once writers are quiet, a long write-ahead log is emptied and its disk space given back.
+#[tokio::test]
+async fn a_long_write_ahead_log_is_emptied_once_writes_pause() {
+    use std::sync::Arc;
+    use tokio::task::JoinSet;
+
+    // No restart under load: only the quiet-time truncation can empty this log.
+    let s = Arc::new(Server::start_with_env(&[("HOMESERVER_WAL_RESTART_MIB", "1024")]).await);
+    s.cli(&["admin", "create-tenant", "fast", "--send-rate-per-s", "100000", "--send-burst", "100000"]);
+    let owner = s.register_in("owner", Some("fast")).await;
+    let room = s.create_room(&owner, "group", "Burst").await;
+    let mut tasks = JoinSet::new();
+    for c in 0..8 {
+        let (s, u, room) = (s.clone(), owner.clone(), room.clone());
+        tasks.spawn(async move {
+            for i in 0..60 {
+                s.send_text(&u, &room, &format!("client {c} message {i} {}", "x".repeat(2000))).await;
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("sender");
+    }
+    // 480 sends of over 2 KB: well over the 4 MiB below which a quiet log is left alone.
+    let wal_file = s.data_dir().join("homeserver.db-wal");
+    let before = std::fs::metadata(&wal_file).map(|m| m.len()).unwrap_or(0);
+    assert!(before > 4 * 1024 * 1024, "the burst left a log of {before} bytes");
     let mut wal = u64::MAX;
     for _ in 0..100 {
-        wal = std::fs::metadata(s.data_dir().join("homeserver.db-wal")).map(|m| m.len()).unwrap_or(0);
+        wal = std::fs::metadata(&wal_file).map(|m| m.len()).unwrap_or(0);
         if wal == 0 {
             break;
         }

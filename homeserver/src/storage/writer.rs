@@ -53,9 +53,13 @@ impl Store {
         // Its commits never checkpoint: the checkpointer thread does, beside it.
         conn.execute_batch(&format!("PRAGMA cache_size = -{WRITER_CACHE_KIB}; PRAGMA wal_autocheckpoint = 0;"))?;
         conn.set_prepared_statement_cache_capacity(32);
-        let checkpointer =
-            start_checkpointer(self.direct_connection()?, self.write_lock.clone(), self.wal_restart_frames)
-                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        let checkpointer = start_checkpointer(
+            self.direct_connection()?,
+            self.file.clone(),
+            self.write_lock.clone(),
+            self.wal_restart_frames,
+        )
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         Ok(BatchWriter {
             conn,
             _checkpointer: checkpointer,
@@ -138,6 +142,8 @@ fn open_direct(file: &std::path::Path, durability: Durability) -> Result<Connect
 /// ~6 % less CPU per send than 20 ms, and 250 ms ~3 % less than 100 ms.
 const CHECKPOINT_BUSY: Duration = Duration::from_millis(250);
 const CHECKPOINT_IDLE: Duration = Duration::from_millis(250);
+/// How long the WAL must be (4 MiB) before the checkpointer empties it when writers are quiet.
+const QUIET_TRUNCATE_FRAMES: i64 = 1024;
 /// How long starting the WAL over may wait for readers that still use it; it is retried later.
 const WAL_RESTART_WAIT: Duration = Duration::from_millis(50);
 
@@ -153,14 +159,21 @@ const WAL_RESTART_WAIT: Duration = Duration::from_millis(50);
 ///
 /// Writers wait for those two syncs, 20–55 ms each time on this project's test machines, so
 /// the log is started over rarely: at 8 MiB it happened five times a second under full load and
-/// stalled sends 16 % of the time; the default 64 MiB makes it every couple of seconds.
+/// stalled sends 16 % of the time. 64 MiB still made it about once a second at 7,500 sends/s
+/// (~13 KiB of log per send), each time stopping every sender for 50–100 ms (the restart's
+/// syncs, then the first commit's sync of the new log header): one 10 ms window in 18 saw no
+/// progress. The default 256 MiB makes it four times rarer; PostgreSQL's `max_wal_size`
+/// defaults to 1 GiB for the same reason. Before a restart, the database file is synced and
+/// what was written meanwhile copied, outside the write turn, so that the restart's own copy
+/// and syncs are short.
 ///
-/// When the writers are quiet (nothing written between two looks, every frame copied), it
-/// empties the log with a `TRUNCATE` checkpoint: the file's disk space is given back, and the
-/// next burst of writes starts the log from its beginning instead of paying for a restart under
-/// load. Stops when the returned sender is dropped.
+/// When the writers are quiet (nothing written between two looks, every frame copied) and the
+/// log holds at least [`QUIET_TRUNCATE_FRAMES`], it empties the log with a `TRUNCATE`
+/// checkpoint: the file's disk space is given back, and the next burst of writes starts the log
+/// from its beginning instead of paying for a restart under load. Stops when the returned sender is dropped.
 fn start_checkpointer(
     conn: Connection,
+    db_file: std::path::PathBuf,
     write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
     restart_frames: i64,
 ) -> std::io::Result<std::sync::mpsc::Sender<()>> {
@@ -170,14 +183,31 @@ fn start_checkpointer(
             // Answers (busy, frames in the WAL, frames copied so far).
             conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| Ok((r.get(1)?, r.get(2)?)))
         };
+        let quiet_floor = QUIET_TRUNCATE_FRAMES.min(restart_frames);
         let (mut wait, mut last) = (CHECKPOINT_IDLE, (0, 0));
         while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(wait) {
             let mut outcome = checkpoint("PASSIVE");
+            if matches!(outcome, Ok((log, _)) if log >= restart_frames) {
+                // The restart syncs the database file while every writer waits, and passive
+                // passes leave it unsynced (they sync it only once they copied every frame,
+                // which never happens under load): seconds of copied pages, a 65–100 ms sync on
+                // this project's test machines. Sync them first, outside the write turn, and
+                // copy and sync once more what came meanwhile: the restart is left with little.
+                for _ in 0..2 {
+                    if let Err(e) = std::fs::File::open(&db_file).and_then(|f| f.sync_data()) {
+                        tracing::warn!(error = %e, "syncing the database file failed");
+                    }
+                    outcome = checkpoint("PASSIVE");
+                }
+            }
             let finish = match outcome {
                 Ok((log, _)) if log >= restart_frames => Some("RESTART"),
                 // Nothing written since the last look, and every frame copied: the writers are
                 // quiet, so nobody waits while the log is emptied and its disk space given back.
-                Ok((log, copied)) if log > 0 && copied == log && (log, copied) == last => Some("TRUNCATE"),
+                // Not for a short log: the first commit into an emptied log syncs its header, a
+                // few milliseconds that a server with a message every few seconds would
+                // otherwise pay on most of its sends.
+                Ok((log, copied)) if log >= quiet_floor && copied == log && (log, copied) == last => Some("TRUNCATE"),
                 _ => None,
             };
             if let Some(mode) = finish {
