@@ -120,7 +120,22 @@ impl Store {
             .pragma("cache_size", "-1024");
         let file = opts.get_filename().to_path_buf();
         let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await?;
+        // An existing database that upgrades says so: some migrations rewrite whole tables
+        // (0006 copies every event), which takes a while on a large database.
+        let applied: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(&pool)
+            .await
+            .unwrap_or(None);
+        let latest = SQLITE_MIGRATIONS.last().map_or(0, |m| m.0);
+        let upgrading = applied.filter(|&v| v < latest);
+        let started = std::time::Instant::now();
+        if let Some(from) = upgrading {
+            tracing::info!(from, to = latest, "upgrading the database schema; rewriting large tables can take minutes");
+        }
         migrator(i64::MAX).run(&pool).await?;
+        if upgrading.is_some() {
+            tracing::info!(seconds = started.elapsed().as_secs_f64(), "database schema upgraded");
+        }
         let top: i64 =
             sqlx::query_scalar("SELECT COALESCE(MAX(stream_position), 0) FROM events").fetch_one(&pool).await?;
         let (committed, _) = tokio::sync::watch::channel(top);
