@@ -450,36 +450,47 @@ async fn concurrent_sends_commit_once_each_in_a_consistent_chain() {
     assert_eq!(pdu["prev_events"], json!([list[1]["id"]]));
 }
 
-/// The write-ahead log is checkpointed beside the writers, and started over once long: under
-/// sustained sends it must stay bounded instead of growing with every message (SQLite only
-/// starts it over when a write begins with every frame copied, which never happens by itself
-/// while writes keep coming).
-#[tokio::test]
-async fn sustained_sends_keep_the_write_ahead_log_bounded() {
-    use std::sync::Arc;
-    use tokio::task::JoinSet;
-
-    // A log started over at 8 MiB (256 by default), so that this test's 30 MiB cross it.
-    let s = Arc::new(Server::start_with_env(&[("HOMESERVER_WAL_RESTART_MIB", "8")]).await);
+/// A server whose write-ahead log is started over at `wal_restart_mib`, an owner whose tenant
+/// does not limit sends, and a room.
+async fn server_for_bursts(wal_restart_mib: &str) -> (std::sync::Arc<Server>, User, String) {
+    let s = std::sync::Arc::new(Server::start_with_env(&[("HOMESERVER_WAL_RESTART_MIB", wal_restart_mib)]).await);
     s.cli(&["admin", "create-tenant", "fast", "--send-rate-per-s", "100000", "--send-burst", "100000"]);
     let owner = s.register_in("owner", Some("fast")).await;
     let room = s.create_room(&owner, "group", "Busy").await;
-    let mut tasks = JoinSet::new();
-    for c in 0..16 {
-        let (s, u, room) = (s.clone(), owner.clone(), room.clone());
+    (s, owner, room)
+}
+
+/// `clients` concurrent senders of `per_client` messages of over 2 KB each: megabytes of log.
+async fn burst(s: &std::sync::Arc<Server>, u: &User, room: &str, clients: usize, per_client: usize) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..clients {
+        let (s, u, room) = (s.clone(), u.clone(), room.to_string());
         tasks.spawn(async move {
-            for i in 0..150 {
-                // A long body, so that the log grows by megabytes.
-                let body = format!("client {c} message {i} {}", "x".repeat(2000));
-                s.send_text(&u, &room, &body).await;
+            for i in 0..per_client {
+                s.send_text(&u, &room, &format!("client {c} message {i} {}", "x".repeat(2000))).await;
             }
         });
     }
     while let Some(done) = tasks.join_next().await {
         done.expect("sender");
     }
+}
+
+fn wal_size(s: &Server) -> u64 {
+    std::fs::metadata(s.data_dir().join("homeserver.db-wal")).map(|m| m.len()).unwrap_or(0)
+}
+
+/// The write-ahead log is checkpointed beside the writers, and started over once long: under
+/// sustained sends it must stay bounded instead of growing with every message (SQLite only
+/// starts it over when a write begins with every frame copied, which never happens by itself
+/// while writes keep coming).
+#[tokio::test]
+async fn sustained_sends_keep_the_write_ahead_log_bounded() {
+    // A log started over at 8 MiB (256 by default), so that this test's 30 MiB cross it.
+    let (s, owner, room) = server_for_bursts("8").await;
+    burst(&s, &owner, &room, 16, 150).await;
     // 2,400 sends of over 2 KB each wrote well over 30 MiB of log frames in all.
-    let wal = std::fs::metadata(s.data_dir().join("homeserver.db-wal")).map(|m| m.len()).unwrap_or(0);
+    let wal = wal_size(&s);
     assert!(wal < 24 * 1024 * 1024, "the WAL grew to {wal} bytes");
     let (list, _) = page(&s, &owner, &room, "limit=1").await;
     assert_eq!(list.len(), 1);
@@ -488,39 +499,13 @@ async fn sustained_sends_keep_the_write_ahead_log_bounded() {
 /// Once writers are quiet, a long write-ahead log is emptied and its disk space given back.
 #[tokio::test]
 async fn a_long_write_ahead_log_is_emptied_once_writes_pause() {
-    use std::sync::Arc;
-    use tokio::task::JoinSet;
-
     // No restart under load: only the quiet-time truncation can empty this log.
-    let s = Arc::new(Server::start_with_env(&[("HOMESERVER_WAL_RESTART_MIB", "1024")]).await);
-    s.cli(&["admin", "create-tenant", "fast", "--send-rate-per-s", "100000", "--send-burst", "100000"]);
-    let owner = s.register_in("owner", Some("fast")).await;
-    let room = s.create_room(&owner, "group", "Burst").await;
-    let mut tasks = JoinSet::new();
-    for c in 0..8 {
-        let (s, u, room) = (s.clone(), owner.clone(), room.clone());
-        tasks.spawn(async move {
-            for i in 0..60 {
-                s.send_text(&u, &room, &format!("client {c} message {i} {}", "x".repeat(2000))).await;
-            }
-        });
-    }
-    while let Some(done) = tasks.join_next().await {
-        done.expect("sender");
-    }
+    let (s, owner, room) = server_for_bursts("1024").await;
+    burst(&s, &owner, &room, 8, 60).await;
     // 480 sends of over 2 KB: well over the 4 MiB below which a quiet log is left alone.
-    let wal_file = s.data_dir().join("homeserver.db-wal");
-    let before = std::fs::metadata(&wal_file).map(|m| m.len()).unwrap_or(0);
+    let before = wal_size(&s);
     assert!(before > 4 * 1024 * 1024, "the burst left a log of {before} bytes");
-    let mut wal = u64::MAX;
-    for _ in 0..100 {
-        wal = std::fs::metadata(&wal_file).map(|m| m.len()).unwrap_or(0);
-        if wal == 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert_eq!(wal, 0, "the WAL kept {wal} bytes after the sends stopped");
+    eventually(Duration::from_secs(10), || async { (wal_size(&s) == 0).then_some(()) }).await;
     // The server writes on after that, into a log started from the beginning.
     let after = s.send_text(&owner, &room, "after the quiet").await;
     let (list, _) = page(&s, &owner, &room, "limit=1").await;

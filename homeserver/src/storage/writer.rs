@@ -53,13 +53,9 @@ impl Store {
         // Its commits never checkpoint: the checkpointer thread does, beside it.
         conn.execute_batch(&format!("PRAGMA cache_size = -{WRITER_CACHE_KIB}; PRAGMA wal_autocheckpoint = 0;"))?;
         conn.set_prepared_statement_cache_capacity(32);
-        let checkpointer = start_checkpointer(
-            self.direct_connection()?,
-            self.file.clone(),
-            self.write_lock.clone(),
-            self.wal_restart_frames,
-        )
-        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        let checkpointer =
+            start_checkpointer(self.direct_connection()?, self.write_lock.clone(), self.wal_restart_frames)
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         Ok(BatchWriter {
             conn,
             _checkpointer: checkpointer,
@@ -173,7 +169,6 @@ const WAL_RESTART_WAIT: Duration = Duration::from_millis(50);
 /// from its beginning instead of paying for a restart under load. Stops when the returned sender is dropped.
 fn start_checkpointer(
     conn: Connection,
-    db_file: std::path::PathBuf,
     write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
     restart_frames: i64,
 ) -> std::io::Result<std::sync::mpsc::Sender<()>> {
@@ -194,7 +189,7 @@ fn start_checkpointer(
                 // this project's test machines. Sync them first, outside the write turn, and
                 // copy and sync once more what came meanwhile: the restart is left with little.
                 for _ in 0..2 {
-                    if let Err(e) = std::fs::File::open(&db_file).and_then(|f| f.sync_data()) {
+                    if let Err(e) = sync_database_file(&conn) {
                         tracing::warn!(error = %e, "syncing the database file failed");
                     }
                     outcome = checkpoint("PASSIVE");
@@ -231,6 +226,39 @@ fn start_checkpointer(
         }
     })?;
     Ok(stop)
+}
+
+/// Syncs the database file through the connection's own file handle.
+///
+/// Not through a `File` of our own: closing any descriptor of a file drops every POSIX lock
+/// the process holds on it, SQLite's included (sqlite.org/howtocorrupt.html, 2.2), and another
+/// process (the admin CLI) could then delete the log from under the server.
+fn sync_database_file(conn: &Connection) -> Result<(), rusqlite::Error> {
+    use rusqlite::ffi;
+    let failed = |rc: i32| rusqlite::Error::SqliteFailure(ffi::Error::new(rc), None);
+    let mut file: *mut ffi::sqlite3_file = std::ptr::null_mut();
+    // SAFETY: `conn` is open and used by this thread alone; FILE_POINTER stores the main
+    // database's `sqlite3_file`, which the connection owns and keeps open while it is open.
+    let rc = unsafe {
+        ffi::sqlite3_file_control(
+            conn.handle(),
+            c"main".as_ptr(),
+            ffi::SQLITE_FCNTL_FILE_POINTER,
+            (&raw mut file).cast(),
+        )
+    };
+    if rc != ffi::SQLITE_OK || file.is_null() {
+        return Err(failed(if rc == ffi::SQLITE_OK { ffi::SQLITE_MISUSE } else { rc }));
+    }
+    // SAFETY: `file` is that open file; its methods stay set while it is open, and nothing else
+    // uses the connection meanwhile. A sync changes no lock and no state of the connection.
+    let rc = unsafe {
+        match (*file).pMethods.as_ref().and_then(|m| m.xSync) {
+            Some(sync) => sync(file, ffi::SQLITE_SYNC_NORMAL),
+            None => ffi::SQLITE_OK,
+        }
+    };
+    if rc == ffi::SQLITE_OK { Ok(()) } else { Err(failed(rc)) }
 }
 
 impl BatchWriter {
@@ -453,3 +481,20 @@ text_enum_from_sql!(RoomState { "open" => RoomState::Open, "archived" => RoomSta
     "closed" => RoomState::Closed });
 text_enum_from_sql!(Membership { "join" => Membership::Join, "invite" => Membership::Invite,
     "leave" => Membership::Leave, "ban" => Membership::Ban });
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_database_file_syncs_through_the_connections_own_handle() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let conn = open_direct(&dir.path().join("sync.db"), Durability::Normal).expect("open");
+        conn.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);").expect("write");
+        sync_database_file(&conn).expect("sync");
+        // The connection is as it was: it still reads and writes.
+        conn.execute_batch("INSERT INTO t VALUES (2);").expect("write after the sync");
+        let n: i64 = conn.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)).expect("read");
+        assert_eq!(n, 2);
+    }
+}
