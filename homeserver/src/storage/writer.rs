@@ -166,7 +166,9 @@ const WAL_RESTART_WAIT: Duration = Duration::from_millis(50);
 /// When the writers are quiet (nothing written between two looks, every frame copied) and the
 /// log holds at least [`QUIET_TRUNCATE_FRAMES`], it empties the log with a `TRUNCATE`
 /// checkpoint: the file's disk space is given back, and the next burst of writes starts the log
-/// from its beginning instead of paying for a restart under load. Stops when the returned sender is dropped.
+/// from its beginning instead of paying for a restart under load.
+///
+/// Stops when the returned sender is dropped.
 fn start_checkpointer(
     conn: Connection,
     write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
