@@ -511,3 +511,66 @@ async fn a_long_write_ahead_log_is_emptied_once_writes_pause() {
     let (list, _) = page(&s, &owner, &room, "limit=1").await;
     assert_eq!(list[0]["id"], after["id"]);
 }
+
+/// A database written before migration 6 (events keyed with `AUTOINCREMENT`, extremities in a
+/// rowid table) upgrades in place when the server starts: its messages read back unchanged, and
+/// new sends continue the positions and the room's chain of events.
+#[tokio::test]
+async fn a_database_from_before_the_lean_write_migration_upgrades_in_place() {
+    let mut s = Server::start().await;
+    let alice = s.register("alice").await;
+    let room = s.create_room(&alice, "group", "Old").await;
+    for i in 0..3 {
+        send(&s, &alice, &room, &format!("old {i}")).await;
+    }
+    let (before, _) = page(&s, &alice, &room, "limit=10").await;
+    s.stop().await;
+
+    // Put the two tables back as migrations 1-5 left them, and forget that 6 ran.
+    let db = rusqlite::Connection::open(s.data_dir().join("homeserver.db")).expect("open the database");
+    db.execute_batch(
+        "BEGIN;
+         CREATE TABLE events_old (
+             stream_position INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL UNIQUE,
+             room_id TEXT NOT NULL REFERENCES rooms(id), event_type TEXT NOT NULL, state_key TEXT,
+             sender_id TEXT NOT NULL REFERENCES participants(id), content TEXT NOT NULL,
+             origin_ts BIGINT NOT NULL, event_uuid TEXT, unsigned_data TEXT, relates_to TEXT,
+             original_content TEXT, edited_at BIGINT, redacted_at BIGINT, pdu TEXT,
+             depth BIGINT NOT NULL DEFAULT 0);
+         INSERT INTO events_old SELECT * FROM events;
+         DROP TABLE events;
+         ALTER TABLE events_old RENAME TO events;
+         CREATE INDEX events_room_pos ON events(room_id, stream_position);
+         CREATE INDEX events_room_type_pos ON events(room_id, event_type, stream_position);
+         CREATE UNIQUE INDEX events_uuid_sender ON events(event_uuid, sender_id);
+         CREATE INDEX events_relates_to ON events(relates_to) WHERE relates_to IS NOT NULL;
+         CREATE TABLE room_extremities_old (room_id TEXT NOT NULL REFERENCES rooms(id),
+             event_id TEXT NOT NULL, depth BIGINT NOT NULL, PRIMARY KEY (room_id, event_id));
+         INSERT INTO room_extremities_old SELECT room_id, event_id, depth FROM room_extremities;
+         DROP TABLE room_extremities;
+         ALTER TABLE room_extremities_old RENAME TO room_extremities;
+         DELETE FROM _sqlx_migrations WHERE version = 6;
+         COMMIT;",
+    )
+    .expect("the old schema");
+    let sequence: i64 =
+        db.query_row("SELECT seq FROM sqlite_sequence WHERE name = 'events'", [], |r| r.get(0)).expect("sequence");
+    assert!(sequence > 0, "the old table counts its positions in sqlite_sequence");
+    drop(db);
+
+    s.restart().await;
+    let (after, _) = page(&s, &alice, &room, "limit=10").await;
+    assert_eq!(after, before, "the upgrade changed what a client reads");
+    let newest = &before[0];
+    let next = send(&s, &alice, &room, "new").await;
+    assert!(next["stream_position"].as_i64() > newest["stream_position"].as_i64());
+    let pdu = s.get(&format!("/v1/rooms/{room}/events/{}", next["id"].as_str().unwrap()), Some(&alice.token)).await;
+    assert_eq!(pdu.ok()["pdu"]["prev_events"], json!([newest["id"]]), "the chain continues from the old extremity");
+
+    let db = rusqlite::Connection::open(s.data_dir().join("homeserver.db")).expect("open the database");
+    let sql_of = |name: &str| -> String {
+        db.query_row("SELECT sql FROM sqlite_schema WHERE name = ?1", [name], |r| r.get(0)).expect("table")
+    };
+    assert!(!sql_of("events").contains("AUTOINCREMENT"));
+    assert!(sql_of("room_extremities").contains("WITHOUT ROWID"));
+}
