@@ -33,6 +33,80 @@ impl Default for TenantLimits {
     }
 }
 
+/// A token bucket: `burst` at once, refilled at `per_minute`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rate {
+    pub per_minute: u32,
+    pub burst: u32,
+}
+
+impl Rate {
+    pub const fn new(per_minute: u32, burst: u32) -> Rate {
+        Rate { per_minute, burst }
+    }
+}
+
+/// What one client, address or connection may cost the server (`docs/configuration.md`,
+/// "Limits"). Defaults suit a server on the open internet; tests lower them to reach them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// A request's head (request line and headers) must arrive within this.
+    pub header_read_timeout_secs: u64,
+    /// A request body that sends nothing for this long is abandoned (408).
+    pub body_read_timeout_secs: u64,
+    /// A keep-alive connection with no request in flight is closed after this.
+    pub idle_timeout_secs: u64,
+    /// Open connections per listener, all clients together. Capped below the process's
+    /// file-descriptor limit at start.
+    pub max_connections: usize,
+    /// Open connections per listener from one client IP address.
+    pub max_connections_per_address: usize,
+    /// Open WebSocket streams (`/v1/stream`) per participant.
+    pub max_streams_per_participant: usize,
+    /// After SIGTERM, in-flight requests get this long before connections are dropped.
+    pub shutdown_grace_secs: u64,
+    /// Longest request URI (path and query), in bytes; over it: 414.
+    pub max_uri_bytes: usize,
+    /// Largest request head (all header names and values), in bytes; over it: 431.
+    pub max_header_bytes: usize,
+    /// Password checks (login, register, token grants) per client address.
+    pub login_per_address: Rate,
+    /// Failed logins per account.
+    pub login_failures_per_account: Rate,
+    /// Password hashes computed at once; more wait their turn.
+    pub password_hash_concurrency: usize,
+    /// Rooms (and DMs) created per participant.
+    pub room_creation_per_participant: Rate,
+    /// Presence changes per participant.
+    pub presence_per_participant: Rate,
+    /// Typing notices per participant.
+    pub typing_per_participant: Rate,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_read_timeout_secs: 10,
+            body_read_timeout_secs: 30,
+            idle_timeout_secs: 75,
+            max_connections: 8192,
+            max_connections_per_address: 512,
+            max_streams_per_participant: 16,
+            shutdown_grace_secs: 10,
+            max_uri_bytes: 8 * 1024,
+            max_header_bytes: 32 * 1024,
+            login_per_address: Rate::new(60, 30),
+            login_failures_per_account: Rate::new(6, 10),
+            password_hash_concurrency: 2,
+            room_creation_per_participant: Rate::new(60, 60),
+            presence_per_participant: Rate::new(60, 20),
+            typing_per_participant: Rate::new(120, 30),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -80,6 +154,8 @@ pub struct Config {
     pub log: String,
     /// Limits given to tenants created without explicit ones (including `default`).
     pub tenant_defaults: TenantLimits,
+    /// Connection, time and abuse limits.
+    pub limits: Limits,
 }
 
 impl Default for Config {
@@ -106,6 +182,7 @@ impl Default for Config {
             edit_window_secs: 24 * 3600,
             log: "info".into(),
             tenant_defaults: TenantLimits::default(),
+            limits: Limits::default(),
         }
     }
 }
@@ -181,6 +258,30 @@ impl Config {
         }
         if self.federation_tls_cert.is_some() != self.federation_tls_key.is_some() {
             return Err(ConfigError::Invalid("federation_tls_cert and federation_tls_key go together".into()));
+        }
+        let l = &self.limits;
+        if l.header_read_timeout_secs < 1 || l.body_read_timeout_secs < 1 || l.idle_timeout_secs < 1 {
+            return Err(ConfigError::Invalid("limits: timeouts must be at least 1 second".into()));
+        }
+        if l.max_connections < 1 || l.max_connections_per_address < 1 || l.max_streams_per_participant < 1 {
+            return Err(ConfigError::Invalid("limits: connection and stream caps must be at least 1".into()));
+        }
+        if l.password_hash_concurrency < 1 {
+            return Err(ConfigError::Invalid("limits.password_hash_concurrency must be at least 1".into()));
+        }
+        if l.max_uri_bytes < 256 || l.max_header_bytes < 1024 {
+            return Err(ConfigError::Invalid("limits: max_uri_bytes >= 256 and max_header_bytes >= 1024".into()));
+        }
+        for (name, r) in [
+            ("login_per_address", l.login_per_address),
+            ("login_failures_per_account", l.login_failures_per_account),
+            ("room_creation_per_participant", l.room_creation_per_participant),
+            ("presence_per_participant", l.presence_per_participant),
+            ("typing_per_participant", l.typing_per_participant),
+        ] {
+            if r.per_minute < 1 || r.burst < 1 {
+                return Err(ConfigError::Invalid(format!("limits.{name}: per_minute and burst must be at least 1")));
+            }
         }
         if self.registration == Some(RegistrationMode::Token) && self.registration_token.is_none() {
             return Err(ConfigError::Invalid("registration = \"token\" needs registration_token".into()));

@@ -38,6 +38,24 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// The client's IP address, as the listener accepted the connection (no proxy headers are
+/// trusted). Requests built without a listener (in-process tests) read as `0.0.0.0`.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientAddr(pub std::net::IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let ip = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip())
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        Ok(ClientAddr(ip))
+    }
+}
+
 fn body_rejection(status: StatusCode, text: String) -> ApiError {
     if status == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::ContentTooLarge("request body too large".into())
