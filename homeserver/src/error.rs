@@ -54,6 +54,12 @@ pub enum ApiError {
     #[error("{0}")]
     ContentTooLarge(String),
     #[error("{0}")]
+    UriTooLong(String),
+    #[error("{0}")]
+    HeadersTooLarge(String),
+    #[error("the request body stalled: nothing arrived for too long")]
+    RequestTimeout,
+    #[error("{0}")]
     RateLimited(String, u64),
     #[error("no such endpoint")]
     UnknownEndpoint,
@@ -107,6 +113,9 @@ impl ApiError {
             RoomImportRefused(_) => (StatusCode::BAD_REQUEST, "SW_ROOM_IMPORT_REFUSED"),
             Conflict(_) => (StatusCode::CONFLICT, "SW_CONFLICT"),
             ContentTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "SW_CONTENT_TOO_LARGE"),
+            UriTooLong(_) => (StatusCode::URI_TOO_LONG, "SW_BAD_REQUEST"),
+            HeadersTooLarge(_) => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "SW_BAD_REQUEST"),
+            RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "SW_REQUEST_TIMEOUT"),
             RateLimited(..) => (StatusCode::TOO_MANY_REQUESTS, "SW_RATE_LIMIT_EXCEEDED"),
             UnknownEndpoint => (StatusCode::NOT_FOUND, "SW_NOT_FOUND"),
             MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "SW_METHOD_NOT_ALLOWED"),
@@ -146,7 +155,7 @@ impl IntoResponse for ApiError {
         let body = json!({"error": {"code": code, "message": message}});
         let mut resp = (status, axum::Json(body)).into_response();
         // The unread rest of an oversized body is not drained: tell the client to reconnect.
-        if matches!(self, ApiError::ContentTooLarge(_)) {
+        if matches!(self, ApiError::ContentTooLarge(_) | ApiError::RequestTimeout) {
             resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if let ApiError::RateLimited(_, retry_after) = self {

@@ -198,9 +198,16 @@ pub async fn refresh(
 ///
 /// A lookup that began before its session was invalidated is not cached: otherwise a request
 /// racing a logout could put the dead token back for a whole TTL.
-#[derive(Default)]
 pub struct TokenCache {
     inner: std::sync::RwLock<CacheInner>,
+    /// Counts revocations, so open streams look at their own token again at once.
+    revocations: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for TokenCache {
+    fn default() -> Self {
+        TokenCache { inner: Default::default(), revocations: tokio::sync::watch::channel(0).0 }
+    }
 }
 
 #[derive(Default)]
@@ -239,6 +246,13 @@ impl TokenCache {
         inner.entries.retain(|_, (o, _)| o.session_id != session_id);
         inner.invalidated.retain(|_, at| at.elapsed() < Self::TTL);
         inner.invalidated.insert(session_id.to_string(), std::time::Instant::now());
+        drop(inner);
+        self.revocations.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Changes whenever a session is revoked.
+    pub fn revocations(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.revocations.subscribe()
     }
 }
 

@@ -14,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod identity;
 pub mod ids;
+pub mod listener;
 pub mod media;
 pub mod messages;
 pub mod ratelimit;

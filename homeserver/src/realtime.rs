@@ -5,11 +5,11 @@
 //! away misses them by design (they describe the present, not history).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 /// Typing notices clear on their own this long after the last `typing: true`.
 pub const TYPING_TTL: Duration = Duration::from_secs(4);
@@ -27,8 +27,25 @@ pub struct Ephemeral {
 pub enum Audience {
     RoomMembers(String),
     Participant(String),
-    /// Presence: everyone who shares a room with the participant.
-    PeersOf(String),
+    /// Presence: the participant and everyone joined to one of `rooms`, the rooms the
+    /// participant is joined to (resolved once by the publisher, so no stream queries).
+    PeersOf {
+        participant: String,
+        rooms: Arc<[String]>,
+    },
+}
+
+impl Audience {
+    /// Whether `participant_id`, joined to `joined`, is in this audience.
+    pub fn includes(&self, participant_id: &str, joined: &std::collections::HashSet<String>) -> bool {
+        match self {
+            Audience::RoomMembers(room) => joined.contains(room),
+            Audience::Participant(p) => p == participant_id,
+            Audience::PeersOf { participant, rooms } => {
+                participant == participant_id || rooms.iter().any(|r| joined.contains(r))
+            }
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -54,15 +71,44 @@ struct State {
 pub struct Hub {
     tx: broadcast::Sender<Ephemeral>,
     state: Mutex<State>,
+    /// Turns true when the server shuts down: streams close.
+    shutdown: watch::Sender<bool>,
 }
 
 impl Default for Hub {
     fn default() -> Self {
-        Hub { tx: broadcast::channel(4096).0, state: Mutex::new(State::default()) }
+        Hub { tx: broadcast::channel(4096).0, state: Mutex::new(State::default()), shutdown: watch::channel(false).0 }
+    }
+}
+
+/// One open stream's place in its participant's count, given back when dropped.
+pub struct StreamSeat {
+    hub: Arc<Hub>,
+    participant_id: String,
+}
+
+impl Drop for StreamSeat {
+    fn drop(&mut self) {
+        let mut s = self.hub.state();
+        if let Some(n) = s.streams.get_mut(&self.participant_id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                s.streams.remove(&self.participant_id);
+            }
+        }
     }
 }
 
 impl Hub {
+    /// Ends every stream (the server is shutting down).
+    pub fn shut_down(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    pub fn on_shutdown(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<Ephemeral> {
         self.tx.subscribe()
     }
@@ -153,56 +199,43 @@ impl Hub {
         }
     }
 
-    /// A stream opened or closed; announces presence when that changes it.
-    pub fn stream_opened(&self, participant_id: &str, now: Instant) {
-        let before = self.presence_of(participant_id, participant_id, now);
-        {
-            let mut s = self.state();
-            *s.streams.entry(participant_id.to_string()).or_default() += 1;
-            s.last_active.insert(participant_id.to_string(), now);
+    /// Takes a stream seat for `participant_id` unless `cap` streams are open already.
+    pub fn take_stream_seat(self: &Arc<Self>, participant_id: &str, cap: usize, now: Instant) -> Option<StreamSeat> {
+        let mut s = self.state();
+        let n = s.streams.entry(participant_id.to_string()).or_default();
+        if *n >= cap {
+            return None;
         }
-        self.announce_if_changed(participant_id, before, now);
+        *n += 1;
+        s.last_active.insert(participant_id.to_string(), now);
+        Some(StreamSeat { hub: self.clone(), participant_id: participant_id.to_string() })
     }
 
-    pub fn stream_closed(&self, participant_id: &str, now: Instant) {
-        let before = self.presence_of(participant_id, participant_id, now);
-        {
-            let mut s = self.state();
-            if let Some(n) = s.streams.get_mut(participant_id) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    s.streams.remove(participant_id);
-                }
-            }
-        }
-        self.announce_if_changed(participant_id, before, now);
-    }
-
+    /// Sets the presence a participant chose.
     pub fn set_presence(&self, participant_id: &str, status: PresenceStatus, now: Instant) {
-        let before = self.presence_of(participant_id, participant_id, now);
-        {
-            let mut s = self.state();
-            if status == PresenceStatus::Online {
-                s.chosen.remove(participant_id);
-            } else {
-                s.chosen.insert(participant_id.to_string(), status);
-            }
-            s.last_active.insert(participant_id.to_string(), now);
+        let mut s = self.state();
+        if status == PresenceStatus::Online {
+            s.chosen.remove(participant_id);
+        } else {
+            s.chosen.insert(participant_id.to_string(), status);
         }
-        self.announce_if_changed(participant_id, before, now);
+        s.last_active.insert(participant_id.to_string(), now);
     }
 
-    fn announce_if_changed(&self, participant_id: &str, before: PresenceStatus, now: Instant) {
+    /// The presence frame to announce if what the participant or their peers see changed since
+    /// `before` (the participant's own view, read before the change).
+    pub fn presence_change(&self, participant_id: &str, before: PresenceStatus, now: Instant) -> Option<Value> {
         // Peers see `appear_offline` as `offline`.
-        let seen_before = self.presence_of(participant_id, "", now);
+        let seen_now = self.presence_of(participant_id, "", now);
         let after = self.presence_of(participant_id, participant_id, now);
         let as_peer = |p: PresenceStatus| if p == PresenceStatus::AppearOffline { PresenceStatus::Offline } else { p };
-        if as_peer(before) != as_peer(seen_before) || before != after {
-            self.publish(
-                Audience::PeersOf(participant_id.to_string()),
-                json!({"type": "presence", "participant_id": participant_id, "status": seen_before}),
-            );
-        }
+        (as_peer(before) != seen_now || before != after)
+            .then(|| json!({"type": "presence", "participant_id": participant_id, "status": seen_now}))
+    }
+
+    /// Announces a presence frame to the participant and to everyone joined to `rooms`.
+    pub fn publish_presence(&self, participant_id: &str, rooms: Vec<String>, frame: Value) {
+        self.publish(Audience::PeersOf { participant: participant_id.to_string(), rooms: rooms.into() }, frame);
     }
 
     /// The presence of `participant_id` as `viewer_id` sees it: `appear_offline` only to oneself.
@@ -256,8 +289,14 @@ mod tests {
     fn presence() {
         let hub = Hub::default();
         let t0 = Instant::now();
+        let hub = Arc::new(hub);
         assert_eq!(hub.presence_of("a", "b", t0), PresenceStatus::Offline);
-        hub.stream_opened("a", t0);
+        let seat = hub.take_stream_seat("a", 2, t0).expect("a seat");
+        assert!(hub.presence_change("a", PresenceStatus::Offline, t0).is_some(), "going online is announced");
+        assert!(hub.presence_change("a", PresenceStatus::Online, t0).is_none(), "no change, no frame");
+        let second = hub.take_stream_seat("a", 2, t0).expect("a second seat");
+        assert!(hub.take_stream_seat("a", 2, t0).is_none(), "at most `cap` streams");
+        drop(second);
         assert_eq!(hub.presence_of("a", "b", t0), PresenceStatus::Online);
         hub.set_presence("a", PresenceStatus::Busy, t0);
         assert_eq!(hub.presence_of("a", "b", t0), PresenceStatus::Busy);
@@ -265,9 +304,22 @@ mod tests {
         assert_eq!(hub.presence_of("a", "b", t0), PresenceStatus::Offline);
         assert_eq!(hub.presence_of("a", "a", t0), PresenceStatus::AppearOffline);
         hub.set_presence("a", PresenceStatus::Online, t0);
-        hub.stream_closed("a", t0);
+        drop(seat);
+        assert!(hub.take_stream_seat("a", 1, t0).is_some(), "closed streams give their seats back");
         // Still recently active.
         assert_eq!(hub.presence_of("a", "b", t0), PresenceStatus::Online);
         assert_eq!(hub.presence_of("a", "b", t0 + ACTIVE_WINDOW), PresenceStatus::Offline);
+    }
+
+    #[test]
+    fn presence_reaches_the_participant_and_room_peers_only() {
+        let joined: std::collections::HashSet<String> = ["r1".to_string(), "r2".to_string()].into();
+        let to = |rooms: &[&str]| Audience::PeersOf {
+            participant: "p".into(),
+            rooms: rooms.iter().map(|r| r.to_string()).collect::<Vec<_>>().into(),
+        };
+        assert!(to(&["r9", "r2"]).includes("me", &joined));
+        assert!(!to(&["r9"]).includes("me", &joined));
+        assert!(to(&[]).includes("p", &Default::default()), "one's own sessions hear it");
     }
 }

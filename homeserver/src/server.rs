@@ -8,6 +8,8 @@ use tokio::net::TcpListener;
 use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::identity;
+use crate::listener::Listener;
+use crate::ratelimit::Throttle;
 use crate::signing::Keys;
 use crate::storage::EventSigner;
 use crate::storage::Store;
@@ -52,8 +54,12 @@ pub async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         keys: Arc::new(keys),
         discovery: api::discovery::build(&config),
         tokens: Default::default(),
+        typing_throttle: Arc::new(Throttle::new(config.limits.typing_per_participant)),
+        presence_throttle: Arc::new(Throttle::new(config.limits.presence_per_participant)),
     };
 
+    let fd_budget = crate::listener::raise_fd_limit();
+    let limits = crate::listener::ConnLimits::new(&config.limits, fd_budget);
     let client =
         TcpListener::bind(config.listen).await.map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let client_addr = client.local_addr()?;
@@ -66,42 +72,32 @@ pub async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
-    let mut rx = stop_rx.clone();
-    let client_router = api::router(state.clone());
-    tasks.spawn(async move {
-        axum::serve(client, client_router)
-            .with_graceful_shutdown(async move {
-                let _ = rx.wait_for(|s| *s).await;
-            })
-            .await
-    });
-    if let Some(listener) = federation {
-        let addr = listener.local_addr()?;
-        let mut rx = stop_rx.clone();
-        let router = api::federation_router(state.clone());
-        match (&config.federation_tls_cert, &config.federation_tls_key) {
-            (Some(cert), Some(key)) => {
-                let tls = federation_tls(cert, key).await?;
-                let handle = axum_server::Handle::new();
-                let server = axum_server::from_tcp_rustls(listener.into_std()?, tls)?.handle(handle.clone());
-                tokio::spawn(async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                    handle.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
-                });
-                tasks.spawn(async move { server.serve(router.into_make_service()).await });
-                println!("federation listener on https://{addr}");
-            }
-            _ => {
-                tasks.spawn(async move {
-                    axum::serve(listener, router)
-                        .with_graceful_shutdown(async move {
-                            let _ = rx.wait_for(|s| *s).await;
-                        })
-                        .await
-                });
-                println!("federation listener on http://{addr}");
-            }
-        }
+    let client_listener = Listener {
+        name: "client",
+        tcp: client,
+        tls: None,
+        router: api::router(state.clone()),
+        limits: limits.clone(),
+        body_limit: api::client_body_limit(&config),
+    };
+    tasks.spawn(client_listener.serve(stop_rx.clone()));
+    if let Some(tcp) = federation {
+        let addr = tcp.local_addr()?;
+        let tls = match (&config.federation_tls_cert, &config.federation_tls_key) {
+            (Some(cert), Some(key)) => Some(crate::listener::tls_acceptor(cert, key)?),
+            _ => None,
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let listener = Listener {
+            name: "federation",
+            tcp,
+            tls,
+            router: api::federation_router(state.clone()),
+            limits: limits.clone(),
+            body_limit: api::federation_body_limit(&config),
+        };
+        tasks.spawn(listener.serve(stop_rx.clone()));
+        println!("federation listener on {scheme}://{addr}");
     }
     tracing::info!(
         server_name = %config.server_name,
@@ -114,27 +110,17 @@ pub async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     println!("homeserver {} listening on http://{client_addr}", config.server_name);
 
     shutdown_signal().await;
-    tracing::info!("shutting down: finishing in-flight requests");
+    tracing::info!(grace_secs = limits.shutdown_grace.as_secs(), "shutting down: finishing in-flight requests");
     let _ = stop_tx.send(true);
-    while let Some(res) = tasks.join_next().await {
-        if let Ok(Err(e)) = res {
-            tracing::warn!(error = %e, "listener ended with an error");
-        }
+    state.hub.shut_down();
+    // Each listener gives its connections the grace period; this bound holds whatever they do.
+    let drained = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(limits.shutdown_grace + std::time::Duration::from_secs(1), drained).await.is_err() {
+        tracing::warn!("listeners did not stop within the grace period");
     }
     store.close().await;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// The federation listener's TLS settings from PEM files (rustls, ring).
-async fn federation_tls(
-    cert: &std::path::Path,
-    key: &std::path::Path,
-) -> Result<axum_server::tls_rustls::RustlsConfig, Box<dyn std::error::Error>> {
-    federation::install_crypto_provider();
-    axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key).await.map_err(|e| {
-        format!("cannot load federation TLS certificate {} / key {}: {e}", cert.display(), key.display()).into()
-    })
 }
 
 async fn shutdown_signal() {

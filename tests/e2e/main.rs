@@ -4,6 +4,7 @@ mod harness;
 
 mod auth;
 mod bundle;
+mod connections;
 mod malformed;
 mod media;
 mod messages;

@@ -321,3 +321,91 @@ async fn refreshing_typing_extends_it_without_repeating_it() {
     let next = next_frame(&mut ws, |f| f["type"] == "typing").await;
     assert_eq!(next["participant_ids"], json!([]));
 }
+
+#[tokio::test]
+async fn a_logout_ends_its_streams_at_once() {
+    let s = Server::start().await;
+    let a = s.register("alice").await;
+    let b = s.register("bob").await;
+    let room = s.create_room(&a, "group", "Team").await;
+    s.add_member(&room, &a, &b).await;
+    let mut ws = connect(&s, &b.token, None).await;
+    next_frame(&mut ws, |f| f["type"] == "hello").await;
+    s.post("/v1/auth/logout", Some(&b.token), json!({})).await.expect(200, "");
+    // Only ephemeral traffic follows (nothing is committed): the stream must not carry it.
+    s.put("/v1/typing", Some(&a.token), json!({"room_id": room, "typing": true})).await.expect(200, "");
+    s.put("/v1/presence", Some(&a.token), json!({"status": "busy"})).await.expect(200, "");
+    // Well before the 30 s ping that used to notice.
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(Some(c)))) => return Some(u16::from(c.code)),
+                Some(Ok(Message::Text(t))) => {
+                    let v: Value = serde_json::from_str(&t).unwrap();
+                    assert!(v["type"] != "typing" && v["type"] != "presence", "a logged-out session received {v}");
+                }
+                Some(Ok(_)) => {}
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .expect("the stream closes within 10 s of the logout");
+    assert_eq!(closed, Some(4001));
+}
+
+#[tokio::test]
+async fn typing_and_presence_are_rate_limited_per_participant() {
+    let s = Server::start_with_env(&[
+        ("HOMESERVER_LIMITS__TYPING_PER_PARTICIPANT__BURST", "3"),
+        ("HOMESERVER_LIMITS__TYPING_PER_PARTICIPANT__PER_MINUTE", "1"),
+        ("HOMESERVER_LIMITS__PRESENCE_PER_PARTICIPANT__BURST", "3"),
+        ("HOMESERVER_LIMITS__PRESENCE_PER_PARTICIPANT__PER_MINUTE", "1"),
+    ])
+    .await;
+    let a = s.register("alice").await;
+    let b = s.register("bob").await;
+    let room = s.create_room(&a, "group", "Team").await;
+    s.add_member(&room, &a, &b).await;
+    for typing in [true, false, true] {
+        s.put("/v1/typing", Some(&a.token), json!({"room_id": room, "typing": typing})).await.expect(200, "");
+    }
+    let r = s.put("/v1/typing", Some(&a.token), json!({"room_id": room, "typing": false})).await;
+    r.expect(429, "SW_RATE_LIMIT_EXCEEDED");
+    assert!(r.headers.get("retry-after").is_some());
+    for status in ["busy", "idle", "online"] {
+        s.put("/v1/presence", Some(&a.token), json!({"status": status})).await.expect(200, "");
+    }
+    let r = s.put("/v1/presence", Some(&a.token), json!({"status": "busy"})).await;
+    r.expect(429, "SW_RATE_LIMIT_EXCEEDED");
+    assert!(r.headers.get("retry-after").is_some());
+    // Limits are per participant.
+    s.put("/v1/typing", Some(&b.token), json!({"room_id": room, "typing": true})).await.expect(200, "");
+    s.put("/v1/presence", Some(&b.token), json!({"status": "busy"})).await.expect(200, "");
+}
+
+#[tokio::test]
+async fn presence_changes_reach_room_peers_and_not_strangers() {
+    let s = Server::start().await;
+    let a = s.register("alice").await;
+    let b = s.register("bob").await;
+    let c = s.register("carol").await;
+    let room = s.create_room(&a, "group", "Team").await;
+    s.add_member(&room, &a, &b).await;
+    // Carol shares no room with Bob; her stream must hear only her own presence.
+    let mut carol = connect(&s, &c.token, None).await;
+    next_frame(&mut carol, |f| f["type"] == "hello").await;
+    let mut alice = connect(&s, &a.token, None).await;
+    next_frame(&mut alice, |f| f["type"] == "hello").await;
+    let mut bob = connect(&s, &b.token, None).await;
+    next_frame(&mut bob, |f| f["type"] == "hello").await;
+    s.put("/v1/presence", Some(&b.token), json!({"status": "busy"})).await.expect(200, "");
+    let seen = next_frame(&mut alice, |f| f["type"] == "presence" && f["participant_id"] == b.id.as_str()).await;
+    assert_eq!(seen["status"], "busy");
+    let own = next_frame(&mut bob, |f| f["type"] == "presence" && f["participant_id"] == b.id.as_str()).await;
+    assert_eq!(own["status"], "busy", "one's own sessions hear it too");
+    // Carol's presence change is the marker: anything about Bob before it would be a leak.
+    s.put("/v1/presence", Some(&c.token), json!({"status": "idle"})).await.expect(200, "");
+    let first = next_frame(&mut carol, |f| f["type"] == "presence").await;
+    assert_eq!(first["participant_id"], c.id.as_str(), "a stranger's presence leaked: {first}");
+}

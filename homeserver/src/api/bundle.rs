@@ -63,6 +63,8 @@ pub async fn export(State(st): State<AppState>, caller: Caller, RoomId(room_id):
 fn multipart_error(e: MultipartError) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::RoomImportRefused("the bundle is larger than max_import_bytes".into())
+    } else if e.body_text().contains(crate::listener::BODY_TIMEOUT_MESSAGE) {
+        ApiError::RequestTimeout
     } else {
         ApiError::bad_request(format!("malformed multipart body: {}", e.body_text()))
     }

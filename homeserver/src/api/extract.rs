@@ -56,9 +56,12 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     }
 }
 
-fn body_rejection(status: StatusCode, text: String) -> ApiError {
+/// The error for a body that could not be read: too large, stalled, or malformed.
+pub fn body_rejection(status: StatusCode, text: String) -> ApiError {
     if status == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::ContentTooLarge("request body too large".into())
+    } else if text.contains(crate::listener::BODY_TIMEOUT_MESSAGE) {
+        ApiError::RequestTimeout
     } else {
         ApiError::bad_request(format!("unreadable request body: {text}"))
     }

@@ -45,6 +45,8 @@ pub fn view(m: &MediaRow) -> Value {
 fn multipart_error(e: MultipartError) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::ContentTooLarge("upload body too large".into())
+    } else if e.body_text().contains(crate::listener::BODY_TIMEOUT_MESSAGE) {
+        ApiError::RequestTimeout
     } else {
         ApiError::bad_request(format!("malformed multipart body: {}", e.body_text()))
     }

@@ -39,6 +39,10 @@ pub struct AppState {
     pub keys: Arc<crate::signing::Keys>,
     pub discovery: discovery::DiscoveryState,
     pub tokens: Arc<crate::identity::TokenCache>,
+    /// Typing notices per participant.
+    pub typing_throttle: Arc<crate::ratelimit::Throttle>,
+    /// Presence changes per participant.
+    pub presence_throttle: Arc<crate::ratelimit::Throttle>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -150,6 +154,27 @@ pub fn router(state: AppState) -> Router {
             REQUEST_ID,
             NextRequestId { prefix: prefix.into(), counter: Arc::new(AtomicU64::new(1)) },
         ))
+}
+
+/// The largest body each client API path accepts (see [`crate::listener`]): uploads and
+/// imports have their own limits, everything else `max_body_bytes`.
+pub fn client_body_limit(config: &Config) -> crate::listener::BodyLimit {
+    let body = config.max_body_bytes as u64;
+    let upload = media::upload_body_limit(config) as u64;
+    let import = bundle::import_body_limit(config) as u64;
+    Arc::new(move |path: &str| match path {
+        "/v1/media/upload" => upload,
+        "/v1/rooms/import" => import,
+        _ => body,
+    })
+}
+
+/// A federation transaction is at most 8 MiB (contract 8.1); the listener admits that.
+pub const FEDERATION_MAX_BODY_BYTES: u64 = 8 * 1024 * 1024;
+
+pub fn federation_body_limit(config: &Config) -> crate::listener::BodyLimit {
+    let limit = FEDERATION_MAX_BODY_BYTES.max(config.max_body_bytes as u64);
+    Arc::new(move |_: &str| limit)
 }
 
 /// The server-to-server listener. Federation endpoints join it as the protocol lands.

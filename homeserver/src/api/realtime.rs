@@ -21,7 +21,7 @@ use crate::clock::now_secs;
 use crate::error::{ApiError, ApiResult};
 use crate::identity;
 use crate::messages::event_frame;
-use crate::realtime::{Audience, Ephemeral, PresenceStatus};
+use crate::realtime::{PresenceStatus, StreamSeat};
 use crate::storage::Participant;
 
 pub const MAX_SYNC_LIMIT: i64 = 500;
@@ -29,6 +29,8 @@ pub const MAX_SYNC_TIMEOUT_MS: u64 = 30_000;
 const PING_EVERY: Duration = Duration::from_secs(30);
 /// WebSocket close code for a missing, bad or expired token.
 const CLOSE_BAD_TOKEN: u16 = 4001;
+/// WebSocket close code when the server shuts down.
+const CLOSE_GOING_AWAY: u16 = 1001;
 
 fn parse_position(v: Option<&str>, what: &str) -> ApiResult<Option<i64>> {
     match v {
@@ -142,16 +144,21 @@ pub async fn stream(
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::to_string)
         .or(p.token);
-    ws.on_upgrade(move |socket| async move {
-        let owner = match &bearer {
-            Some(t) => identity::authenticate(&st.store, &st.tokens, t).await.ok(),
-            None => None,
-        };
-        match (owner, bearer) {
-            (Some(owner), Some(token)) => run_stream(st, socket, owner.participant, token, since).await,
-            _ => close_bad_token(socket).await,
-        }
-    })
+    // A bad token is told on the socket (close 4001); a good one over its participant's
+    // stream cap is refused before the upgrade.
+    let owner = match &bearer {
+        Some(t) => identity::authenticate(&st.store, &st.tokens, t).await.ok(),
+        None => None,
+    };
+    let (Some(owner), Some(token)) = (owner, bearer) else {
+        return ws.on_upgrade(close_bad_token);
+    };
+    let cap = st.config.limits.max_streams_per_participant;
+    let before = st.hub.presence_of(&owner.participant.id, &owner.participant.id, Instant::now());
+    let Some(seat) = st.hub.take_stream_seat(&owner.participant.id, cap, Instant::now()) else {
+        return ApiError::RateLimited(format!("at most {cap} streams may be open at once"), 5).into_response();
+    };
+    ws.on_upgrade(move |socket| run_stream(st, socket, owner.participant, token, since, (seat, before)))
 }
 
 async fn close_bad_token(mut socket: WebSocket) {
@@ -188,24 +195,36 @@ async fn send_room_events(
     }
 }
 
-async fn wanted(st: &AppState, me: &Participant, rooms: &HashSet<String>, e: &Ephemeral) -> bool {
-    match &e.audience {
-        Audience::RoomMembers(room) => rooms.contains(room),
-        Audience::Participant(p) => *p == me.id,
-        Audience::PeersOf(p) => *p == me.id || st.store.shares_room(&me.id, p).await.unwrap_or(false),
+/// Announces a presence change of `participant_id`, if `before` (their own view before it)
+/// differs from now: one query for their rooms, however many streams are open.
+pub async fn announce_presence(st: &AppState, participant_id: &str, before: PresenceStatus) {
+    let Some(frame) = st.hub.presence_change(participant_id, before, Instant::now()) else { return };
+    match st.store.joined_room_ids(participant_id).await {
+        Ok(rooms) => st.hub.publish_presence(participant_id, rooms, frame),
+        Err(e) => tracing::warn!(error = %e, "presence not announced: cannot read the participant's rooms"),
     }
 }
 
-/// Whether the stream's token still authenticates (cheap: the token cache). A logout, a
-/// rotation or expiry ends the stream with 4001 at the next wake or ping.
+/// Whether the stream's token still authenticates (cheap: the token cache). A logout or a
+/// rotation ends the stream with 4001 at once (the cache announces revocations); expiry at the
+/// next wake or ping.
 async fn still_valid(st: &AppState, token: &str) -> bool {
     identity::authenticate(&st.store, &st.tokens, token).await.is_ok()
 }
 
-async fn run_stream(st: AppState, mut socket: WebSocket, me: Participant, token: String, since: Option<i64>) {
+async fn run_stream(
+    st: AppState,
+    mut socket: WebSocket,
+    me: Participant,
+    token: String,
+    since: Option<i64>,
+    (seat, before): (StreamSeat, PresenceStatus),
+) {
     let session_id = crate::ids::new_session_id();
     let mut committed = st.store.subscribe();
     let mut ephemeral = st.hub.subscribe();
+    let mut revocations = st.tokens.revocations();
+    let mut shutdown = st.hub.on_shutdown();
     let hello = json!({
         "type": "hello",
         "session_id": session_id,
@@ -218,59 +237,81 @@ async fn run_stream(st: AppState, mut socket: WebSocket, me: Participant, token:
     if !send_json(&mut socket, &hello).await {
         return;
     }
-    st.hub.stream_opened(&me.id, Instant::now());
+    announce_presence(&st, &me.id, before).await;
     tracing::debug!(participant = %me.id, session = %session_id, "stream opened");
     let mut pos = since.unwrap_or_else(|| *committed.borrow_and_update());
     let mut rooms: HashSet<String> = st.store.joined_room_ids(&me.id).await.unwrap_or_default().into_iter().collect();
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
-    'session: loop {
+    let end = 'session: loop {
         // Catch up on whatever committed since the last look.
         let top = *committed.borrow_and_update();
         match send_room_events(&st, &mut socket, &me, pos, top).await {
             Some(p) => pos = p,
-            None => break,
+            None => break StreamEnd::Gone,
         }
         loop {
             tokio::select! {
                 changed = committed.changed() => {
-                    if changed.is_err() { break 'session; }
+                    if changed.is_err() { break 'session StreamEnd::Gone; }
                     if !still_valid(&st, &token).await {
-                        close_bad_token(socket).await;
-                        st.hub.stream_closed(&me.id, Instant::now());
-                        return;
+                        break 'session StreamEnd::BadToken;
                     }
                     rooms = st.store.joined_room_ids(&me.id).await.unwrap_or_default().into_iter().collect();
                     continue 'session;
                 }
+                _ = revocations.changed() => {
+                    if !still_valid(&st, &token).await {
+                        break 'session StreamEnd::BadToken;
+                    }
+                }
+                _ = shutdown.changed() => break 'session StreamEnd::ShuttingDown,
                 e = ephemeral.recv() => match e {
                     Ok(e) => {
-                        if wanted(&st, &me, &rooms, &e).await && !send_json(&mut socket, &e.frame).await {
-                            break 'session;
+                        if e.audience.includes(&me.id, &rooms) && !send_json(&mut socket, &e.frame).await {
+                            break 'session StreamEnd::Gone;
                         }
                     }
                     Err(RecvError::Lagged(n)) => tracing::debug!(skipped = n, "stream fell behind on ephemeral events"),
-                    Err(RecvError::Closed) => break 'session,
+                    Err(RecvError::Closed) => break 'session StreamEnd::Gone,
                 },
                 _ = ping.tick() => {
                     if !still_valid(&st, &token).await {
-                        close_bad_token(socket).await;
-                        st.hub.stream_closed(&me.id, Instant::now());
-                        return;
+                        break 'session StreamEnd::BadToken;
                     }
-                    if socket.send(Message::Ping(Default::default())).await.is_err() { break 'session; }
+                    if socket.send(Message::Ping(Default::default())).await.is_err() { break 'session StreamEnd::Gone; }
                 }
                 incoming = socket.recv() => match incoming {
-                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break 'session,
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break 'session StreamEnd::Gone,
                     Some(Ok(Message::Text(t))) if t.as_str().contains("\"ping\"") => {
-                        if !send_json(&mut socket, &json!({"type": "pong", "ts": now_secs()})).await { break 'session; }
+                        if !send_json(&mut socket, &json!({"type": "pong", "ts": now_secs()})).await {
+                            break 'session StreamEnd::Gone;
+                        }
                     }
                     Some(Ok(_)) => {}
                 },
             }
         }
+    };
+    match end {
+        StreamEnd::BadToken => close_bad_token(socket).await,
+        StreamEnd::ShuttingDown => {
+            let frame = CloseFrame { code: CLOSE_GOING_AWAY, reason: Utf8Bytes::from_static("server shutting down") };
+            let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(Message::Close(Some(frame)))).await;
+        }
+        StreamEnd::Gone => {}
     }
-    st.hub.stream_closed(&me.id, Instant::now());
+    let before = st.hub.presence_of(&me.id, &me.id, Instant::now());
+    drop(seat);
+    announce_presence(&st, &me.id, before).await;
     tracing::debug!(participant = %me.id, session = %session_id, "stream closed");
+}
+
+enum StreamEnd {
+    /// The client went away (or the socket failed).
+    Gone,
+    /// The token was revoked or expired: close 4001.
+    BadToken,
+    ShuttingDown,
 }
 
 #[derive(Deserialize)]
@@ -287,8 +328,11 @@ pub async fn typing(
     if !crate::ids::is_room_id(&b.room_id) {
         return Err(ApiError::bad_request("room_id is not a room id"));
     }
-    crate::rooms::own_seat(&st.store, &caller.participant, &b.room_id).await?;
     let now = Instant::now();
+    st.typing_throttle
+        .try_take(&caller.participant.id, now)
+        .map_err(|s| ApiError::RateLimited("too many typing notices".into(), s))?;
+    crate::rooms::own_seat(&st.store, &caller.participant, &b.room_id).await?;
     if let Some(until) = st.hub.set_typing(&b.room_id, &caller.participant.id, b.typing, now) {
         let hub = st.hub.clone();
         let (room, who) = (b.room_id.clone(), caller.participant.id.clone());
@@ -349,6 +393,10 @@ pub async fn set_presence(
         return Err(ApiError::bad_request("offline is derived; choose appear_offline to hide"));
     }
     let me = &caller.participant.id;
-    st.hub.set_presence(me, b.status, Instant::now());
+    let now = Instant::now();
+    st.presence_throttle.try_take(me, now).map_err(|s| ApiError::RateLimited("too many presence changes".into(), s))?;
+    let before = st.hub.presence_of(me, me, now);
+    st.hub.set_presence(me, b.status, now);
+    announce_presence(&st, me, before).await;
     Ok(data(json!({"participant_id": me, "status": st.hub.presence_of(me, me, Instant::now())})))
 }
