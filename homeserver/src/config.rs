@@ -95,7 +95,7 @@ impl Default for Limits {
             max_connections_per_address: 512,
             max_streams_per_participant: 16,
             shutdown_grace_secs: 10,
-            max_uri_bytes: 8 * 1024,
+            max_uri_bytes: 16 * 1024,
             max_header_bytes: 32 * 1024,
             login_per_address: Rate::new(60, 30),
             login_failures_per_account: Rate::new(6, 10),

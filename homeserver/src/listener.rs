@@ -18,6 +18,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -473,11 +474,23 @@ struct Guarded<IO> {
     activity: Arc<Activity>,
     /// A rewritten answer still being written, and how much of it is out.
     replacement: Option<(Vec<u8>, usize)>,
+    /// Set once our side is shut down: what is still arriving is read and dropped for a while,
+    /// so that a client still sending a body we refused reads our answer instead of a reset.
+    linger: Option<Linger>,
 }
+
+struct Linger {
+    until: Pin<Box<tokio::time::Sleep>>,
+    discarded: usize,
+}
+
+/// How long, and how much, a closing connection reads and drops.
+const LINGER_FOR: Duration = Duration::from_secs(2);
+const LINGER_MAX_BYTES: usize = 16 * 1024 * 1024;
 
 impl<IO> Guarded<IO> {
     fn new(io: IO, slot: Slot, activity: Arc<Activity>) -> Guarded<IO> {
-        Guarded { io, _slot: slot, activity, replacement: None }
+        Guarded { io, _slot: slot, activity, replacement: None, linger: None }
     }
 }
 
@@ -531,7 +544,7 @@ impl<IO: AsyncWrite + Unpin> Guarded<IO> {
     }
 }
 
-impl<IO: AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         ready!(this.poll_replacement(cx))?;
@@ -581,7 +594,25 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         ready!(self.poll_replacement(cx))?;
-        Pin::new(&mut self.io).poll_shutdown(cx)
+        let this = &mut *self;
+        if this.linger.is_none() {
+            ready!(Pin::new(&mut this.io).poll_shutdown(cx))?;
+            this.linger = Some(Linger { until: Box::pin(tokio::time::sleep(LINGER_FOR)), discarded: 0 });
+        }
+        let Some(linger) = this.linger.as_mut() else { return Poll::Ready(Ok(())) };
+        let mut scratch = [0u8; 8192];
+        loop {
+            if linger.until.as_mut().poll(cx).is_ready() || linger.discarded >= LINGER_MAX_BYTES {
+                return Poll::Ready(Ok(()));
+            }
+            let mut buf = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut this.io).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => linger.discarded += buf.filled().len(),
+                Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 }
 
