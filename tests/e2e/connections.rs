@@ -300,3 +300,38 @@ async fn websocket_streams_are_capped_per_participant() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_federation_listener_has_the_same_limits() {
+    let s = Server::start_with_env(&[
+        ("HOMESERVER_FEDERATION_LISTEN", "127.0.0.1:0"),
+        ("HOMESERVER_LIMITS__HEADER_READ_TIMEOUT_SECS", "1"),
+        ("HOMESERVER_LIMITS__MAX_CONNECTIONS_PER_ADDRESS", "10"),
+    ])
+    .await;
+    let fed: SocketAddr =
+        s.federation_base.as_deref().expect("federation listener").trim_start_matches("http://").parse().unwrap();
+    let limit = Duration::from_secs(10);
+    let mut half = TcpStream::connect(fed).await.unwrap();
+    assert!(exchange(&mut half, b"GET /healthz HTTP/1.1\r\nHost: x\r\n", limit).await.1, "half heads time out");
+    let mut big = TcpStream::connect(fed).await.unwrap();
+    let req = b"PUT /_scaiwave/federation/v1/send/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n";
+    let (answer, _) = exchange(&mut big, req, limit).await;
+    assert_json_error(&answer, 413, "SW_CONTENT_TOO_LARGE");
+    let mut bad = TcpStream::connect(fed).await.unwrap();
+    let (answer, _) = exchange(&mut bad, b"GET /\xff HTTP/1.1\r\n\r\n", limit).await;
+    assert_json_error(&answer, 400, "SW_BAD_REQUEST");
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut held = vec![socket.connect(fed).await.unwrap()];
+    for _ in 1..10 {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        held.push(socket.connect(fed).await.unwrap());
+    }
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut over = socket.connect(fed).await.unwrap();
+    let (answer, _) = read_until_closed(&mut over, limit).await;
+    assert_json_error(&answer, 429, "SW_RATE_LIMIT_EXCEEDED");
+}

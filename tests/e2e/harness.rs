@@ -16,6 +16,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_homeserver");
 pub struct Server {
     child: Option<Child>,
     pub base: String,
+    /// The federation listener's base URL, when `HOMESERVER_FEDERATION_LISTEN` started one.
+    pub federation_base: Option<String>,
     pub server_name: String,
     data: DataDir,
     env: Vec<(String, String)>,
@@ -90,6 +92,7 @@ impl Server {
         let mut s = Server {
             child: None,
             base: String::new(),
+            federation_base: None,
             server_name: "localhost".into(),
             data: DataDir::Temp(dir),
             env,
@@ -118,8 +121,12 @@ impl Server {
         let mut child = cmd.spawn().expect("spawn homeserver");
         let stdout = child.stdout.take().expect("stdout piped");
         let mut lines = BufReader::new(stdout).lines();
+        let mut federation_base = None;
         let base = tokio::time::timeout(Duration::from_secs(60), async {
             while let Some(line) = lines.next_line().await.expect("read stdout") {
+                if let Some(rest) = line.split("federation listener on ").nth(1) {
+                    federation_base = Some(rest.trim().to_string());
+                }
                 if let Some(rest) = line.split("listening on ").nth(1) {
                     return rest.trim().to_string();
                 }
@@ -131,6 +138,7 @@ impl Server {
         // Keep draining stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         self.base = base;
+        self.federation_base = federation_base;
         self.child = Some(child);
         let health = self.get("/healthz", None).await;
         assert_eq!(health.status, 200);
