@@ -52,6 +52,7 @@ pub async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         keys: Arc::new(keys),
         discovery: api::discovery::build(&config),
         tokens: Default::default(),
+        room_creation: Arc::new(crate::ratelimit::Throttle::new(config.limits.room_creation_per_participant)),
     };
 
     let client =

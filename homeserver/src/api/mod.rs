@@ -39,6 +39,8 @@ pub struct AppState {
     pub keys: Arc<crate::signing::Keys>,
     pub discovery: discovery::DiscoveryState,
     pub tokens: Arc<crate::identity::TokenCache>,
+    /// Rooms, DMs and imports created per participant (`limits.room_creation_per_participant`).
+    pub room_creation: Arc<crate::ratelimit::Throttle>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
