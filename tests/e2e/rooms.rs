@@ -301,7 +301,14 @@ async fn rename_topic_and_power_levels() {
             .await
             .expect(400, "SW_BAD_REQUEST");
     }
-    s.put(&format!("/v1/rooms/{room}/members/{}/power-level", c.id), Some(&a.token), json!({"power_level": 10}))
+    // Carol was kicked: her level is kept for a re-join, so it can still be set.
+    let out = s
+        .put(&format!("/v1/rooms/{room}/members/{}/power-level", c.id), Some(&a.token), json!({"power_level": 10}))
+        .await;
+    assert_eq!(out.ok()["power_level"], 10);
+    // Someone never in the room has no level here.
+    let never = s.register("never").await;
+    s.put(&format!("/v1/rooms/{room}/members/{}/power-level", never.id), Some(&a.token), json!({"power_level": 10}))
         .await
         .expect(404, "SW_PARTICIPANT_NOT_FOUND");
 }

@@ -532,6 +532,8 @@ pub async fn join(store: &Store, caller: &Participant, room_id: &str) -> ApiResu
         }
         _ => {}
     }
+    // A DM seats its two participants only: a server admin sees every room, not a seat in it.
+    rules::require_dm_party(&room, &caller.id)?;
     let allowed = seat.membership == Some(Membership::Invite)
         || (room.room_type == RoomType::Public && room.tenant_id == caller.tenant_id)
         || room.room_type == RoomType::Dm;
@@ -722,10 +724,11 @@ pub async fn set_power_level(
     let seat = Seat::of(me.as_ref());
     rules::require_joined(&room, seat, caller)?;
     rules::require_not_dm(&room, "changing power levels")?;
+    // Members who are out (left, kicked, banned) keep their level for a re-join, so it can be
+    // set while they are out, by the same rules as for members.
     let target_row = tx.member(room_id, &target.id).await?;
-    let Some(target_row) = target_row.filter(|m| matches!(m.membership, Membership::Join | Membership::Invite)) else {
-        return Err(ApiError::ParticipantNotFound("the participant is not in this room".into()));
-    };
+    rules::require_power_target(target_row.as_ref().map(|m| m.membership))?;
+    let target_row = target_row.expect("checked above");
     rules::check_power_change(seat, target.id == caller.id, target_row.power_level, level)?;
     rules::require_open(&room)?;
     if target_row.power_level == level {
