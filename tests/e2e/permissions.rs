@@ -68,6 +68,10 @@ enum Op {
     Power,
     /// Set the banned participant's level: members who are out keep a level, so it can be set.
     PowerOfBanned,
+    /// Send as the member (power 0).
+    SendAs,
+    /// Send as the creator: nobody is above the creator, the creator least of all.
+    SendAsCreator,
 }
 
 /// Columns: creator (100), moderator (50), member (0, also the target of kick/ban/power, so
@@ -103,6 +107,9 @@ const TABLE: &[(Op, [Want; 8])] = &[
     (Op::Power,            [OK,     OK,  FB,    NF,     NM,     FB,    NF,   AU]),
     // The banned participant (0) is set to 10 while out.
     (Op::PowerOfBanned,    [OK,     OK,  FB,    NF,     NM,     FB,    NF,   AU]),
+    // Sending on behalf needs 100 and a joined target strictly below the caller.
+    (Op::SendAs,           [OK,     FB,  FB,    NF,     NM,     FB,    NF,   AU]),
+    (Op::SendAsCreator,    [FB,     FB,  FB,    NF,     NM,     FB,    NF,   AU]),
 ];
 
 fn column(role: Role, room_type: &str) -> usize {
@@ -206,7 +213,13 @@ fn request(op: Op, room: &str, c: &Cast, caller: Option<&User>) -> (Method, Stri
         Op::PowerOfBanned => {
             (Method::PUT, format!("{r}/members/{}/power-level", c.banned.id), json!({"power_level": 10}))
         }
+        Op::SendAs => (Method::POST, format!("{r}/send"), send_as(&c.member)),
+        Op::SendAsCreator => (Method::POST, format!("{r}/send"), send_as(&c.creator)),
     }
+}
+
+fn send_as(who: &User) -> Value {
+    json!({"content": {"msgtype": "swp.text", "body": "on behalf"}, "as_participant_id": who.id})
 }
 
 async fn send(s: &Server, op: Op, room: &str, c: &Cast, caller: Option<&User>) -> Resp {
@@ -428,6 +441,8 @@ async fn direct_messages_keep_their_invariants() {
         (Method::POST, format!("{r}/unban"), target(&b)),
         (Method::PUT, format!("{r}/name"), json!({"name": "not a dm"})),
         (Method::PUT, format!("{r}/members/{}/power-level", b.id), json!({"power_level": 50})),
+        // Both sides hold 100, so sending on behalf would let either speak as the other.
+        (Method::POST, format!("{r}/send"), send_as(&b)),
     ];
     for (method, path, body) in cases {
         let resp = s.raw(method.clone(), &path, Some(&a.token), Some(RawBody::Json(body))).await;

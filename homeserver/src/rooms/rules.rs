@@ -147,6 +147,22 @@ pub fn require_dm_party(room: &Room, participant_id: &str) -> ApiResult<()> {
     }
 }
 
+/// Sending on behalf of another participant (`as_participant_id`): never in a DM (either side
+/// could speak as the other), power 100, and only as a joined member whose level is strictly
+/// below the caller's. `target` is the named participant's `(membership, power)` in the room.
+pub fn check_send_as(room: &Room, seat: Seat, target: Option<(Membership, i64)>) -> ApiResult<()> {
+    let what = "sending on behalf of another participant";
+    require_not_dm(room, what)?;
+    require_power(seat, POWER_MAX, what)?;
+    match target {
+        Some((Membership::Join, power)) if power < seat.effective_power() => Ok(()),
+        Some((Membership::Join, _)) => Err(ApiError::RoomForbidden(format!(
+            "{what} needs a power level above theirs (never as oneself or an equal)"
+        ))),
+        _ => Err(ApiError::ParticipantNotFound("as_participant_id is not a member of this room".into())),
+    }
+}
+
 /// Whose power level can be set: anyone with a membership in the room, whether joined, invited,
 /// left, kicked or banned. A level held while out is kept for a re-join, so it must stay
 /// changeable (or a kicked moderator would come back a moderator). Never in the room: 404.
@@ -259,6 +275,31 @@ mod tests {
         // Anybody else, a server admin included.
         assert!(matches!(require_dm_party(&dm, "root"), Err(ApiError::RoomTypeInvariant(_))));
         assert!(require_dm_party(&room(RoomType::Group), "root").is_ok());
+    }
+
+    #[test]
+    fn sending_as_another() {
+        let joined = |p| seat(Some(Membership::Join), p);
+        let group = room(RoomType::Group);
+        assert!(check_send_as(&group, joined(100), Some((Membership::Join, 0))).is_ok());
+        assert!(check_send_as(&group, joined(100), Some((Membership::Join, 99))).is_ok());
+        // Never as an equal (or oneself), never below 100, never in a DM.
+        assert!(matches!(
+            check_send_as(&group, joined(100), Some((Membership::Join, 100))),
+            Err(ApiError::RoomForbidden(_))
+        ));
+        assert!(matches!(
+            check_send_as(&group, joined(99), Some((Membership::Join, 0))),
+            Err(ApiError::RoomForbidden(_))
+        ));
+        assert!(matches!(
+            check_send_as(&room(RoomType::Dm), joined(100), Some((Membership::Join, 0))),
+            Err(ApiError::RoomTypeInvariant(_))
+        ));
+        // The named participant must be joined.
+        for target in [None, Some((Membership::Leave, 0)), Some((Membership::Invite, 0)), Some((Membership::Ban, 0))] {
+            assert!(matches!(check_send_as(&group, joined(100), target), Err(ApiError::ParticipantNotFound(_))));
+        }
     }
 
     #[test]
