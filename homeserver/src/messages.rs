@@ -29,7 +29,66 @@ pub fn validate_content(content: &Value) -> ApiResult<String> {
             "content key {key:?} is reserved: keys starting with {IMPORTED_PREFIX} are set by imports only"
         )));
     }
+    // Only the server writes `sent_by`: a member must not forge who really sent a message.
+    if content.get(SENT_BY).is_some() {
+        return Err(ApiError::bad_request(format!(
+            "content key {SENT_BY:?} is reserved: the server sets it on sends on behalf of another participant"
+        )));
+    }
     validate_stored_content(content)
+}
+
+/// The content key, inside the signed event, naming (by fqid) who really sent a message that
+/// was sent on behalf of another participant (`as_participant_id`).
+pub const SENT_BY: &str = "sent_by";
+
+/// The content of a send on behalf of another participant: the checked `content` with
+/// `sent_by` set to the caller's fqid, and its canonical JSON (encoded again, and checked
+/// against the size limit again: only these sends pay for a second encoding).
+pub fn stamp_sent_by(mut content: Value, caller_fqid: &str) -> ApiResult<(Value, String)> {
+    let obj = content.as_object_mut().ok_or_else(|| ApiError::bad_request("content must be a JSON object"))?;
+    obj.insert(SENT_BY.into(), json!(caller_fqid));
+    let canonical = validate_stored_content(&content)?;
+    Ok((content, canonical))
+}
+
+/// What a message's content points at outside itself, checked against the database: a
+/// `swp.media` message's `media_id` must name an upload of this server (else 400), and
+/// `reply_to_event_id` an event of the same room. Sends and edits run this same check. The
+/// reply is answered, not raised, so that each caller raises it at its own place in the check
+/// order (after membership: a room the caller may not see answers 404 `SW_ROOM_NOT_FOUND`,
+/// whatever the content names).
+pub async fn check_references(store: &Store, room_id: &str, content: &Value) -> ApiResult<References> {
+    if let Some(media_id) = media_id_of(content)
+        && (!ids::is_media_id(media_id) || store.media(media_id).await?.is_none())
+    {
+        return Err(ApiError::bad_request("media_id names no media on this server"));
+    }
+    let reply_found = match content.get("reply_to_event_id").and_then(Value::as_str) {
+        Some(reply) => ids::is_event_id(reply) && store.event_position(room_id, reply).await?.is_some(),
+        None => true,
+    };
+    Ok(References { reply_found })
+}
+
+/// The upload a message names: a `swp.media` message's `media_id`.
+pub fn media_id_of(content: &Value) -> Option<&str> {
+    (content.get("msgtype").and_then(Value::as_str) == Some("swp.media"))
+        .then(|| content.get("media_id").and_then(Value::as_str))
+        .flatten()
+}
+
+/// What [`check_references`] found, for the checks that come after membership.
+#[derive(Clone, Copy, Debug)]
+pub struct References {
+    reply_found: bool,
+}
+
+impl References {
+    /// 404 `SW_EVENT_NOT_FOUND` when `reply_to_event_id` names no event of the room.
+    pub fn require_reply(self) -> ApiResult<()> {
+        if self.reply_found { Ok(()) } else { Err(ApiError::EventNotFound) }
+    }
 }
 
 /// Content keys an import sets: the original author, time, and an earlier import's author.
@@ -37,6 +96,8 @@ pub const IMPORTED_PREFIX: &str = "_imported_";
 pub const IMPORTED_SENDER: &str = "_imported_sender";
 pub const IMPORTED_ORIGIN_TS: &str = "_imported_origin_ts";
 pub const IMPORTED_PREVIOUS: &str = "_imported_previous";
+/// An imported message's original `sent_by` (the importer is the sender of everything here).
+pub const IMPORTED_SENT_BY: &str = "_imported_sent_by";
 
 /// [`validate_content`] without the reserved-key check: for content the server annotates itself
 /// (a room import) and for signed content that an earlier import annotated.
@@ -148,6 +209,15 @@ pub struct SendRequest {
     pub as_participant_id: Option<String>,
 }
 
+/// A send checked as far as it can be before the writer thread: its content as it will be signed
+/// (with `sent_by` when on behalf of another) and what that content points at.
+pub struct CheckedSend {
+    pub req: SendRequest,
+    /// Canonical JSON of `req.content`, made by its validation.
+    pub content_json: String,
+    pub references: References,
+}
+
 /// Sends a message. Answers the message and whether it was created (false: an idempotent
 /// retry of the same `event_uuid`). What needs no database is checked here; the rest runs in
 /// the [`SendQueue`]'s group commit, which answers once the message is durable.
@@ -158,20 +228,20 @@ pub async fn send(
     room_id: &str,
     req: SendRequest,
 ) -> ApiResult<SendOutcome> {
-    let content_json = validate_content(&req.content)?;
+    let mut req = req;
+    let mut content_json = validate_content(&req.content)?;
     if let Some(u) = &req.event_uuid {
         if u.is_empty() || u.len() > 128 || u.chars().any(char::is_control) {
             return Err(ApiError::bad_request("event_uuid must be 1 to 128 printable characters"));
         }
     }
-    if let Some(media_id) = req.content.get("media_id").and_then(Value::as_str) {
-        if req.content.get("msgtype").and_then(Value::as_str) == Some("swp.media")
-            && store.media(media_id).await?.is_none()
-        {
-            return Err(ApiError::bad_request("media_id names no media on this server"));
-        }
+    // Who really sent it goes inside the signed event; the writer checks that the caller may.
+    if req.as_participant_id.is_some() {
+        (req.content, content_json) = stamp_sent_by(std::mem::take(&mut req.content), &caller.fqid)?;
     }
-    match queue.send(caller, room_id, req, content_json).await? {
+    // Plain text without a reply or media (the common case) costs no database read here.
+    let references = check_references(store, room_id, &req.content).await?;
+    match queue.send(caller, room_id, CheckedSend { req, content_json, references }).await? {
         // Everything the answer needs is known: no read-back.
         Sent::Created(row) => Ok(SendOutcome::Created(row)),
         Sent::Existing { event_id } => Ok(SendOutcome::Existing(folded(store, room_id, &event_id, caller).await?)),
@@ -194,7 +264,9 @@ pub async fn edit(
     new_content: Value,
     edit_window_secs: i64,
 ) -> ApiResult<Value> {
+    // The new content passes the checks of a send: shape, media, and a reply in the same room.
     validate_content(&new_content)?;
+    let references = check_references(store, room_id, &new_content).await?;
     let mut tx = store.write().await?;
     let (room, me) = rooms::load(&mut tx, room_id, caller).await?;
     let seat = rules::Seat::of(me.as_ref());
@@ -212,6 +284,7 @@ pub async fn edit(
     if now - target.origin_ts > edit_window_secs {
         return Err(ApiError::EventTooOldToEdit(format!("messages can be edited for {edit_window_secs} s")));
     }
+    references.require_reply()?;
     let content = json!({"event_id": event_id, "new_content": new_content});
     rooms::append_event(
         &mut tx,
@@ -263,6 +336,12 @@ pub async fn redact(
         append_redaction(&mut tx, room_id, caller, event_id, reason).await?;
         if target.event_type == REACTION {
             tx.forget_reaction_event(event_id).await?;
+        }
+        // The body goes; who really sent a message sent on behalf of another stays in the
+        // folded row, as the sender does (the redacted wire form keeps neither body nor it).
+        let sent = parse_json(target.original_content.as_deref().unwrap_or(&target.content));
+        if let Some(by) = sent.get(SENT_BY).filter(|v| v.is_string()) {
+            tx.set_event_content(event_id, &json!({SENT_BY: by}).to_string()).await?;
         }
         tx.commit().await?;
     }

@@ -40,12 +40,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{ApiError, ApiResult};
 use crate::ids;
-use crate::messages::SendRequest;
+use crate::messages::{CheckedSend, References, SendRequest};
 use crate::ratelimit::SendLimiter;
 use crate::rooms::{self, NewEventSpec, SignedEvent, event_types, rules};
 use crate::storage::{BatchTx, BatchWriter, Membership, MessageRow, Participant, Room, Store, Tenant};
@@ -69,6 +68,8 @@ struct Job {
     req: SendRequest,
     /// Canonical JSON of `req.content`, made by its validation.
     content_json: String,
+    /// What the content points at, checked before the send was queued.
+    references: References,
     reply: oneshot::Sender<ApiResult<Sent>>,
 }
 
@@ -103,15 +104,10 @@ impl SendQueue {
     }
 
     /// Queues a checked send and waits until its batch has committed (or failed).
-    pub async fn send(
-        &self,
-        caller: &Participant,
-        room_id: &str,
-        req: SendRequest,
-        content_json: String,
-    ) -> ApiResult<Sent> {
+    pub async fn send(&self, caller: &Participant, room_id: &str, checked: CheckedSend) -> ApiResult<Sent> {
         let (reply, answer) = oneshot::channel();
-        let job = Job { caller: caller.clone(), room_id: room_id.to_string(), req, content_json, reply };
+        let CheckedSend { req, content_json, references } = checked;
+        let job = Job { caller: caller.clone(), room_id: room_id.to_string(), req, content_json, references, reply };
         self.jobs.send(job).map_err(|_| ApiError::internal("the send queue has stopped"))?;
         answer.await.map_err(|_| ApiError::internal("the send batch failed"))?
     }
@@ -139,7 +135,6 @@ struct Ready {
     sender_fqid: String,
     auth_events: Vec<String>,
     event_uuid: String,
-    unsigned: Option<Value>,
 }
 
 impl Ready {
@@ -152,7 +147,8 @@ impl Ready {
             content: &job.req.content,
             event_uuid: Some(&self.event_uuid),
             relates_to: None,
-            unsigned: self.unsigned.as_ref(),
+            // Who really sent an on-behalf send is `content.sent_by`, inside the signed event.
+            unsigned: None,
         }
     }
 }
@@ -305,15 +301,8 @@ impl Checks<'_> {
         let sender_id = match &req.as_participant_id {
             None => caller.id.clone(),
             Some(other) => {
-                rules::require_power(seat, rules::POWER_MAX, "sending on behalf of another participant")?;
-                match st.members.get(other) {
-                    Some((Membership::Join, _)) => other.clone(),
-                    _ => {
-                        return Err(ApiError::ParticipantNotFound(
-                            "as_participant_id is not a member of this room".into(),
-                        ));
-                    }
-                }
+                rules::check_send_as(room, seat, st.members.get(other).copied())?;
+                other.clone()
             }
         };
         rules::require_open(room)?;
@@ -325,11 +314,8 @@ impl Checks<'_> {
                 return Ok(Checked::Existing(event_id));
             }
         }
-        if let Some(reply) = req.content.get("reply_to_event_id").and_then(Value::as_str) {
-            if !tx.event_exists(room_id, reply)? {
-                return Err(ApiError::EventNotFound);
-            }
-        }
+        // Looked up before the send was queued (events are never deleted), raised here.
+        job.references.require_reply()?;
         let tenant = self.tenant(tx, &caller.tenant_id)?;
         if let Err(wait) = self.limiter.try_take(&tenant.id, tenant.send_rate_per_s, tenant.send_burst, Instant::now())
         {
@@ -346,12 +332,11 @@ impl Checks<'_> {
             st.auth_fqids.push(sender_fqid.clone());
         }
         let auth_events = rooms::pick_auth_events(&st.auth, &sender_fqid, &sender_fqid);
-        let unsigned = req.as_participant_id.as_ref().map(|_| json!({"sent_by": caller.id}));
         let event_uuid = match &req.event_uuid {
             Some(u) => u.clone(),
             None => ulid::Ulid::generate().to_string().to_lowercase(),
         };
-        Ok(Checked::Ready(Ready { sender_id, sender_fqid, auth_events, event_uuid, unsigned }))
+        Ok(Checked::Ready(Ready { sender_id, sender_fqid, auth_events, event_uuid }))
     }
 
     /// The tenant's limits, from the cache while fresh.
@@ -388,7 +373,7 @@ fn created(job: &Job, r: &Ready, s: SignedEvent, stream_position: i64) -> Sent {
         edited_at: None,
         redacted_at: None,
         event_uuid: Some(r.event_uuid.clone()),
-        unsigned_data: r.unsigned.as_ref().map(|u| u.to_string()),
+        unsigned_data: None,
         relates_to: None,
         state_key: None,
     })

@@ -56,6 +56,7 @@ pub async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         tokens: Default::default(),
         typing_throttle: Arc::new(Throttle::new(config.limits.typing_per_participant)),
         presence_throttle: Arc::new(Throttle::new(config.limits.presence_per_participant)),
+        room_creation: Arc::new(Throttle::new(config.limits.room_creation_per_participant)),
     };
 
     let fd_budget = crate::listener::raise_fd_limit();

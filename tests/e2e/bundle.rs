@@ -703,3 +703,38 @@ async fn stale_spool_files_are_swept_at_start() {
     assert!(temp_files(&s.data_dir(), "export-").is_empty());
     std::fs::remove_file(tmp.join(live)).unwrap();
 }
+
+/// A send on behalf of another keeps its real sender through export and import: the bundle
+/// carries the signed `content.sent_by`; the import, whose importer sends everything, keeps it as
+/// `_imported_sent_by` beside the author, never as a `sent_by` of the new room.
+#[tokio::test]
+async fn a_send_on_behalf_keeps_its_real_sender_through_a_bundle() {
+    let s = Server::start().await;
+    let a = s.register("alice").await;
+    let bot = s.register("bot").await;
+    let room = s.create_room(&a, "group", "On behalf").await;
+    s.add_member(&room, &a, &bot).await;
+    let r = s
+        .post(
+            &format!("/v1/rooms/{room}/send"),
+            Some(&a.token),
+            json!({"content": {"msgtype": "swp.text", "body": "beep"}, "as_participant_id": bot.id}),
+        )
+        .await;
+    r.expect(201, "");
+    let (status, bundle, _) = export(&s, &a, &room).await;
+    assert_eq!(status, 200);
+    let line = events(&bundle).into_iter().find(|e| e["content"]["body"] == "beep").expect("exported");
+    assert_eq!(line["content"]["sent_by"], a.fqid.as_str());
+    assert_eq!(line["pdu"]["content"]["sent_by"], a.fqid.as_str());
+    assert_eq!(line["pdu"]["sender"], bot.fqid.as_str());
+
+    let imported = import(&s, &bot, &bundle, None).await;
+    let new_room = imported.ok()["id"].as_str().unwrap().to_string();
+    let msgs = all_messages(&s, &bot, &new_room).await;
+    let m = msgs.iter().find(|m| m["content"]["body"] == "beep").unwrap();
+    assert_eq!(m["sender_id"], bot.id.as_str(), "the importer sent it here");
+    assert!(m["content"].get("sent_by").is_none(), "{m}");
+    assert_eq!(m["content"]["_imported_sent_by"], a.fqid.as_str(), "{m}");
+    assert_eq!(m["content"]["_imported_sender"]["fqid"], bot.fqid.as_str(), "{m}");
+}

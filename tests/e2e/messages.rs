@@ -163,12 +163,12 @@ async fn send_checks_membership_content_and_power() {
         .await;
     assert_eq!(reply.ok()["content"]["reply_to_event_id"], first["id"]);
 
-    // On behalf of another member: power 100 only; the real sender is recorded.
+    // On behalf of another member: power 100 only; the real sender is recorded in the content.
     let on_behalf = json!({"content": {"body": "beep"}, "as_participant_id": bot.id});
     s.post(&path, Some(&b.token), on_behalf.clone()).await.expect(403, "SW_ROOM_FORBIDDEN");
     let r = s.post(&path, Some(&a.token), on_behalf).await;
     assert_eq!(r.ok()["sender_id"], bot.id.as_str());
-    assert_eq!(r.ok()["unsigned"]["sent_by"], a.id.as_str());
+    assert_eq!(r.ok()["content"]["sent_by"], a.fqid.as_str());
     s.post(&path, Some(&a.token), json!({"content": {"body": "x"}, "as_participant_id": "stranger"}))
         .await
         .expect(404, "SW_PARTICIPANT_NOT_FOUND");
@@ -177,6 +177,132 @@ async fn send_checks_membership_content_and_power() {
     s.post(&path, Some(&b.token), json!({"content": {"body": "x"}})).await.expect(409, "SW_ROOM_FROZEN");
     let (items, _) = page(&s, &b, &room, "").await;
     assert_eq!(items.len(), 3, "members still read a frozen room");
+}
+
+/// `as_participant_id` (contract section 5): never in a DM, never as an equal or higher, and who
+/// really sent it is `content.sent_by` inside the signed event, which no client can write.
+#[tokio::test]
+async fn sends_on_behalf_are_signed_with_their_real_sender_and_never_in_dms() {
+    let s = Server::start().await;
+    let a = s.register("alice").await;
+    let b = s.register("bob").await;
+    let co = s.register("co-owner").await;
+    let bot = s.register("bot").await;
+
+    // Either side of a DM holds 100: neither may speak as the other.
+    let dm = s.post("/v1/rooms/dm", Some(&a.token), json!({"participant_id": b.id})).await.ok()["id"].clone();
+    let dm = dm.as_str().unwrap();
+    let as_bob = json!({"content": {"msgtype": "swp.text", "body": "I owe alice 100"}, "as_participant_id": b.id});
+    s.post(&format!("/v1/rooms/{dm}/send"), Some(&a.token), as_bob).await.expect(400, "SW_ROOM_TYPE_INVARIANT");
+    let (items, _) = page(&s, &b, dm, "").await;
+    assert!(items.is_empty(), "nothing was sent as bob: {items:?}");
+
+    let room = s.create_room(&a, "group", "Team").await;
+    for u in [&b, &co, &bot] {
+        s.add_member(&room, &a, u).await;
+    }
+    s.set_power(&room, &a, &co, 100).await;
+    let path = format!("/v1/rooms/{room}/send");
+    let as_ = |who: &User| json!({"content": {"msgtype": "swp.text", "body": "beep"}, "as_participant_id": who.id});
+    // Never as someone at or above the caller's level, oneself included.
+    s.post(&path, Some(&a.token), as_(&co)).await.expect(403, "SW_ROOM_FORBIDDEN");
+    s.post(&path, Some(&co.token), as_(&a)).await.expect(403, "SW_ROOM_FORBIDDEN");
+    s.post(&path, Some(&a.token), as_(&a)).await.expect(403, "SW_ROOM_FORBIDDEN");
+
+    // As the bot: the bot is the sender, alice's fqid is signed into the content.
+    let sent = s.post(&path, Some(&a.token), as_(&bot)).await;
+    sent.expect(201, "");
+    let m = sent.data().clone();
+    assert_eq!(m["sender_id"], bot.id.as_str());
+    assert_eq!(m["sender_fqid"], bot.fqid.as_str());
+    assert_eq!(m["content"], json!({"msgtype": "swp.text", "body": "beep", "sent_by": a.fqid}));
+    assert!(m.get("unsigned").is_none(), "sent_by is in the signed content, not unsigned: {m}");
+    let id = m["id"].as_str().unwrap().to_string();
+    let got = s.get(&format!("/v1/rooms/{room}/events/{id}"), Some(&b.token)).await;
+    let pdu = got.ok()["pdu"].clone();
+    assert_eq!(pdu["sender"], bot.fqid.as_str());
+    assert_eq!(pdu["content"]["sent_by"], a.fqid.as_str());
+    let doc = s.get("/.well-known/scaiwave/server", None).await.body.clone();
+    crate::signing::verify_with_doc(&doc, &pdu, doc["server_name"].as_str().unwrap());
+    assert_eq!(crypto::event_id(&pdu).unwrap(), id);
+    // The message list and sync show it the same way.
+    let (items, _) = page(&s, &b, &room, "limit=1").await;
+    assert_eq!(items[0]["content"]["sent_by"], a.fqid.as_str());
+    let sync = s.get("/v1/sync?since=0&limit=500", Some(&b.token)).await;
+    let frame = sync.ok()["events"].as_array().unwrap().iter().find(|e| e["id"] == id.as_str()).cloned();
+    assert_eq!(frame.expect("the send is in sync")["content"]["sent_by"], a.fqid.as_str());
+
+    // Nobody can write sent_by: not on a plain send, not on an on-behalf send, not in an edit.
+    let forged = json!({"msgtype": "swp.text", "body": "from alice, honest", "sent_by": a.fqid});
+    s.post(&path, Some(&b.token), json!({"content": forged})).await.expect(400, "SW_BAD_REQUEST");
+    s.post(&path, Some(&a.token), json!({"content": forged, "as_participant_id": bot.id}))
+        .await
+        .expect(400, "SW_BAD_REQUEST");
+    let own = send(&s, &b, &room, "mine").await;
+    s.post(
+        &format!("/v1/rooms/{room}/events/{}/edit", own["id"].as_str().unwrap()),
+        Some(&b.token),
+        json!({"content": forged}),
+    )
+    .await
+    .expect(400, "SW_BAD_REQUEST");
+
+    // A redaction wipes the body; who really sent it stays beside the sender.
+    let r = s.post(&format!("/v1/rooms/{room}/events/{id}/redact"), Some(&a.token), json!({})).await;
+    assert_eq!(r.ok()["content"], json!({"sent_by": a.fqid}));
+    assert!(r.ok()["redacted_at"].is_string());
+}
+
+/// An edit's new content passes every check a send's content does: a reply must name an event
+/// of the same room, and a media message an upload that exists.
+#[tokio::test]
+async fn edits_run_the_checks_of_sends() {
+    let s = Server::start().await;
+    let a = s.register("alice").await;
+    let room = s.create_room(&a, "group", "Team").await;
+    let elsewhere = s.create_room(&a, "group", "Elsewhere").await;
+    let foreign = send(&s, &a, &elsewhere, "in another room").await;
+    let here = send(&s, &a, &room, "earlier").await;
+    let m = send(&s, &a, &room, "original").await;
+    let edit = format!("/v1/rooms/{room}/events/{}/edit", m["id"].as_str().unwrap());
+    let text = |extra: Value| {
+        let mut c = json!({"msgtype": "swp.text", "body": "edited"});
+        c.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        json!({"content": c})
+    };
+
+    // The attacks: a reply into another room, a media id that names nothing.
+    s.post(&edit, Some(&a.token), text(json!({"reply_to_event_id": foreign["id"]})))
+        .await
+        .expect(404, "SW_EVENT_NOT_FOUND");
+    let missing_media =
+        json!({"content": {"msgtype": "swp.media", "body": "x", "media_id": "med-01ABCDEFGHJKMNPQRSTVWXYZ00"}});
+    s.post(&edit, Some(&a.token), missing_media).await.expect(400, "SW_BAD_REQUEST");
+    // And the shape checks, as for sends.
+    s.post(&edit, Some(&a.token), text(json!({"mentions": ["bob"]}))).await.expect(400, "SW_BAD_REQUEST");
+    s.post(&edit, Some(&a.token), text(json!({"reply_to_event_id": "nope"}))).await.expect(400, "SW_BAD_REQUEST");
+    let (items, _) = page(&s, &a, &room, "limit=1").await;
+    assert_eq!(items[0]["content"]["body"], "original", "refused edits change nothing");
+    assert_eq!(items[0]["edited_at"], Value::Null);
+
+    // What a send accepts, an edit accepts.
+    let ok = s.post(&edit, Some(&a.token), text(json!({"reply_to_event_id": here["id"], "mentions": [a.fqid]}))).await;
+    assert_eq!(ok.ok()["content"]["reply_to_event_id"], here["id"]);
+    let upload = s
+        .raw(
+            reqwest::Method::POST,
+            "/v1/media/upload",
+            Some(&a.token),
+            Some(crate::harness::RawBody::Bytes(
+                b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\r\nhello\r\n--b--\r\n"
+                    .to_vec(),
+                "multipart/form-data; boundary=b",
+            )),
+        )
+        .await;
+    let media_id = upload.ok()["media_id"].clone();
+    let media = json!({"content": {"msgtype": "swp.media", "body": "a.txt", "media_id": media_id}});
+    assert_eq!(s.post(&edit, Some(&a.token), media).await.ok()["content"]["media_id"], media_id);
 }
 
 #[tokio::test]

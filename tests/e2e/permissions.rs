@@ -66,6 +66,12 @@ enum Op {
     Mute,
     Read,
     Power,
+    /// Set the banned participant's level: members who are out keep a level, so it can be set.
+    PowerOfBanned,
+    /// Send as the member (power 0).
+    SendAs,
+    /// Send as the creator: nobody is above the creator, the creator least of all.
+    SendAsCreator,
 }
 
 /// Columns: creator (100), moderator (50), member (0, also the target of kick/ban/power, so
@@ -99,6 +105,11 @@ const TABLE: &[(Op, [Want; 8])] = &[
     (Op::Read,             [EV,     EV,  EV,    NF,     NM,     FB,    NF,   AU]),
     // Member sets itself to 10: needs ≥ 50 first.
     (Op::Power,            [OK,     OK,  FB,    NF,     NM,     FB,    NF,   AU]),
+    // The banned participant (0) is set to 10 while out.
+    (Op::PowerOfBanned,    [OK,     OK,  FB,    NF,     NM,     FB,    NF,   AU]),
+    // Sending on behalf needs 100 and a joined target strictly below the caller.
+    (Op::SendAs,           [OK,     FB,  FB,    NF,     NM,     FB,    NF,   AU]),
+    (Op::SendAsCreator,    [FB,     FB,  FB,    NF,     NM,     FB,    NF,   AU]),
 ];
 
 fn column(role: Role, room_type: &str) -> usize {
@@ -199,7 +210,16 @@ fn request(op: Op, room: &str, c: &Cast, caller: Option<&User>) -> (Method, Stri
         Op::Mute => (Method::PUT, format!("{r}/mute"), json!({"until": now() + 3600})),
         Op::Read => (Method::PUT, format!("{r}/read"), json!({"event_id": UNKNOWN_EVENT})),
         Op::Power => (Method::PUT, format!("{r}/members/{}/power-level", c.member.id), json!({"power_level": 10})),
+        Op::PowerOfBanned => {
+            (Method::PUT, format!("{r}/members/{}/power-level", c.banned.id), json!({"power_level": 10}))
+        }
+        Op::SendAs => (Method::POST, format!("{r}/send"), send_as(&c.member)),
+        Op::SendAsCreator => (Method::POST, format!("{r}/send"), send_as(&c.creator)),
     }
+}
+
+fn send_as(who: &User) -> Value {
+    json!({"content": {"msgtype": "swp.text", "body": "on behalf"}, "as_participant_id": who.id})
 }
 
 async fn send(s: &Server, op: Op, room: &str, c: &Cast, caller: Option<&User>) -> Resp {
@@ -226,7 +246,9 @@ fn check(what: &str, want: Want, resp: &Resp) {
 
 #[tokio::test]
 async fn caller_by_endpoint_table_over_group_and_public_rooms() {
-    let s = Arc::new(Server::start().await);
+    // The creator makes a room per cell, far beyond the default room-creation burst.
+    let s =
+        Arc::new(Server::start_with_env(&[("HOMESERVER_LIMITS__ROOM_CREATION_PER_PARTICIPANT__BURST", "1000")]).await);
     let cast = Arc::new(Cast::new(&s).await);
     let limit = Arc::new(Semaphore::new(6));
     let mut tasks = JoinSet::new();
@@ -272,7 +294,8 @@ async fn frozen_rooms_refuse_writes_but_keep_reads_and_personal_settings() {
     s.post(&format!("{r}/invite"), Some(&c.creator.token), json!({"participant_id": c.other.id})).await.ok();
     let creator = Some(&c.creator);
 
-    let writes = [Op::Invite, Op::Kick, Op::Ban, Op::Unban, Op::Rename, Op::Topic, Op::Power, Op::Leave];
+    let writes =
+        [Op::Invite, Op::Kick, Op::Ban, Op::Unban, Op::Rename, Op::Topic, Op::Power, Op::PowerOfBanned, Op::Leave];
     let frozen_checks = |state: &'static str| {
         let (s, c, r, room) = (&s, &c, r.clone(), room.clone());
         async move {
@@ -418,6 +441,8 @@ async fn direct_messages_keep_their_invariants() {
         (Method::POST, format!("{r}/unban"), target(&b)),
         (Method::PUT, format!("{r}/name"), json!({"name": "not a dm"})),
         (Method::PUT, format!("{r}/members/{}/power-level", b.id), json!({"power_level": 50})),
+        // Both sides hold 100, so sending on behalf would let either speak as the other.
+        (Method::POST, format!("{r}/send"), send_as(&b)),
     ];
     for (method, path, body) in cases {
         let resp = s.raw(method.clone(), &path, Some(&a.token), Some(RawBody::Json(body))).await;
@@ -481,4 +506,105 @@ async fn a_server_admin_can_close_and_archive_rooms_they_are_not_in() {
     s.put(&format!("/v1/rooms/{archived}/name"), Some(&root), json!({"name": "mine"}))
         .await
         .expect(403, "SW_NOT_MEMBER");
+}
+
+/// A DM's membership is its two participants, for everyone: a server admin sees it and keeps
+/// the owner tools, but never takes a seat in it, by joining or by being invited.
+#[tokio::test]
+async fn a_server_admin_cannot_take_a_seat_in_a_dm() {
+    let s = Server::start().await;
+    let (ok, out) = s.cli(&["admin", "create-user", "root", "--password", "rootpass1", "--admin"]);
+    assert!(ok, "{out}");
+    let login = s
+        .post("/v1/auth/token", None, json!({"grant_type": "password", "username": "root", "password": "rootpass1"}))
+        .await;
+    let root_token = login.ok()["access_token"].as_str().unwrap().to_string();
+    let root_id = s.get("/v1/auth/whoami", Some(&root_token)).await.ok()["participant_id"].clone();
+    let a = s.register("dm-a").await;
+    let b = s.register("dm-b").await;
+    let dm = s.post("/v1/rooms/dm", Some(&a.token), json!({"participant_id": b.id})).await.ok()["id"].clone();
+    let r = format!("/v1/rooms/{}", dm.as_str().unwrap());
+
+    // The admin sees the DM, but joining it is against its type.
+    assert_eq!(s.get(&r, Some(&root_token)).await.ok()["room_type"], "dm");
+    let join = s.post(&format!("{r}/join"), Some(&root_token), json!({})).await;
+    check("admin joins a DM", DM_INVARIANT, &join);
+    // Neither side can bring the admin in either.
+    let invite = s.post(&format!("{r}/invite"), Some(&a.token), json!({"participant_id": root_id})).await;
+    check("DM side invites the admin", DM_INVARIANT, &invite);
+    let members = s.get(&format!("{r}/members"), Some(&a.token)).await;
+    let ids: Vec<&str> =
+        members.ok().as_array().unwrap().iter().map(|m| m["participant_id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 2, "still two members: {}", members.body);
+    assert!(!ids.contains(&root_id.as_str().unwrap()));
+    let room = s.get(&r, Some(&root_token)).await;
+    assert_eq!(room.ok()["membership"], Value::Null, "{}", room.body);
+    assert_eq!(room.ok()["members_count"], 2, "{}", room.body);
+    // Not a member, so not a writer either.
+    s.post(&format!("{r}/send"), Some(&root_token), json!({"content": {"msgtype": "swp.text", "body": "hi"}}))
+        .await
+        .expect(403, "SW_NOT_MEMBER");
+
+    // The two sides leave and come back; the admin still cannot take a freed seat.
+    s.post(&format!("{r}/leave"), Some(&b.token), json!({})).await.ok();
+    check(
+        "admin joins a half-empty DM",
+        DM_INVARIANT,
+        &s.post(&format!("{r}/join"), Some(&root_token), json!({})).await,
+    );
+    s.post(&format!("{r}/join"), Some(&b.token), json!({})).await.ok();
+    // The admin's moderation tools still work on the DM.
+    let archived = s.post(&format!("{r}/archive"), Some(&root_token), json!({})).await;
+    assert_eq!(archived.ok()["state"], "archived", "{}", archived.body);
+}
+
+/// Power held while out is kept for a re-join, so it can be set while out: an owner lowers a
+/// kicked moderator, who comes back at the lowered level and cannot moderate.
+#[tokio::test]
+async fn a_kicked_moderator_comes_back_at_the_level_set_while_out() {
+    let s = Server::start().await;
+    let owner = s.register("owner").await;
+    let moderator = s.register("moderator").await;
+    let member = s.register("member").await;
+    let stranger = s.register("stranger").await;
+    let room = s.create_room(&owner, "group", "Team").await;
+    s.add_member(&room, &owner, &moderator).await;
+    s.add_member(&room, &owner, &member).await;
+    s.set_power(&room, &owner, &moderator, 50).await;
+    let r = format!("/v1/rooms/{room}");
+    let power = |by: &User, who: &User, level: i64| {
+        let (path, token) = (format!("{r}/members/{}/power-level", who.id), by.token.clone());
+        let s = &s;
+        async move { s.put(&path, Some(&token), json!({"power_level": level})).await }
+    };
+
+    s.post(&format!("{r}/kick"), Some(&owner.token), json!({"participant_id": moderator.id})).await.ok();
+    // The same rules as for members: a moderator (50) cannot lower another 50, nobody grants
+    // above their own level, and someone never in the room is not found.
+    s.set_power(&room, &owner, &member, 50).await;
+    power(&member, &moderator, 0).await.expect(403, "SW_ROOM_FORBIDDEN");
+    s.set_power(&room, &owner, &member, 0).await;
+    power(&owner, &stranger, 0).await.expect(404, "SW_PARTICIPANT_NOT_FOUND");
+    let lowered = power(&owner, &moderator, 0).await;
+    assert_eq!(lowered.ok()["power_level"], 0, "{}", lowered.body);
+    assert_eq!(lowered.ok()["membership"], "leave", "{}", lowered.body);
+    let left = s.get(&format!("{r}/members?membership=leave"), Some(&owner.token)).await;
+    let row = left.ok().as_array().unwrap().iter().find(|m| m["participant_id"] == moderator.id.as_str()).cloned();
+    assert_eq!(row.expect("the kicked moderator is listed")["power_level"], 0);
+
+    // Back in: at 0, so no kicking.
+    s.add_member(&room, &owner, &moderator).await;
+    let me = s.get(&r, Some(&moderator.token)).await;
+    assert_eq!((me.ok()["membership"].clone(), me.ok()["power_level"].clone()), (json!("join"), json!(0)));
+    s.post(&format!("{r}/kick"), Some(&moderator.token), json!({"participant_id": member.id}))
+        .await
+        .expect(403, "SW_ROOM_FORBIDDEN");
+
+    // A banned member's level can be set too, and is kept through unban and re-join.
+    s.set_power(&room, &owner, &member, 50).await;
+    s.post(&format!("{r}/ban"), Some(&owner.token), json!({"participant_id": member.id})).await.ok();
+    assert_eq!(power(&owner, &member, 10).await.ok()["power_level"], 10);
+    s.post(&format!("{r}/unban"), Some(&owner.token), json!({"participant_id": member.id})).await.ok();
+    s.add_member(&room, &owner, &member).await;
+    assert_eq!(s.get(&r, Some(&member.token)).await.ok()["power_level"], 10);
 }

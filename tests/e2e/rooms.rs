@@ -301,9 +301,66 @@ async fn rename_topic_and_power_levels() {
             .await
             .expect(400, "SW_BAD_REQUEST");
     }
-    s.put(&format!("/v1/rooms/{room}/members/{}/power-level", c.id), Some(&a.token), json!({"power_level": 10}))
+    // Carol was kicked: her level is kept for a re-join, so it can still be set.
+    let out = s
+        .put(&format!("/v1/rooms/{room}/members/{}/power-level", c.id), Some(&a.token), json!({"power_level": 10}))
+        .await;
+    assert_eq!(out.ok()["power_level"], 10);
+    // Someone never in the room has no level here.
+    let never = s.register("never").await;
+    s.put(&format!("/v1/rooms/{room}/members/{}/power-level", never.id), Some(&a.token), json!({"power_level": 10}))
         .await
         .expect(404, "SW_PARTICIPANT_NOT_FOUND");
+}
+
+/// `limits.room_creation_per_participant` bounds `POST /v1/rooms`, new DMs and imports per
+/// participant: 429 `SW_RATE_LIMIT_EXCEEDED` with `Retry-After`. Opening an existing DM is
+/// not a creation.
+#[tokio::test]
+async fn room_creation_is_rate_limited_per_participant() {
+    let s = Server::start_with_env(&[
+        ("HOMESERVER_LIMITS__ROOM_CREATION_PER_PARTICIPANT__BURST", "3"),
+        ("HOMESERVER_LIMITS__ROOM_CREATION_PER_PARTICIPANT__PER_MINUTE", "1"),
+    ])
+    .await;
+    let a = s.register("alice").await;
+    let b = s.register("bob").await;
+    let c = s.register("carol").await;
+    s.create_room(&a, "group", "One").await;
+    s.create_room(&a, "public", "Two").await;
+    let dm = s.post("/v1/rooms/dm", Some(&a.token), json!({"participant_id": b.id})).await;
+    dm.expect(201, "");
+
+    let limited = |r: &crate::harness::Resp| {
+        r.expect(429, "SW_RATE_LIMIT_EXCEEDED");
+        let retry: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=60).contains(&retry), "Retry-After {retry}");
+    };
+    limited(&s.post("/v1/rooms", Some(&a.token), json!({"room_type": "group", "name": "Four"})).await);
+    limited(&s.post("/v1/rooms/dm", Some(&a.token), json!({"participant_id": c.id})).await);
+    // Checked before the body is read: the bundle does not matter.
+    let import = s
+        .raw(
+            reqwest::Method::POST,
+            "/v1/rooms/import",
+            Some(&a.token),
+            Some(crate::harness::RawBody::Bytes(
+                b"--b\r\nContent-Disposition: form-data; name=\"bundle\"; filename=\"x.zip\"\r\n\r\nPK\r\n--b--\r\n"
+                    .to_vec(),
+                "multipart/form-data; boundary=b",
+            )),
+        )
+        .await;
+    limited(&import);
+    // The DM that exists opens again (from either side), and nothing was created meanwhile.
+    let again = s.post("/v1/rooms/dm", Some(&a.token), json!({"participant_id": b.id})).await;
+    again.expect(200, "");
+    assert_eq!(again.data()["id"], dm.data()["id"]);
+    let rooms = s.get("/v1/rooms", Some(&a.token)).await;
+    assert_eq!(rooms.ok().as_array().unwrap().len(), 3, "{}", rooms.body);
+    // Each participant has an allowance of their own.
+    s.create_room(&c, "group", "Carol's").await;
+    s.post("/v1/rooms/dm", Some(&b.token), json!({"participant_id": c.id})).await.expect(201, "");
 }
 
 #[tokio::test]

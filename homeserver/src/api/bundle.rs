@@ -77,6 +77,8 @@ pub async fn import(
 ) -> ApiResult<impl IntoResponse> {
     let mut multipart = multipart
         .map_err(|e| ApiError::bad_request(format!("expected a multipart/form-data body: {}", e.body_text())))?;
+    // An import creates a room: it counts against the allowance, before its body is read.
+    crate::rooms::take_room_creation(&st.room_creation, &caller.participant)?;
     let max = st.config.max_import_bytes;
     let mut spool = None;
     let mut workspace_id = None;

@@ -43,6 +43,8 @@ pub struct AppState {
     pub typing_throttle: Arc<crate::ratelimit::Throttle>,
     /// Presence changes per participant.
     pub presence_throttle: Arc<crate::ratelimit::Throttle>,
+    /// Rooms, DMs and imports created per participant (`limits.room_creation_per_participant`).
+    pub room_creation: Arc<crate::ratelimit::Throttle>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

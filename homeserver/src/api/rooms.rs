@@ -112,6 +112,7 @@ pub async fn create(
     let v = rooms::create_room(
         &st.store,
         &st.config,
+        &st.room_creation,
         &caller.participant,
         CreateRoom { room_type, name: b.name, topic: b.topic, workspace_id: b.workspace_id },
     )
@@ -143,7 +144,7 @@ async fn target(store: &Store, b: &TargetBody) -> ApiResult<Participant> {
 
 pub async fn dm(State(st): State<AppState>, caller: Caller, Json(b): Json<TargetBody>) -> ApiResult<impl IntoResponse> {
     let other = target(&st.store, &b).await?;
-    let (v, created) = rooms::open_dm(&st.store, &caller.participant, &other).await?;
+    let (v, created) = rooms::open_dm(&st.store, &st.room_creation, &caller.participant, &other).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, data(views::room(&v))))
 }

@@ -129,11 +129,7 @@ fn event_line(row: &ExportEventRow) -> ApiResult<EventLine> {
 }
 
 /// The media id of a `swp.media` message content, if any.
-pub(crate) fn media_id_of(content: &Value) -> Option<&str> {
-    (content.get("msgtype").and_then(Value::as_str) == Some("swp.media"))
-        .then(|| content.get("media_id").and_then(Value::as_str))
-        .flatten()
-}
+pub(crate) use crate::messages::media_id_of;
 
 /// Every media id the line's message or edit names, in its current and original content.
 fn media_ids_of(line: &EventLine, into: &mut BTreeSet<String>) {

@@ -26,8 +26,8 @@ use super::{Progress, TempFile};
 use crate::clock::now_secs;
 use crate::error::{ApiError, ApiResult};
 use crate::messages::{
-    EDIT, IMPORTED_ORIGIN_TS, IMPORTED_PREFIX, IMPORTED_PREVIOUS, IMPORTED_SENDER, REACTION, REDACTION,
-    validate_stored_content,
+    EDIT, IMPORTED_ORIGIN_TS, IMPORTED_PREFIX, IMPORTED_PREVIOUS, IMPORTED_SENDER, IMPORTED_SENT_BY, REACTION,
+    REDACTION, SENT_BY, validate_stored_content,
 };
 use crate::rooms::{self, NewEventSpec, event_types::MESSAGE};
 use crate::storage::{MediaRow, Participant, Room, RoomState, RoomType, Store, WriteTx};
@@ -280,7 +280,13 @@ impl Replay<'_> {
         let obj = content.as_object_mut().expect("made an object");
         let earlier_sender = obj.remove(IMPORTED_SENDER);
         let earlier_ts = obj.remove(IMPORTED_ORIGIN_TS);
+        // Here the importer sent everything: who the original says really sent it on behalf of
+        // its author is the original's record, kept beside the author, never this room's claim.
+        let sent_by = obj.remove(SENT_BY);
         obj.retain(|k, _| !k.starts_with(IMPORTED_PREFIX));
+        if let Some(by) = sent_by {
+            obj.insert(IMPORTED_SENT_BY.into(), by);
+        }
         if let Some(earlier) = earlier_sender {
             let mut previous = Map::new();
             previous.insert("sender".into(), earlier);

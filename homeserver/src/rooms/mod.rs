@@ -4,6 +4,7 @@
 pub mod rules;
 
 use std::borrow::Cow;
+use std::time::Instant;
 
 use serde_json::{Value, json};
 
@@ -11,6 +12,7 @@ use crate::clock::now_secs;
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
 use crate::ids;
+use crate::ratelimit::Throttle;
 use crate::storage::{
     EventSigner, MemberRow, MemberWithParticipant, Membership, NewEvent, NotificationMode, Participant, Room,
     RoomState, RoomType, RoomView, Store, WriteTx,
@@ -358,7 +360,21 @@ pub(crate) async fn workspace_of_caller(
     }
 }
 
-pub async fn create_room(store: &Store, config: &Config, caller: &Participant, req: CreateRoom) -> ApiResult<RoomView> {
+/// Takes one room creation (a room, a new DM, an import) from the caller's allowance,
+/// `limits.room_creation_per_participant`; over it: 429 `SW_RATE_LIMIT_EXCEEDED`.
+pub fn take_room_creation(limit: &Throttle, caller: &Participant) -> ApiResult<()> {
+    limit
+        .try_take(&caller.id, Instant::now())
+        .map_err(|wait| ApiError::RateLimited(format!("too many rooms created; try again in {wait} s"), wait))
+}
+
+pub async fn create_room(
+    store: &Store,
+    config: &Config,
+    limit: &Throttle,
+    caller: &Participant,
+    req: CreateRoom,
+) -> ApiResult<RoomView> {
     if req.room_type == RoomType::Dm {
         return Err(ApiError::RoomTypeInvariant("direct messages are created with POST /v1/rooms/dm".into()));
     }
@@ -369,6 +385,7 @@ pub async fn create_room(store: &Store, config: &Config, caller: &Participant, r
     };
     let topic = clean_topic(req.topic.as_deref())?;
     let workspace_id = workspace_of_caller(store, caller, req.workspace_id.as_deref()).await?;
+    take_room_creation(limit, caller)?;
     let now = now_secs();
     let room_id = ids::new_room_id();
 
@@ -432,8 +449,14 @@ pub(crate) async fn populate_new_room(
 }
 
 /// Creates the DM between the caller and `other`, or returns the open one (re-joining either
-/// side that had left). Answers whether a room was created.
-pub async fn open_dm(store: &Store, caller: &Participant, other: &Participant) -> ApiResult<(RoomView, bool)> {
+/// side that had left). Answers whether a room was created. Only creating one counts against
+/// the caller's room-creation allowance.
+pub async fn open_dm(
+    store: &Store,
+    limit: &Throttle,
+    caller: &Participant,
+    other: &Participant,
+) -> ApiResult<(RoomView, bool)> {
     if other.id == caller.id {
         return Err(ApiError::RoomTypeInvariant("a direct message needs two different participants".into()));
     }
@@ -451,6 +474,7 @@ pub async fn open_dm(store: &Store, caller: &Participant, other: &Participant) -
         tx.commit().await?;
         return Ok((view(store, &room.id, caller).await?, false));
     }
+    take_room_creation(limit, caller)?;
     let workspace_id = workspace_of_caller(store, caller, None).await?;
     let room = Room {
         id: ids::new_room_id(),
@@ -508,6 +532,8 @@ pub async fn join(store: &Store, caller: &Participant, room_id: &str) -> ApiResu
         }
         _ => {}
     }
+    // A DM seats its two participants only: a server admin sees every room, not a seat in it.
+    rules::require_dm_party(&room, &caller.id)?;
     let allowed = seat.membership == Some(Membership::Invite)
         || (room.room_type == RoomType::Public && room.tenant_id == caller.tenant_id)
         || room.room_type == RoomType::Dm;
@@ -698,10 +724,11 @@ pub async fn set_power_level(
     let seat = Seat::of(me.as_ref());
     rules::require_joined(&room, seat, caller)?;
     rules::require_not_dm(&room, "changing power levels")?;
+    // Members who are out (left, kicked, banned) keep their level for a re-join, so it can be
+    // set while they are out, by the same rules as for members.
     let target_row = tx.member(room_id, &target.id).await?;
-    let Some(target_row) = target_row.filter(|m| matches!(m.membership, Membership::Join | Membership::Invite)) else {
-        return Err(ApiError::ParticipantNotFound("the participant is not in this room".into()));
-    };
+    rules::require_power_target(target_row.as_ref().map(|m| m.membership))?;
+    let target_row = target_row.expect("checked above");
     rules::check_power_change(seat, target.id == caller.id, target_row.power_level, level)?;
     rules::require_open(&room)?;
     if target_row.power_level == level {

@@ -136,6 +136,43 @@ pub fn check_power_change(seat: Seat, target_is_self: bool, target_current: i64,
     Ok(())
 }
 
+/// A direct message's seats belong to its two participants, for everyone: joining one (or being
+/// added to one) as anybody else, a server admin included, breaks the room type. Admins keep
+/// their moderation tools over a DM (close, archive), not a seat in it.
+pub fn require_dm_party(room: &Room, participant_id: &str) -> ApiResult<()> {
+    if room.room_type == RoomType::Dm && !is_dm_party(room, participant_id) {
+        Err(ApiError::RoomTypeInvariant("a direct message has only its two participants".into()))
+    } else {
+        Ok(())
+    }
+}
+
+/// Sending on behalf of another participant (`as_participant_id`): never in a DM (either side
+/// could speak as the other), power 100, and only as a joined member whose level is strictly
+/// below the caller's. `target` is the named participant's `(membership, power)` in the room.
+pub fn check_send_as(room: &Room, seat: Seat, target: Option<(Membership, i64)>) -> ApiResult<()> {
+    let what = "sending on behalf of another participant";
+    require_not_dm(room, what)?;
+    require_power(seat, POWER_MAX, what)?;
+    match target {
+        Some((Membership::Join, power)) if power < seat.effective_power() => Ok(()),
+        Some((Membership::Join, _)) => Err(ApiError::RoomForbidden(format!(
+            "{what} needs a power level above theirs (never as oneself or an equal)"
+        ))),
+        _ => Err(ApiError::ParticipantNotFound("as_participant_id is not a member of this room".into())),
+    }
+}
+
+/// Whose power level can be set: anyone with a membership in the room, whether joined, invited,
+/// left, kicked or banned. A level held while out is kept for a re-join, so it must stay
+/// changeable (or a kicked moderator would come back a moderator). Never in the room: 404.
+pub fn require_power_target(target: Option<Membership>) -> ApiResult<()> {
+    match target {
+        Some(_) => Ok(()),
+        None => Err(ApiError::ParticipantNotFound("the participant has never been in this room".into())),
+    }
+}
+
 pub fn require_capacity(current: i64, max: i64) -> ApiResult<()> {
     if current < max { Ok(()) } else { Err(ApiError::RoomCapacity(format!("the room is full ({max} participants)"))) }
 }
@@ -228,6 +265,53 @@ mod tests {
         assert!(require_owner(&r, seat(Some(Membership::Join), 100), &member, "close").is_ok());
         r.state = RoomState::Closed;
         assert!(matches!(require_open(&r), Err(ApiError::RoomFrozen(_))));
+    }
+
+    #[test]
+    fn dm_seats_are_the_two_parties() {
+        let dm = room(RoomType::Dm);
+        assert!(require_dm_party(&dm, "a").is_ok());
+        assert!(require_dm_party(&dm, "b").is_ok());
+        // Anybody else, a server admin included.
+        assert!(matches!(require_dm_party(&dm, "root"), Err(ApiError::RoomTypeInvariant(_))));
+        assert!(require_dm_party(&room(RoomType::Group), "root").is_ok());
+    }
+
+    #[test]
+    fn sending_as_another() {
+        let joined = |p| seat(Some(Membership::Join), p);
+        let group = room(RoomType::Group);
+        assert!(check_send_as(&group, joined(100), Some((Membership::Join, 0))).is_ok());
+        assert!(check_send_as(&group, joined(100), Some((Membership::Join, 99))).is_ok());
+        // Never as an equal (or oneself), never below 100, never in a DM.
+        assert!(matches!(
+            check_send_as(&group, joined(100), Some((Membership::Join, 100))),
+            Err(ApiError::RoomForbidden(_))
+        ));
+        assert!(matches!(
+            check_send_as(&group, joined(99), Some((Membership::Join, 0))),
+            Err(ApiError::RoomForbidden(_))
+        ));
+        assert!(matches!(
+            check_send_as(&room(RoomType::Dm), joined(100), Some((Membership::Join, 0))),
+            Err(ApiError::RoomTypeInvariant(_))
+        ));
+        // The named participant must be joined.
+        for target in [None, Some((Membership::Leave, 0)), Some((Membership::Invite, 0)), Some((Membership::Ban, 0))] {
+            assert!(matches!(check_send_as(&group, joined(100), target), Err(ApiError::ParticipantNotFound(_))));
+        }
+    }
+
+    #[test]
+    fn power_of_members_who_are_out() {
+        for m in [Membership::Join, Membership::Invite, Membership::Leave, Membership::Ban] {
+            assert!(require_power_target(Some(m)).is_ok(), "{m:?}");
+        }
+        assert!(matches!(require_power_target(None), Err(ApiError::ParticipantNotFound(_))));
+        // The same level rules as for members: an owner lowers a kicked moderator.
+        let owner = seat(Some(Membership::Join), 100);
+        assert!(check_power_change(owner, false, 50, 0).is_ok());
+        assert!(check_power_change(seat(Some(Membership::Join), 50), false, 50, 0).is_err());
     }
 
     #[test]

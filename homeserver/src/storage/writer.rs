@@ -404,12 +404,6 @@ impl<'w> BatchTx<'w> {
         stmt.query_row([sender_id, event_uuid], |r| Ok((r.get(0)?, r.get(1)?))).optional()
     }
 
-    /// Whether `event_id` is an event of `room_id`.
-    pub fn event_exists(&self, room_id: &str, event_id: &str) -> Result<bool, rusqlite::Error> {
-        let mut stmt = self.conn.prepare_cached("SELECT 1 FROM events WHERE event_id = ?1 AND room_id = ?2")?;
-        stmt.exists([event_id, room_id])
-    }
-
     pub fn tenant(&self, id: &str) -> Result<Option<Tenant>, rusqlite::Error> {
         let mut stmt = self.conn.prepare_cached(TENANT_SQL)?;
         stmt.query_row([id], |r| {
