@@ -35,7 +35,7 @@ use axum::response::IntoResponse;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tower::ServiceExt;
@@ -262,6 +262,16 @@ async fn refuse(mut stream: TcpStream, refusal: Refusal) {
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         let _ = stream.write_all(&bytes).await;
         let _ = stream.shutdown().await;
+        // Read what the client sends meanwhile, so that closing does not reset the connection
+        // before it has read the answer.
+        let mut scratch = [0u8; 4096];
+        let mut left: usize = 64 * 1024;
+        while let Ok(n @ 1..) = stream.read(&mut scratch).await {
+            left = match left.checked_sub(n) {
+                Some(l) => l,
+                None => break,
+            };
+        }
     })
     .await;
 }

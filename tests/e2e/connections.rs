@@ -149,7 +149,8 @@ async fn connection_floods_are_capped_per_address_and_in_total() {
     // ...and the next ones from that address are refused at once, in the envelope.
     for _ in 0..5 {
         let mut c = connect_from(&s, "127.0.0.2").await;
-        let (answer, closed) = read_until_closed(&mut c, Duration::from_secs(5)).await;
+        let req = b"POST /v1/auth/token HTTP/1.1\r\nHost: x\r\nContent-Length: 20\r\n\r\ngrant_type=password";
+        let (answer, closed) = exchange(&mut c, req, Duration::from_secs(5)).await;
         assert!(closed);
         assert_json_error(&answer, 429, "SW_RATE_LIMIT_EXCEEDED");
     }
