@@ -70,11 +70,17 @@ pub fn validate_password(password: &str) -> ApiResult<()> {
     Ok(())
 }
 
-pub fn validate_display_name(name: &str) -> ApiResult<()> {
-    if name.trim().is_empty() || name.chars().count() > 128 {
+/// The display name as stored: neutralised by [`crate::names::clean`], 1 to 128 characters.
+pub fn clean_display_name(name: &str) -> ApiResult<String> {
+    let name = crate::names::clean("display_name", name, crate::names::Lines::One)?;
+    if name.is_empty() || name.chars().count() > 128 {
         return Err(ApiError::bad_request("display_name must be 1 to 128 characters"));
     }
-    Ok(())
+    Ok(name)
+}
+
+pub fn validate_display_name(name: &str) -> ApiResult<()> {
+    clean_display_name(name).map(drop)
 }
 
 /// Creates a local participant with its personal workspace.
@@ -93,9 +99,7 @@ pub async fn create_participant(
     if let Some(p) = password {
         validate_password(p)?;
     }
-    if let Some(d) = display_name {
-        validate_display_name(d)?;
-    }
+    let display_name = display_name.map(clean_display_name).transpose()?;
     if !ids::is_tenant_slug(tenant_id) || store.tenant(tenant_id).await?.is_none() {
         return Err(ApiError::TenantNotFound);
     }
@@ -110,7 +114,7 @@ pub async fn create_participant(
         local_id: username.to_string(),
         server_name: config.server_name.clone(),
         fqid: format!("@{username}:{}", config.server_name),
-        display_name: display_name.map(|d| d.trim().to_string()).unwrap_or_else(|| username.to_string()),
+        display_name: display_name.unwrap_or_else(|| username.to_string()),
         is_admin,
         created_at: now,
     };

@@ -16,6 +16,7 @@ pub mod identity;
 pub mod ids;
 pub mod media;
 pub mod messages;
+pub mod names;
 pub mod ratelimit;
 pub mod realtime;
 pub mod rooms;

@@ -7,6 +7,7 @@ mod bundle;
 mod malformed;
 mod media;
 mod messages;
+mod names;
 mod permissions;
 mod realtime;
 mod rooms;
