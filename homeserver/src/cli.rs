@@ -74,7 +74,8 @@ enum AdminCommand {
         #[command(subcommand)]
         command: FederationCommand,
     },
-    /// Create a tenant (organisation), or update the limits of an existing one.
+    /// Create a tenant (organisation), or update the limits of an existing one. A new tenant
+    /// gets a registration token, printed once: `POST /v1/auth/register` into the tenant needs it.
     CreateTenant {
         /// Tenant id: [a-z0-9_-]{1,64}.
         slug: String,
@@ -90,6 +91,9 @@ enum AdminCommand {
         /// Burst of messages allowed above the sustained rate.
         #[arg(long)]
         send_burst: Option<i64>,
+        /// Make a new registration token for an existing tenant (the old one stops working).
+        #[arg(long)]
+        new_registration_token: bool,
         #[command(flatten)]
         flags: ConfigFlags,
     },
@@ -220,7 +224,15 @@ async fn admin(command: AdminCommand) -> Result<(), Box<dyn std::error::Error>> 
             }
             Ok(())
         }
-        AdminCommand::CreateTenant { slug, name, max_participants, send_rate_per_s, send_burst, flags } => {
+        AdminCommand::CreateTenant {
+            slug,
+            name,
+            max_participants,
+            send_rate_per_s,
+            send_burst,
+            new_registration_token,
+            flags,
+        } => {
             if !ids::is_tenant_slug(&slug) {
                 return Err("tenant slug must match [a-z0-9_-]{1,64}".into());
             }
@@ -253,6 +265,11 @@ async fn admin(command: AdminCommand) -> Result<(), Box<dyn std::error::Error>> 
             if !created {
                 store.update_tenant_limits(&tenant).await?;
             }
+            // Only the hash is kept: the token is shown here, once.
+            let token = (created || new_registration_token).then(ids::new_registration_token);
+            if let Some(t) = &token {
+                store.set_tenant_registration_token_hash(&slug, &identity::token_hash(t)).await?;
+            }
             store.close().await;
             println!(
                 "{} tenant {slug} (max_participants {}, send_rate_per_s {}, send_burst {})",
@@ -261,6 +278,9 @@ async fn admin(command: AdminCommand) -> Result<(), Box<dyn std::error::Error>> 
                 limits.send_rate_per_s,
                 limits.send_burst
             );
+            if let Some(t) = token {
+                println!("registration_token: {t}");
+            }
             Ok(())
         }
     }

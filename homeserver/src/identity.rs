@@ -8,7 +8,7 @@ use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
 use sha2::{Digest, Sha256};
 
 use crate::clock::now_secs;
-use crate::config::{Config, TenantLimits};
+use crate::config::{Config, RegistrationMode, TenantLimits};
 use crate::error::{ApiError, ApiResult};
 use crate::ids;
 use crate::storage::{Participant, RefreshOutcome, Store, Tenant, TokenOwner, Workspace};
@@ -25,6 +25,13 @@ pub struct IssuedTokens {
 pub fn token_hash(token: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD_NO_PAD.encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Whether two secrets are equal, in time that depends on neither: both are hashed first, and
+/// the digests compared without an early exit.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    let (a, b) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
+    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 pub async fn hash_password(password: String) -> ApiResult<String> {
@@ -130,6 +137,57 @@ pub async fn create_participant(
         return Err(ApiError::Conflict(format!("username {username:?} is taken")));
     }
     Ok((participant, workspace))
+}
+
+/// What `POST /v1/auth/register` asks for.
+pub struct Registration<'a> {
+    pub username: &'a str,
+    pub password: &'a str,
+    pub display_name: Option<&'a str>,
+    pub tenant_id: Option<&'a str>,
+    pub registration_token: Option<&'a str>,
+}
+
+/// Self-service registration (`docs/api.md`, "Auth"). The server's `registration` mode governs
+/// the `default` tenant: `open` admits anyone, `token` the server's `registration_token`,
+/// `closed` nobody. Any other tenant admits only holders of its own registration token (made by
+/// `homeserver admin create-tenant`), unless registration is `closed`. An unknown tenant is 404
+/// `SW_TENANT_NOT_FOUND`; a refusal is 403 `SW_AUTH_INSUFFICIENT_PERMISSION`.
+pub async fn register(store: &Store, config: &Config, r: Registration<'_>) -> ApiResult<(Participant, Workspace)> {
+    let mode = config.registration_mode();
+    if mode == RegistrationMode::Closed {
+        return Err(ApiError::InsufficientPermission("registration is closed on this server".into()));
+    }
+    let tenant = r.tenant_id.unwrap_or(DEFAULT_TENANT);
+    if !ids::is_tenant_slug(tenant) {
+        return Err(ApiError::TenantNotFound);
+    }
+    let Some(tenant_token_hash) = store.tenant_registration_token_hash(tenant).await? else {
+        return Err(ApiError::TenantNotFound);
+    };
+    let given = r.registration_token.filter(|t| !t.is_empty() && t.len() <= 256);
+    let holds_tenant_token =
+        given.zip(tenant_token_hash.as_deref()).is_some_and(|(t, stored)| same_secret(&token_hash(t), stored));
+    let admitted = if tenant == DEFAULT_TENANT {
+        holds_tenant_token
+            || match mode {
+                RegistrationMode::Open => true,
+                RegistrationMode::Token => given
+                    .zip(config.registration_token.as_deref())
+                    .is_some_and(|(t, expected)| same_secret(t, expected)),
+                RegistrationMode::Closed => false,
+            }
+    } else {
+        holds_tenant_token
+    };
+    if !admitted {
+        return Err(ApiError::InsufficientPermission(if tenant == DEFAULT_TENANT {
+            "a valid registration_token is required".into()
+        } else {
+            format!("registering in tenant {tenant:?} needs its registration_token")
+        }));
+    }
+    create_participant(store, config, r.username, Some(r.password), r.display_name, tenant, false).await
 }
 
 /// Starts a session and answers its first token pair.
@@ -289,6 +347,14 @@ mod tests {
             session_id: session.into(),
             expires_at: i64::MAX,
         }
+    }
+
+    #[test]
+    fn secrets_compare_by_content_only() {
+        assert!(same_secret("abc", "abc"));
+        assert!(!same_secret("abc", "abd"));
+        assert!(!same_secret("abc", "abcd"));
+        assert!(!same_secret("", "x"));
     }
 
     #[test]

@@ -12,3 +12,4 @@ mod permissions;
 mod realtime;
 mod rooms;
 mod signing;
+mod tenants;
