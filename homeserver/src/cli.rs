@@ -200,16 +200,15 @@ async fn admin(command: AdminCommand) -> Result<(), Box<dyn std::error::Error>> 
             let generated = password.is_none();
             let password =
                 password.unwrap_or_else(|| ids::new_access_token().trim_start_matches("swa_")[..20].to_string());
-            let result = identity::create_participant(
-                &store,
-                &config,
-                &name,
-                Some(&password),
-                display_name.as_deref(),
-                &tenant,
-                admin,
-            )
-            .await;
+            let account = identity::NewAccount {
+                username: &name,
+                password: Some(&password),
+                display_name: display_name.as_deref(),
+                tenant_id: &tenant,
+                is_admin: admin,
+            };
+            let passwords = identity::Passwords::new(&config.limits);
+            let result = identity::create_participant(&store, &config, &passwords, account, None).await;
             store.close().await;
             let (p, _) = result.map_err(|e| format!("cannot create user: {e}"))?;
             println!(

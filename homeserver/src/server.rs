@@ -52,6 +52,7 @@ pub async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         keys: Arc::new(keys),
         discovery: api::discovery::build(&config),
         tokens: Default::default(),
+        passwords: Arc::new(identity::Passwords::new(&config.limits)),
     };
 
     let client =

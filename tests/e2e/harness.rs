@@ -88,7 +88,11 @@ impl Server {
         // One TLS provider for the whole process (ring), before any HTTP client exists.
         federation::install_crypto_provider();
         let dir = tempfile::tempdir().expect("temp dir");
-        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        // Every test client shares one address, and tests register and log in far more often
+        // than a person: the per-address login limit would throttle them. Tests of that limit
+        // lower it again (their variables come later and win).
+        let defaults = [("HOMESERVER_LIMITS__LOGIN_PER_ADDRESS__BURST", "100000")];
+        let env = defaults.iter().chain(env).map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let mut s = Server {
             child: None,
             base: String::new(),

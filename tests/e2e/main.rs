@@ -4,6 +4,7 @@ mod harness;
 
 mod auth;
 mod bundle;
+mod login;
 mod malformed;
 mod media;
 mod messages;

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::AppState;
-use super::extract::{Caller, Json, JsonOrForm};
+use super::extract::{Caller, ClientAddr, Json, JsonOrForm};
 use super::views::data;
 use crate::error::{ApiError, ApiResult};
 use crate::identity::{self, IssuedTokens};
@@ -30,7 +30,11 @@ fn tokens_json(t: &IssuedTokens) -> serde_json::Value {
     })
 }
 
-pub async fn register(State(st): State<AppState>, Json(body): Json<RegisterBody>) -> ApiResult<impl IntoResponse> {
+pub async fn register(
+    State(st): State<AppState>,
+    ClientAddr(from): ClientAddr,
+    Json(body): Json<RegisterBody>,
+) -> ApiResult<impl IntoResponse> {
     let registration = identity::Registration {
         username: &body.username,
         password: &body.password,
@@ -38,7 +42,7 @@ pub async fn register(State(st): State<AppState>, Json(body): Json<RegisterBody>
         tenant_id: body.tenant_id.as_deref(),
         registration_token: body.registration_token.as_deref(),
     };
-    let (participant, workspace) = identity::register(&st.store, &st.config, registration).await?;
+    let (participant, workspace) = identity::register(&st.store, &st.config, &st.passwords, from, registration).await?;
     let tokens = identity::issue_tokens(&st.store, &st.config, &participant.id).await?;
     tracing::info!(fqid = %participant.fqid, tenant = %participant.tenant_id, "registered");
     let mut out = tokens_json(&tokens);
@@ -60,6 +64,7 @@ pub struct TokenBody {
 
 pub async fn token(
     State(st): State<AppState>,
+    ClientAddr(from): ClientAddr,
     JsonOrForm(body): JsonOrForm<TokenBody>,
 ) -> ApiResult<impl IntoResponse> {
     let tokens = match body.grant_type.as_str() {
@@ -70,7 +75,7 @@ pub async fn token(
             if u.len() > 256 || p.len() > 1024 {
                 return Err(ApiError::InvalidToken("invalid username or password".into()));
             }
-            identity::login(&st.store, &st.config, u, p).await?
+            identity::login(&st.store, &st.config, &st.passwords, from, u, p).await?
         }
         "refresh_token" => {
             let Some(r) = body.refresh_token.as_deref() else {

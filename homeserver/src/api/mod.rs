@@ -39,6 +39,8 @@ pub struct AppState {
     pub keys: Arc<crate::signing::Keys>,
     pub discovery: discovery::DiscoveryState,
     pub tokens: Arc<crate::identity::TokenCache>,
+    /// Password hashing and the login limits.
+    pub passwords: Arc<crate::identity::Passwords>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
