@@ -74,7 +74,8 @@ enum AdminCommand {
         #[command(subcommand)]
         command: FederationCommand,
     },
-    /// Create a tenant (organisation), or update the limits of an existing one.
+    /// Create a tenant (organisation), or update the limits of an existing one. A new tenant
+    /// gets a registration token, printed once: `POST /v1/auth/register` into the tenant needs it.
     CreateTenant {
         /// Tenant id: [a-z0-9_-]{1,64}.
         slug: String,
@@ -90,6 +91,9 @@ enum AdminCommand {
         /// Burst of messages allowed above the sustained rate.
         #[arg(long)]
         send_burst: Option<i64>,
+        /// Make a new registration token for an existing tenant (the old one stops working).
+        #[arg(long)]
+        new_registration_token: bool,
         #[command(flatten)]
         flags: ConfigFlags,
     },
@@ -196,16 +200,15 @@ async fn admin(command: AdminCommand) -> Result<(), Box<dyn std::error::Error>> 
             let generated = password.is_none();
             let password =
                 password.unwrap_or_else(|| ids::new_access_token().trim_start_matches("swa_")[..20].to_string());
-            let result = identity::create_participant(
-                &store,
-                &config,
-                &name,
-                Some(&password),
-                display_name.as_deref(),
-                &tenant,
-                admin,
-            )
-            .await;
+            let account = identity::NewAccount {
+                username: &name,
+                password: Some(&password),
+                display_name: display_name.as_deref(),
+                tenant_id: &tenant,
+                is_admin: admin,
+            };
+            let passwords = identity::Passwords::new(&config.limits);
+            let result = identity::create_participant(&store, &config, &passwords, account, None).await;
             store.close().await;
             let (p, _) = result.map_err(|e| format!("cannot create user: {e}"))?;
             println!(
@@ -220,7 +223,15 @@ async fn admin(command: AdminCommand) -> Result<(), Box<dyn std::error::Error>> 
             }
             Ok(())
         }
-        AdminCommand::CreateTenant { slug, name, max_participants, send_rate_per_s, send_burst, flags } => {
+        AdminCommand::CreateTenant {
+            slug,
+            name,
+            max_participants,
+            send_rate_per_s,
+            send_burst,
+            new_registration_token,
+            flags,
+        } => {
             if !ids::is_tenant_slug(&slug) {
                 return Err("tenant slug must match [a-z0-9_-]{1,64}".into());
             }
@@ -253,6 +264,11 @@ async fn admin(command: AdminCommand) -> Result<(), Box<dyn std::error::Error>> 
             if !created {
                 store.update_tenant_limits(&tenant).await?;
             }
+            // Only the hash is kept: the token is shown here, once.
+            let token = (created || new_registration_token).then(ids::new_registration_token);
+            if let Some(t) = &token {
+                store.set_tenant_registration_token_hash(&slug, &identity::token_hash(t)).await?;
+            }
             store.close().await;
             println!(
                 "{} tenant {slug} (max_participants {}, send_rate_per_s {}, send_burst {})",
@@ -261,6 +277,9 @@ async fn admin(command: AdminCommand) -> Result<(), Box<dyn std::error::Error>> 
                 limits.send_rate_per_s,
                 limits.send_burst
             );
+            if let Some(t) = token {
+                println!("registration_token: {t}");
+            }
             Ok(())
         }
     }

@@ -46,6 +46,10 @@ pub fn new_access_token() -> String {
 pub fn new_refresh_token() -> String {
     format!("swr_{}", random_token(32))
 }
+/// A tenant's registration token (`homeserver admin create-tenant`).
+pub fn new_registration_token() -> String {
+    format!("swt_{}", random_token(32))
+}
 
 fn is_id_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '-' || c == '_'

@@ -17,6 +17,7 @@ pub mod ids;
 pub mod listener;
 pub mod media;
 pub mod messages;
+pub mod names;
 pub mod ratelimit;
 pub mod realtime;
 pub mod rooms;

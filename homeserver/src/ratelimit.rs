@@ -72,6 +72,15 @@ impl Throttle {
         self.take(key, now, false)
     }
 
+    /// Gives back a token taken by [`Throttle::try_take`] for an attempt that, in the end, did
+    /// not count (a login that succeeded, where only failures are limited).
+    pub fn refund(&self, key: &str) {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = buckets.get_mut(key) {
+            b.tokens = (b.tokens + 1.0).min(b.burst);
+        }
+    }
+
     fn take(&self, key: &str, now: Instant, consume: bool) -> Result<(), u64> {
         let (rate, burst) = self.bucket_rate();
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
@@ -135,5 +144,25 @@ mod tests {
         }
         let len = t.buckets.lock().unwrap().len();
         assert!(len <= SWEEP_AT, "refilled buckets are swept ({len} kept)");
+    }
+
+    #[test]
+    fn a_refunded_token_can_be_taken_again() {
+        let t = Throttle::new(Rate::new(1, 2));
+        let t0 = Instant::now();
+        assert!(t.try_take("a", t0).is_ok());
+        assert!(t.try_take("a", t0).is_ok());
+        assert!(t.try_take("a", t0).is_err());
+        t.refund("a");
+        assert!(t.try_take("a", t0).is_ok(), "the refund gave one token back");
+        assert!(t.try_take("a", t0).is_err());
+        t.refund("a");
+        t.refund("a");
+        t.refund("a");
+        assert!(t.try_take("a", t0).is_ok());
+        assert!(t.try_take("a", t0).is_ok());
+        assert!(t.try_take("a", t0).is_err(), "refunds never fill past the burst");
+        t.refund("unknown");
+        assert!(t.check("unknown", t0).is_ok());
     }
 }

@@ -57,6 +57,7 @@ pub async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         typing_throttle: Arc::new(Throttle::new(config.limits.typing_per_participant)),
         presence_throttle: Arc::new(Throttle::new(config.limits.presence_per_participant)),
         room_creation: Arc::new(Throttle::new(config.limits.room_creation_per_participant)),
+        passwords: Arc::new(identity::Passwords::new(&config.limits)),
     };
 
     let fd_budget = crate::listener::raise_fd_limit();

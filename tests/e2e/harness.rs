@@ -22,6 +22,8 @@ pub struct Server {
     data: DataDir,
     env: Vec<(String, String)>,
     http: reqwest::Client,
+    /// Registration tokens of the tenants made by [`Server::create_tenant`], by slug.
+    tenant_tokens: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 enum DataDir {
@@ -88,7 +90,11 @@ impl Server {
         // One TLS provider for the whole process (ring), before any HTTP client exists.
         federation::install_crypto_provider();
         let dir = tempfile::tempdir().expect("temp dir");
-        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        // Every test client shares one address, and tests register and log in far more often
+        // than a person: the per-address login limit would throttle them. Tests of that limit
+        // lower it again (their variables come later and win).
+        let defaults = [("HOMESERVER_LIMITS__LOGIN_PER_ADDRESS__BURST", "100000")];
+        let env = defaults.iter().chain(env).map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let mut s = Server {
             child: None,
             base: String::new(),
@@ -97,6 +103,7 @@ impl Server {
             data: DataDir::Temp(dir),
             env,
             http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client"),
+            tenant_tokens: Default::default(),
         };
         s.spawn().await;
         s
@@ -182,6 +189,22 @@ impl Server {
         (out.status.success(), text)
     }
 
+    /// `homeserver admin create-tenant SLUG ARGS…` for a new tenant: answers the registration
+    /// token it prints, which [`Server::register_in`] then sends for that tenant.
+    pub fn create_tenant(&self, slug: &str, args: &[&str]) -> String {
+        let mut all = vec!["admin", "create-tenant", slug];
+        all.extend_from_slice(args);
+        let (ok, out) = self.cli(&all);
+        assert!(ok, "{out}");
+        let token = out
+            .lines()
+            .find_map(|l| l.strip_prefix("registration_token: "))
+            .unwrap_or_else(|| panic!("create-tenant printed no registration token: {out}"))
+            .to_string();
+        self.tenant_tokens.lock().unwrap().insert(slug.to_string(), token.clone());
+        token
+    }
+
     pub async fn raw(&self, method: Method, path: &str, token: Option<&str>, body: Option<RawBody>) -> Resp {
         let mut req = self.http.request(method, format!("{}{}", self.base, path));
         if let Some(t) = token {
@@ -218,6 +241,9 @@ impl Server {
         let mut body = json!({"username": name, "password": "password-of-".to_string() + name});
         if let Some(t) = tenant {
             body["tenant_id"] = json!(t);
+            if let Some(token) = self.tenant_tokens.lock().unwrap().get(t) {
+                body["registration_token"] = json!(token);
+            }
         }
         let r = self.post("/v1/auth/register", None, body).await;
         r.expect(201, "");

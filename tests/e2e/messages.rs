@@ -438,7 +438,7 @@ async fn reactions_are_unique_per_sender_and_emoji() {
 #[tokio::test]
 async fn sends_over_the_tenant_rate_get_429_with_retry_after() {
     let s = Server::start().await;
-    s.cli(&["admin", "create-tenant", "slow", "--send-rate-per-s", "1", "--send-burst", "3"]);
+    s.create_tenant("slow", &["--send-rate-per-s", "1", "--send-burst", "3"]);
     let a = s.register_in("alice", Some("slow")).await;
     let room = s.create_room(&a, "group", "Team").await;
     let path = format!("/v1/rooms/{room}/send");
@@ -493,7 +493,7 @@ async fn concurrent_sends_commit_once_each_in_a_consistent_chain() {
 
     // A log started over at 8 MiB (256 by default), so that this test's 30 MiB cross it.
     let s = Arc::new(Server::start_with_env(&[("HOMESERVER_WAL_RESTART_MIB", "8")]).await);
-    s.cli(&["admin", "create-tenant", "fast", "--send-rate-per-s", "100000", "--send-burst", "100000"]);
+    s.create_tenant("fast", &["--send-rate-per-s", "100000", "--send-burst", "100000"]);
     let mut users = Vec::new();
     for name in ["alice", "bob", "carol", "dave"] {
         users.push(s.register_in(name, Some("fast")).await);
@@ -580,7 +580,7 @@ async fn concurrent_sends_commit_once_each_in_a_consistent_chain() {
 /// does not limit sends, and a room.
 async fn server_for_bursts(wal_restart_mib: &str) -> (std::sync::Arc<Server>, User, String) {
     let s = std::sync::Arc::new(Server::start_with_env(&[("HOMESERVER_WAL_RESTART_MIB", wal_restart_mib)]).await);
-    s.cli(&["admin", "create-tenant", "fast", "--send-rate-per-s", "100000", "--send-burst", "100000"]);
+    s.create_tenant("fast", &["--send-rate-per-s", "100000", "--send-burst", "100000"]);
     let owner = s.register_in("owner", Some("fast")).await;
     let room = s.create_room(&owner, "group", "Busy").await;
     (s, owner, room)

@@ -141,8 +141,7 @@ struct Cast {
 
 impl Cast {
     async fn new(s: &Server) -> Cast {
-        let (ok, out) = s.cli(&["admin", "create-tenant", "other"]);
-        assert!(ok, "{out}");
+        s.create_tenant("other", &[]);
         Cast {
             creator: s.register("creator").await,
             moderator: s.register("moderator").await,
@@ -367,8 +366,7 @@ async fn frozen_rooms_refuse_writes_but_keep_reads_and_personal_settings() {
 #[tokio::test]
 async fn tenant_capacity_bounds_invites_and_joins() {
     let s = Server::start().await;
-    let (ok, out) = s.cli(&["admin", "create-tenant", "tiny", "--max-participants", "2"]);
-    assert!(ok, "{out}");
+    s.create_tenant("tiny", &["--max-participants", "2"]);
     let a = s.register_in("tiny-a", Some("tiny")).await;
     let b = s.register_in("tiny-b", Some("tiny")).await;
     let c = s.register_in("tiny-c", Some("tiny")).await;
@@ -409,8 +407,7 @@ async fn tenant_capacity_bounds_invites_and_joins() {
 #[tokio::test]
 async fn direct_messages_keep_their_invariants() {
     let s = Server::start().await;
-    let (ok, out) = s.cli(&["admin", "create-tenant", "other"]);
-    assert!(ok, "{out}");
+    s.create_tenant("other", &[]);
     let a = s.register("dm-a").await;
     let b = s.register("dm-b").await;
     let third = s.register("dm-third").await;

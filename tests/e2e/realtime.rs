@@ -289,7 +289,7 @@ async fn a_cursor_from_the_future_is_refused() {
 #[tokio::test]
 async fn presence_of_strangers_stays_private() {
     let s = Server::start().await;
-    s.cli(&["admin", "create-tenant", "other"]);
+    s.create_tenant("other", &[]);
     let a = s.register("alice").await;
     let o = s.register_in("olga", Some("other")).await;
     // Olga is active, but Alice shares no tenant and no room with her.

@@ -111,7 +111,7 @@ async fn directory_filters_pages_and_hides_what_it_must() {
     let s = Server::start().await;
     let a = s.register("alice").await;
     let b = s.register("bob").await;
-    s.cli(&["admin", "create-tenant", "other"]);
+    s.create_tenant("other", &[]);
     let o = s.register_in("olga", Some("other")).await;
     let lobby = s.create_room(&a, "public", "Lobby").await;
     let eng = s.create_room(&a, "group", "Engineering").await;
@@ -242,7 +242,7 @@ async fn public_rooms_are_joinable_within_the_tenant_only() {
     let s = Server::start().await;
     let a = s.register("alice").await;
     let b = s.register("bob").await;
-    s.cli(&["admin", "create-tenant", "other"]);
+    s.create_tenant("other", &[]);
     let o = s.register_in("olga", Some("other")).await;
     let lobby = s.create_room(&a, "public", "Lobby").await;
     let seen = s.get(&format!("/v1/rooms/{lobby}"), Some(&b.token)).await;

@@ -7,9 +7,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::AppState;
-use super::extract::{Caller, Json, JsonOrForm};
+use super::extract::{Caller, ClientAddr, Json, JsonOrForm};
 use super::views::data;
-use crate::config::RegistrationMode;
 use crate::error::{ApiError, ApiResult};
 use crate::identity::{self, IssuedTokens};
 
@@ -31,35 +30,19 @@ fn tokens_json(t: &IssuedTokens) -> serde_json::Value {
     })
 }
 
-/// Compares without an early exit, so the answer time says nothing about the token.
-fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-pub async fn register(State(st): State<AppState>, Json(body): Json<RegisterBody>) -> ApiResult<impl IntoResponse> {
-    match st.config.registration_mode() {
-        RegistrationMode::Open => {}
-        RegistrationMode::Closed => {
-            return Err(ApiError::InsufficientPermission("registration is closed on this server".into()));
-        }
-        RegistrationMode::Token => {
-            let expected = st.config.registration_token.as_deref().unwrap_or_default();
-            if !body.registration_token.as_deref().is_some_and(|t| same_secret(t, expected)) {
-                return Err(ApiError::InsufficientPermission("a valid registration_token is required".into()));
-            }
-        }
-    }
-    let tenant = body.tenant_id.as_deref().unwrap_or(identity::DEFAULT_TENANT);
-    let (participant, workspace) = identity::create_participant(
-        &st.store,
-        &st.config,
-        &body.username,
-        Some(&body.password),
-        body.display_name.as_deref(),
-        tenant,
-        false,
-    )
-    .await?;
+pub async fn register(
+    State(st): State<AppState>,
+    ClientAddr(from): ClientAddr,
+    Json(body): Json<RegisterBody>,
+) -> ApiResult<impl IntoResponse> {
+    let registration = identity::Registration {
+        username: &body.username,
+        password: &body.password,
+        display_name: body.display_name.as_deref(),
+        tenant_id: body.tenant_id.as_deref(),
+        registration_token: body.registration_token.as_deref(),
+    };
+    let (participant, workspace) = identity::register(&st.store, &st.config, &st.passwords, from, registration).await?;
     let tokens = identity::issue_tokens(&st.store, &st.config, &participant.id).await?;
     tracing::info!(fqid = %participant.fqid, tenant = %participant.tenant_id, "registered");
     let mut out = tokens_json(&tokens);
@@ -81,6 +64,7 @@ pub struct TokenBody {
 
 pub async fn token(
     State(st): State<AppState>,
+    ClientAddr(from): ClientAddr,
     JsonOrForm(body): JsonOrForm<TokenBody>,
 ) -> ApiResult<impl IntoResponse> {
     let tokens = match body.grant_type.as_str() {
@@ -91,7 +75,7 @@ pub async fn token(
             if u.len() > 256 || p.len() > 1024 {
                 return Err(ApiError::InvalidToken("invalid username or password".into()));
             }
-            identity::login(&st.store, &st.config, u, p).await?
+            identity::login(&st.store, &st.config, &st.passwords, from, u, p).await?
         }
         "refresh_token" => {
             let Some(r) = body.refresh_token.as_deref() else {

@@ -45,6 +45,8 @@ pub struct AppState {
     pub presence_throttle: Arc<crate::ratelimit::Throttle>,
     /// Rooms, DMs and imports created per participant (`limits.room_creation_per_participant`).
     pub room_creation: Arc<crate::ratelimit::Throttle>,
+    /// Password hashing and the login limits.
+    pub passwords: Arc<crate::identity::Passwords>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

@@ -29,7 +29,7 @@ pub async fn create(
     caller: Caller,
     Json(body): Json<CreateBody>,
 ) -> ApiResult<impl IntoResponse> {
-    let name = body.name.trim();
+    let name = crate::names::clean("name", &body.name, crate::names::Lines::One)?;
     if name.is_empty() || name.chars().count() > 255 {
         return Err(ApiError::bad_request("name must be 1 to 255 characters"));
     }
@@ -37,7 +37,7 @@ pub async fn create(
         id: ids::new_workspace_id(),
         tenant_id: caller.participant.tenant_id.clone(),
         owner_id: caller.participant.id.clone(),
-        name: name.to_string(),
+        name,
         personal: false,
         created_at: now_secs(),
     };

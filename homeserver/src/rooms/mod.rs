@@ -57,15 +57,16 @@ pub enum Moderation {
 }
 
 pub fn clean_name(name: &str) -> ApiResult<String> {
-    let name = name.trim();
+    let name = crate::names::clean("name", name, crate::names::Lines::One)?;
     if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
         return Err(ApiError::bad_request(format!("name must be 1 to {MAX_NAME_CHARS} characters")));
     }
-    Ok(name.to_string())
+    Ok(name)
 }
 
 pub fn clean_topic(topic: Option<&str>) -> ApiResult<Option<String>> {
-    match topic.map(str::trim) {
+    let topic = topic.map(|t| crate::names::clean("topic", t, crate::names::Lines::Many)).transpose()?;
+    match topic.as_deref() {
         None | Some("") => Ok(None),
         Some(t) if t.chars().count() > MAX_TOPIC_CHARS => {
             Err(ApiError::bad_request(format!("topic must be at most {MAX_TOPIC_CHARS} characters")))

@@ -41,6 +41,25 @@ impl Store {
         Ok(())
     }
 
+    /// The tenant's registration token hash: `None` when there is no such tenant,
+    /// `Some(None)` when it has no token.
+    pub async fn tenant_registration_token_hash(&self, id: &str) -> Result<Option<Option<String>>, sqlx::Error> {
+        sqlx::query_scalar("SELECT registration_token_hash FROM tenants WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    /// Replaces the tenant's registration token (its hash); answers whether the tenant exists.
+    pub async fn set_tenant_registration_token_hash(&self, id: &str, hash: &str) -> Result<bool, sqlx::Error> {
+        let r = sqlx::query("UPDATE tenants SET registration_token_hash = $2 WHERE id = $1")
+            .bind(id)
+            .bind(hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
     pub async fn participant(&self, id: &str) -> Result<Option<Participant>, sqlx::Error> {
         sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {PARTICIPANT_COLS} FROM participants WHERE id = $1")))
             .bind(id)

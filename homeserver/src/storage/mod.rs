@@ -38,6 +38,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, "signed_events", include_str!("../../../migrations/sqlite/0004_signed_events.sql")),
     (5, "write_path", include_str!("../../../migrations/sqlite/0005_write_path.sql")),
     (6, "lean_send_writes", include_str!("../../../migrations/sqlite/0006_lean_send_writes.sql")),
+    (7, "tenant_registration_tokens", include_str!("../../../migrations/sqlite/0007_tenant_registration_tokens.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]
