@@ -13,7 +13,10 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${BIN:-${CARGO_TARGET_DIR:-$root/target}/release/homeserver}
 dir=$(mktemp -d ${BENCH_DIR:+-p $BENCH_DIR})
 # The server logs at its default level (info), as deployed; set RUST_LOG to change it.
-"$bin" admin create-tenant bench --send-rate-per-s 1000000 --send-burst 1000000 --data-dir "$dir" >/dev/null
+# A tenant other than `default` admits registrations with its token (builds before the tenant
+# tokens print none, and need none).
+regtok=$("$bin" admin create-tenant bench --send-rate-per-s 1000000 --send-burst 1000000 --data-dir "$dir" \
+  | awk '/^registration_token:/{print $2}')
 "$bin" serve --listen 127.0.0.1:0 --data-dir "$dir" >"$dir/out.log" 2>&1 &
 pid=$!
 trap '[ -z "${KEEP:-}" ] && { kill $pid 2>/dev/null; rm -rf "$dir"; }' EXIT
@@ -21,7 +24,7 @@ for _ in $(seq 100); do grep -q "listening on" "$dir/out.log" && break; sleep 0.
 base=$(grep -o "listening on http://[^ ]*" "$dir/out.log" | head -1 | awk "{print \$3}")
 
 token=$(curl -sf "$base/v1/auth/register" -H 'content-type: application/json' \
-  -d '{"username":"bench","password":"bench-password","tenant_id":"bench"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["access_token"])')
+  -d "{\"username\":\"bench\",\"password\":\"bench-password\",\"tenant_id\":\"bench\",\"registration_token\":\"$regtok\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["access_token"])')
 room=$(curl -sf "$base/v1/rooms" -H "authorization: Bearer $token" -H 'content-type: application/json' \
   -d '{"room_type":"group","name":"bench"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["id"])')
 cat >"$dir/post.lua" <<LUA

@@ -41,18 +41,22 @@ impl Row {
     }
 }
 
-/// Runs `admin create-tenant`, then `serve` on port 0; answers the child and its base URL.
-async fn spawn_server(bin: &Path, dir: &Path) -> (Child, String) {
+/// Runs `admin create-tenant`, then `serve` on port 0; answers the child, its base URL and
+/// the tenant's registration token.
+async fn spawn_server(bin: &Path, dir: &Path) -> (Child, String, String) {
     let rate = "1000000";
-    let status = Command::new(bin)
+    let out = Command::new(bin)
         .args(["admin", "create-tenant", TENANT, "--send-rate-per-s", rate, "--send-burst", rate, "--data-dir"])
         .arg(dir)
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .status()
+        .output()
         .await
         .unwrap_or_else(|e| panic!("cannot start {}: {e} (build it with --release first)", bin.display()));
-    assert!(status.success(), "create-tenant failed");
+    assert!(out.status.success(), "create-tenant failed");
+    let registration_token = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("registration_token: ").map(str::to_string))
+        .unwrap_or_default();
     let mut child = Command::new(bin)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
@@ -68,7 +72,7 @@ async fn spawn_server(bin: &Path, dir: &Path) -> (Child, String) {
             break rest.trim().to_string();
         }
     };
-    (child, base)
+    (child, base, registration_token)
 }
 
 /// VmRSS of a process, in MiB.
@@ -90,8 +94,9 @@ async fn call(req: reqwest::RequestBuilder, want: u16) -> Value {
 }
 
 /// Registers a user of the bench tenant; answers (participant_id, access token).
-async fn register(http: &reqwest::Client, base: &str, name: &str) -> (String, String) {
-    let body = json!({"username": name, "password": "bench-password", "tenant_id": TENANT});
+async fn register(http: &reqwest::Client, base: &str, name: &str, registration_token: &str) -> (String, String) {
+    let body = json!({"username": name, "password": "bench-password", "tenant_id": TENANT,
+        "registration_token": registration_token});
     let r = call(http.post(format!("{base}/v1/auth/register")).json(&body), 201).await;
     (r["data"]["participant_id"].as_str().unwrap().into(), r["data"]["access_token"].as_str().unwrap().into())
 }
@@ -130,12 +135,12 @@ async fn main() {
 
     let bin = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("homeserver");
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, base) = spawn_server(&bin, dir.path()).await;
+    let (mut child, base, tenant_token) = spawn_server(&bin, dir.path()).await;
     let pid = child.id().unwrap();
     let http = reqwest::Client::builder().pool_max_idle_per_host(clients + 4).build().unwrap();
 
     // An owner, a group room, and `clients` members invited and joined.
-    let (_, owner) = register(&http, &base, "owner").await;
+    let (_, owner) = register(&http, &base, "owner", &tenant_token).await;
     let room = call(
         http.post(format!("{base}/v1/rooms")).bearer_auth(&owner).json(&json!({"room_type": "group", "name": "bench"})),
         201,
@@ -144,7 +149,7 @@ async fn main() {
     let room = room["data"]["id"].as_str().unwrap().to_string();
     let mut tokens = Vec::with_capacity(clients);
     for c in 0..clients {
-        let (pid, token) = register(&http, &base, &format!("user{c}")).await;
+        let (pid, token) = register(&http, &base, &format!("user{c}"), &tenant_token).await;
         call(
             http.post(format!("{base}/v1/rooms/{room}/invite"))
                 .bearer_auth(&owner)
