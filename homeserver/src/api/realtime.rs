@@ -170,27 +170,33 @@ async fn send_json(socket: &mut WebSocket, v: &Value) -> bool {
     socket.send(Message::Text(v.to_string().into())).await.is_ok()
 }
 
-/// Sends every visible room event after `pos`; answers the new position, or `None` when the
-/// socket is gone. `top` was read before looking: everything up to it is committed, so the
-/// position may skip past events the participant may not see.
+/// Sends every visible room event after `pos`; answers the new position. `top` was read
+/// before looking: everything up to it is committed, so the position may skip past events the
+/// participant may not see. The token is checked after each batch is read and before it is
+/// sent: a batch read after a logout completed is never sent, and one read before could only
+/// hold events committed before it.
 async fn send_room_events(
     st: &AppState,
     socket: &mut WebSocket,
     me: &Participant,
+    token: &str,
     mut pos: i64,
     top: i64,
-) -> Option<i64> {
+) -> Result<i64, StreamEnd> {
     loop {
-        let rows = st.store.events_since(&me.id, &me.fqid, pos, MAX_SYNC_LIMIT).await.ok()?;
+        let rows = st.store.events_since(&me.id, &me.fqid, pos, MAX_SYNC_LIMIT).await.map_err(|_| StreamEnd::Gone)?;
+        if !rows.is_empty() && !still_valid(st, token).await {
+            return Err(StreamEnd::BadToken);
+        }
         let done = (rows.len() as i64) < MAX_SYNC_LIMIT;
         for row in &rows {
             if !send_json(socket, &event_frame(row)).await {
-                return None;
+                return Err(StreamEnd::Gone);
             }
             pos = row.stream_position;
         }
         if done {
-            return Some(pos.max(top));
+            return Ok(pos.max(top));
         }
     }
 }
@@ -225,6 +231,10 @@ async fn run_stream(
     let mut ephemeral = st.hub.subscribe();
     let mut revocations = st.tokens.revocations();
     let mut shutdown = st.hub.on_shutdown();
+    // A session revoked between the upgrade and the subscriptions above is not seen by them.
+    if !still_valid(&st, &token).await {
+        return close_bad_token(socket).await;
+    }
     let hello = json!({
         "type": "hello",
         "session_id": session_id,
@@ -245,26 +255,26 @@ async fn run_stream(
     let end = 'session: loop {
         // Catch up on whatever committed since the last look.
         let top = *committed.borrow_and_update();
-        match send_room_events(&st, &mut socket, &me, pos, top).await {
-            Some(p) => pos = p,
-            None => break StreamEnd::Gone,
+        match send_room_events(&st, &mut socket, &me, &token, pos, top).await {
+            Ok(p) => pos = p,
+            Err(end) => break end,
         }
         loop {
             tokio::select! {
-                changed = committed.changed() => {
-                    if changed.is_err() { break 'session StreamEnd::Gone; }
-                    if !still_valid(&st, &token).await {
-                        break 'session StreamEnd::BadToken;
-                    }
-                    rooms = st.store.joined_room_ids(&me.id).await.unwrap_or_default().into_iter().collect();
-                    continue 'session;
-                }
+                // In this order: a revoked session or a shutdown must win over frames that
+                // arrived at the same time.
+                biased;
+                _ = shutdown.changed() => break 'session StreamEnd::ShuttingDown,
                 _ = revocations.changed() => {
                     if !still_valid(&st, &token).await {
                         break 'session StreamEnd::BadToken;
                     }
                 }
-                _ = shutdown.changed() => break 'session StreamEnd::ShuttingDown,
+                changed = committed.changed() => {
+                    if changed.is_err() { break 'session StreamEnd::Gone; }
+                    rooms = st.store.joined_room_ids(&me.id).await.unwrap_or_default().into_iter().collect();
+                    continue 'session;
+                }
                 e = ephemeral.recv() => match e {
                     Ok(e) => {
                         if e.audience.includes(&me.id, &rooms) && !send_json(&mut socket, &e.frame).await {
