@@ -3,7 +3,7 @@
 # fresh release server on a temporary data dir. Needs wrk, curl and python3 (to read the JSON answers).
 #
 #     cargo build --release -p homeserver --bin homeserver
-#     scripts/wrk_send.sh [DURATION=10s] [CONNECTIONS=16] [THREADS=2]
+#     scripts/wrk_send.sh [DURATION=10s] [CONNECTIONS=16] [THREADS=2]     # PAGES=5s also reads pages
 #
 # Leaves the server running while wrk runs, prints wrk's report and CPU time, the server's CPU
 # time and RSS, then stops the server. Set KEEP=1 to keep it (its pid and address are printed).
@@ -39,3 +39,16 @@ TIMEFORMAT='wrk cpu user=%U s sys=%S s'
 time wrk -t"$threads" -c"$conns" -d"$dur" --latency -s "$dir/post.lua" "$base/v1/rooms/$room/send"
 cpu1=$(awk '{print $14+$15}' /proc/$pid/stat)
 echo "server CPU during the run: $(( (cpu1 - cpu0) * 10 )) ms; RSS $(awk '/VmRSS/{print $2/1024 " MiB"}' /proc/$pid/status)"
+
+# PAGES=DURATION: then read pages of 100 (newest first) from the room the sends filled, one
+# connection at a time, as a client scrolling back does.
+if [ -n "${PAGES:-}" ]; then
+  cat >"$dir/page.lua" <<LUA
+wrk.method = "GET"
+wrk.headers["Authorization"] = "Bearer $token"
+LUA
+  cpu0=$(awk '{print $14+$15}' /proc/$pid/stat)
+  wrk -t1 -c1 -d"$PAGES" --latency -s "$dir/page.lua" "$base/v1/rooms/$room/messages?direction=back&limit=100"
+  cpu1=$(awk '{print $14+$15}' /proc/$pid/stat)
+  echo "server CPU during the page run: $(( (cpu1 - cpu0) * 10 )) ms"
+fi

@@ -20,7 +20,8 @@ pub const ACTIVE_WINDOW: Duration = Duration::from_secs(300);
 pub struct Ephemeral {
     /// Who may receive it: the participants of a room, or one participant's own sessions.
     pub audience: Audience,
-    pub frame: Value,
+    /// The frame as JSON text, encoded once however many streams send it.
+    pub frame: Arc<str>,
 }
 
 #[derive(Clone, Debug)]
@@ -119,7 +120,7 @@ impl Hub {
 
     fn publish(&self, audience: Audience, frame: Value) {
         // No subscribers is fine: nobody is listening.
-        let _ = self.tx.send(Ephemeral { audience, frame });
+        let _ = self.tx.send(Ephemeral { audience, frame: frame.to_string().into() });
     }
 
     fn typers(state: &State, room_id: &str, now: Instant) -> Vec<String> {

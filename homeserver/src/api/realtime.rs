@@ -277,7 +277,7 @@ async fn run_stream(
                 }
                 e = ephemeral.recv() => match e {
                     Ok(e) => {
-                        if e.audience.includes(&me.id, &rooms) && !send_json(&mut socket, &e.frame).await {
+                        if e.audience.includes(&me.id, &rooms) && socket.send(Message::Text(Utf8Bytes::from(&*e.frame))).await.is_err() {
                             break 'session StreamEnd::Gone;
                         }
                     }
