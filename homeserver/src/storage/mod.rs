@@ -30,7 +30,11 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{SqlSafeStr, Sqlite, SqlitePool, Transaction};
 
-/// Migrations are compiled into the binary so it runs from any directory.
+/// Migrations are compiled into the binary so it runs from any directory. sqlx refuses a
+/// database whose applied migrations' text has changed (it keeps their checksums), so a file
+/// here is never edited once released, comments included. That is why 0001 and 0002 still say
+/// "the PostgreSQL migrations mirror this file": there are no PostgreSQL migrations yet; the
+/// SQL is only written to be portable.
 const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "foundation", include_str!("../../../migrations/sqlite/0001_foundation.sql")),
     (2, "media", include_str!("../../../migrations/sqlite/0002_media.sql")),
