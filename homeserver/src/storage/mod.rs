@@ -22,13 +22,14 @@ pub use rooms::{DirectoryQuery, NewEvent};
 pub use writer::{BatchTx, BatchWriter};
 
 use std::borrow::Cow;
-use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{SqlSafeStr, Sqlite, SqlitePool, Transaction};
+
+use crate::config::Durability;
 
 /// Migrations are compiled into the binary so it runs from any directory. sqlx refuses a
 /// database whose applied migrations' text has changed (it keeps their checksums), so a file
@@ -52,15 +53,6 @@ pub enum StoreError {
     Sqlx(#[from] sqlx::Error),
     #[error(transparent)]
     Migrate(#[from] sqlx::migrate::MigrateError),
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Durability {
-    /// `synchronous=NORMAL`: survives a killed process; the last commits may be lost on power loss.
-    Normal,
-    /// `synchronous=FULL`: survives power loss, at the cost of an fsync per commit.
-    Full,
 }
 
 #[derive(Clone)]
@@ -155,11 +147,6 @@ impl Store {
         })
     }
 
-    /// The sqlite URL for a database file inside `data_dir`.
-    pub fn sqlite_url(data_dir: &Path) -> String {
-        format!("sqlite://{}", data_dir.join("homeserver.db").display())
-    }
-
     pub async fn write(&self) -> Result<WriteTx, sqlx::Error> {
         let (_turn, tx) = self.begin_write().await?;
         Ok(WriteTx { tx, _turn, committed: self.committed.clone(), signer: self.signer.clone(), last_position: 0 })
@@ -248,7 +235,7 @@ mod tests {
     #[tokio::test]
     async fn the_lean_write_migration_keeps_events_and_positions() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let url = Store::sqlite_url(dir.path());
+        let url = crate::config::sqlite_url(dir.path());
         {
             let opts = SqliteConnectOptions::from_str(&url).expect("url").create_if_missing(true).foreign_keys(true);
             let pool = SqlitePoolOptions::new().max_connections(1).connect_with(opts).await.expect("pool");
