@@ -34,7 +34,7 @@ pub struct AppState {
     pub store: Store,
     pub config: Arc<Config>,
     pub limiter: Arc<crate::ratelimit::SendLimiter>,
-    pub sends: Arc<crate::send_queue::SendQueue>,
+    pub group_commit: Arc<crate::group_commit::GroupCommit>,
     pub hub: Arc<crate::realtime::Hub>,
     pub keys: Arc<crate::signing::Keys>,
     pub discovery: discovery::DiscoveryState,
