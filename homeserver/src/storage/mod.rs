@@ -300,11 +300,13 @@ mod tests {
             |name: &str| schema.iter().find(|(n, _)| n == name).and_then(|(_, s)| s.clone()).unwrap_or_default();
         assert!(!sql_of("events").contains("AUTOINCREMENT"));
         assert!(sql_of("room_extremities").contains("WITHOUT ROWID"));
+        // The old AUTOINCREMENT's sequence row is gone. The old schema made `sqlite_sequence`,
+        // so the table is there: a failing query fails the test, never reads as 0 rows.
         let sequences: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_sequence WHERE name = 'events'")
             .fetch_one(&store.pool)
             .await
-            .unwrap_or(0);
-        assert_eq!(sequences, 0);
+            .expect("sqlite_sequence of the upgraded database");
+        assert_eq!(sequences, 0, "events keeps no AUTOINCREMENT sequence");
         // The unique keys still hold.
         let duplicate = sqlx::query(
             "INSERT INTO events (event_id, room_id, event_type, sender_id, content, origin_ts, event_uuid)
