@@ -6,7 +6,20 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::storage::Durability;
+/// How hard a commit holds on to what it wrote (the database's `synchronous` setting).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// `synchronous=NORMAL`: survives a killed process; the last commits may be lost on power loss.
+    Normal,
+    /// `synchronous=FULL`: survives power loss, at the cost of an fsync per commit.
+    Full,
+}
+
+/// The sqlite URL of the default database: `homeserver.db` inside `data_dir`.
+pub fn sqlite_url(data_dir: &Path) -> String {
+    format!("sqlite://{}", data_dir.join("homeserver.db").display())
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -290,7 +303,7 @@ impl Config {
     }
 
     pub fn database_url(&self) -> String {
-        self.database_url.clone().unwrap_or_else(|| crate::storage::Store::sqlite_url(&self.data_dir))
+        self.database_url.clone().unwrap_or_else(|| sqlite_url(&self.data_dir))
     }
 
     pub fn registration_mode(&self) -> RegistrationMode {

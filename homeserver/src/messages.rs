@@ -8,9 +8,9 @@ use serde_json::{Value, json};
 
 use crate::clock::{iso8601, now_secs};
 use crate::error::{ApiError, ApiResult};
+use crate::group_commit::{CheckedSend, GroupCommit, References, SendRequest, Sent};
 use crate::ids;
 use crate::rooms::{self, NewEventSpec, event_types, rules};
-use crate::send_queue::{SendQueue, Sent};
 use crate::storage::{MessageRow, PageQuery, Participant, ReactionCount, Store};
 
 /// Event content may be at most this large as canonical JSON.
@@ -68,7 +68,7 @@ pub async fn check_references(store: &Store, room_id: &str, content: &Value) -> 
         Some(reply) => ids::is_event_id(reply) && store.event_position(room_id, reply).await?.is_some(),
         None => true,
     };
-    Ok(References { reply_found })
+    Ok(References::new(reply_found))
 }
 
 /// The upload a message names: a `swp.media` message's `media_id`.
@@ -76,19 +76,6 @@ pub fn media_id_of(content: &Value) -> Option<&str> {
     (content.get("msgtype").and_then(Value::as_str) == Some("swp.media"))
         .then(|| content.get("media_id").and_then(Value::as_str))
         .flatten()
-}
-
-/// What [`check_references`] found, for the checks that come after membership.
-#[derive(Clone, Copy, Debug)]
-pub struct References {
-    reply_found: bool,
-}
-
-impl References {
-    /// 404 `SW_EVENT_NOT_FOUND` when `reply_to_event_id` names no event of the room.
-    pub fn require_reply(self) -> ApiResult<()> {
-        if self.reply_found { Ok(()) } else { Err(ApiError::EventNotFound) }
-    }
 }
 
 /// Content keys an import sets: the original author, time, and an earlier import's author.
@@ -203,27 +190,12 @@ pub async fn fetch(store: &Store, caller: &Participant, room_id: &str, event_id:
     Ok((event, pdu))
 }
 
-pub struct SendRequest {
-    pub content: Value,
-    pub event_uuid: Option<String>,
-    pub as_participant_id: Option<String>,
-}
-
-/// A send checked as far as it can be before the writer thread: its content as it will be signed
-/// (with `sent_by` when on behalf of another) and what that content points at.
-pub struct CheckedSend {
-    pub req: SendRequest,
-    /// Canonical JSON of `req.content`, made by its validation.
-    pub content_json: String,
-    pub references: References,
-}
-
 /// Sends a message. Answers the message and whether it was created (false: an idempotent
 /// retry of the same `event_uuid`). What needs no database is checked here; the rest runs in
-/// the [`SendQueue`]'s group commit, which answers once the message is durable.
+/// the [`GroupCommit`], which answers once the message is durable.
 pub async fn send(
     store: &Store,
-    queue: &SendQueue,
+    group_commit: &GroupCommit,
     caller: &Participant,
     room_id: &str,
     req: SendRequest,
@@ -241,7 +213,7 @@ pub async fn send(
     }
     // Plain text without a reply or media (the common case) costs no database read here.
     let references = check_references(store, room_id, &req.content).await?;
-    match queue.send(caller, room_id, CheckedSend { req, content_json, references }).await? {
+    match group_commit.send(caller, room_id, CheckedSend { req, content_json, references }).await? {
         // Everything the answer needs is known: no read-back.
         Sent::Created(row) => Ok(SendOutcome::Created(row)),
         Sent::Existing { event_id } => Ok(SendOutcome::Existing(folded(store, room_id, &event_id, caller).await?)),

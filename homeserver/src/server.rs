@@ -48,7 +48,7 @@ pub async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let state = AppState {
         store: store.clone(),
         config: config.clone(),
-        sends: Arc::new(crate::send_queue::SendQueue::start(&store, limiter.clone())?),
+        group_commit: Arc::new(crate::group_commit::GroupCommit::start(&store, limiter.clone())?),
         limiter,
         hub: Default::default(),
         keys: Arc::new(keys),

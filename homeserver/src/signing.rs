@@ -156,7 +156,8 @@ impl Keys {
     }
 
     /// `GET /.well-known/scaiwave/server`: who we are and our keys, signed by the current key.
-    pub fn well_known(&self, server_name: &str, federation_url: &str) -> Value {
+    /// `endpoints` lists only federation endpoints this server serves: none yet, so it is empty.
+    pub fn well_known(&self, server_name: &str) -> Value {
         let now = now_ms();
         let old: serde_json::Map<String, Value> = self
             .old
@@ -168,7 +169,7 @@ impl Keys {
             "server_name": server_name,
             "public_key": self.current.public_key_base64(),
             "protocol_versions": ["v1"],
-            "endpoints": {"federation": federation_url},
+            "endpoints": {},
             "verify_keys": {self.current.key_id(): {"key": self.current.public_key_base64()}},
             "old_verify_keys": old,
             "valid_until_ts": now + KEY_VALIDITY_MS,
@@ -195,7 +196,8 @@ mod tests {
         assert_ne!(k1.current.key_id(), k2.current.key_id());
         assert_eq!(k2.old[0].key_id, k1.current.key_id());
         assert_eq!(k2.old[0].public_key, k1.current.public_key_base64());
-        let doc = k2.well_known("alpha.test", "https://alpha.test");
+        let doc = k2.well_known("alpha.test");
+        assert_eq!(doc["endpoints"], json!({}), "no federation endpoint is served yet");
         assert!(doc["old_verify_keys"][k1.current.key_id()]["expired_ts"].as_i64().unwrap() > now_ms());
         let pk = crypto::PublicKey::from_base64(doc["public_key"].as_str().unwrap()).unwrap();
         crypto::verify_json(&doc, "alpha.test", k2.current.key_id(), &pk).unwrap();

@@ -107,18 +107,21 @@ fn build_zip(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
     z.finish().unwrap().into_inner()
 }
 
-/// Rewrites `events.jsonl` with `f` applied to every event, keeping the manifest's count and
-/// hash right, so only the events' own checks can fail.
+/// Rewrites `events.jsonl` with `f` applied to every event, keeping the manifest's count, hash
+/// and event list right (`f` applied to its events too), so only the events' own checks can fail.
 fn with_events(bundle: &[u8], f: impl Fn(&mut Value)) -> Vec<u8> {
     let mut es = entries(bundle);
     let mut text = String::new();
+    let mut listed = Vec::new();
     for mut e in events(bundle) {
         f(&mut e);
         text.push_str(&serde_json::to_string(&e).unwrap());
         text.push('\n');
+        listed.push(e);
     }
     let mut m = manifest(bundle);
     m["events_file"]["sha256"] = json!(sha256_hex(text.as_bytes()));
+    m["events"] = Value::Array(listed);
     for (name, bytes) in es.iter_mut() {
         match name.as_str() {
             "events.jsonl" => *bytes = text.clone().into_bytes(),
@@ -568,6 +571,67 @@ fn with_manifest(bundle: &[u8], f: impl Fn(&mut Value)) -> Vec<u8> {
     f(&mut m);
     es.iter_mut().find(|(n, _)| n == "manifest.json").unwrap().1 = serde_json::to_vec(&m).unwrap();
     build_zip(&es)
+}
+
+/// The manifest's `events` must list exactly the events of `events.jsonl`, in the same order
+/// and with the same members: a bundle whose manifest drops, reorders, changes or adds an event
+/// (everything else intact: `events.jsonl`, its count and hash, the media) is refused whole.
+#[tokio::test]
+async fn a_manifest_that_disagrees_with_its_events_is_refused() {
+    let s = Server::start().await;
+    let a = s.register("alice").await;
+    let b = s.register("bob").await;
+    let room = s.create_room(&a, "group", "Lists").await;
+    s.add_member(&room, &a, &b).await;
+    let first = send(&s, &a, &room, json!({"msgtype": "swp.text", "body": "first"})).await;
+    send(&s, &b, &room, json!({"msgtype": "swp.text", "body": "second"})).await;
+    let edit = json!({"content": {"msgtype": "swp.text", "body": "first, edited"}});
+    s.post(&format!("/v1/rooms/{room}/events/{first}/edit"), Some(&a.token), edit).await.ok();
+    s.post(&format!("/v1/rooms/{room}/events/{first}/reaction"), Some(&b.token), json!({"emoji": "👍"})).await.ok();
+    let (status, good, body) = export(&s, &a, &room).await;
+    assert_eq!(status, 200, "export failed: {body}");
+    let n = events(&good).len();
+    let is_body = |e: &Value, body: &str| e["event_type"] == "swp.room.message" && e["pdu"]["content"]["body"] == body;
+    let at = |body: &str| events(&good).iter().position(|e| is_body(e, body)).unwrap();
+    let (i_first, i_second) = (at("first"), at("second"));
+
+    let listed = |f: &dyn Fn(&mut Vec<Value>)| {
+        with_manifest(&good, |m| {
+            let mut es = m["events"].as_array().unwrap().clone();
+            f(&mut es);
+            m["events"] = Value::Array(es);
+        })
+    };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("one event dropped", listed(&|es| drop(es.remove(i_second)))),
+        ("the last event dropped", listed(&|es| drop(es.pop()))),
+        ("two events swapped", listed(&|es| es.swap(i_first, i_second))),
+        ("a body changed", listed(&|es| es[i_second]["content"]["body"] = json!("forged"))),
+        ("a signed body changed", listed(&|es| es[i_second]["pdu"]["content"]["body"] = json!("forged"))),
+        ("an event id changed", listed(&|es| es[i_second]["event_id"] = es[i_first]["event_id"].clone())),
+        ("an unknown member added", listed(&|es| es[i_second]["note"] = json!("extra"))),
+        ("an event added", listed(&|es| es.push(es[i_second].clone()))),
+        ("an event listed twice, one dropped", listed(&|es| es[i_second] = es[i_first].clone())),
+        ("no events listed", with_manifest(&good, |m| drop(m.as_object_mut().unwrap().remove("events")))),
+        ("events not an array", with_manifest(&good, |m| m["events"] = json!({}))),
+    ];
+
+    let before = snapshot(&s, &a).await;
+    for (what, bundle) in &cases {
+        assert_eq!(events(bundle).len(), n, "{what}: events.jsonl is untouched");
+        let r = import(&s, &a, bundle, None).await;
+        assert_eq!((r.status, r.code()), (400, "SW_ROOM_IMPORT_REFUSED"), "{what}: {}", r.body);
+        let message = r.body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("manifest.json") && message.contains("events"), "{what}: {message}");
+        let after = snapshot(&s, &a).await;
+        assert_eq!(after.rooms, before.rooms, "{what}: a room was left behind");
+        assert_eq!(after.position, before.position, "{what}: an event was left behind");
+        assert!(std::fs::read_dir(s.data_dir().join("tmp")).unwrap().next().is_none(), "{what}: spool left");
+    }
+    // Re-encoding the manifest (other whitespace and key order) changes nothing that counts.
+    let reencoded = with_manifest(&good, |_| {});
+    assert_ne!(entry(&reencoded, "manifest.json"), entry(&good, "manifest.json"));
+    import(&s, &a, &reencoded, None).await.expect(201, "");
 }
 
 /// The author of an imported event is its signed sender; the unsigned manifest only lends a

@@ -10,8 +10,9 @@ use super::AppState;
 use super::extract::{Caller, Json, Path, Query, RoomId};
 use super::views::data;
 use crate::error::{ApiError, ApiResult};
+use crate::group_commit::SendRequest;
 use crate::ids;
-use crate::messages::{self, SendRequest};
+use crate::messages;
 
 /// `{room_id}/events/{event_id}`, shape-checked.
 fn event_path(event_id: &str) -> ApiResult<&str> {
@@ -89,7 +90,7 @@ pub async fn send(
     Json(b): Json<SendBody>,
 ) -> ApiResult<impl IntoResponse> {
     let req = SendRequest { content: b.content, event_uuid: b.event_uuid, as_participant_id: b.as_participant_id };
-    Ok(match messages::send(&st.store, &st.sends, &caller.participant, &room_id, req).await? {
+    Ok(match messages::send(&st.store, &st.group_commit, &caller.participant, &room_id, req).await? {
         messages::SendOutcome::Created(row) => {
             (StatusCode::CREATED, axum::Json(Data { data: messages::message_out(&row, &[]) })).into_response()
         }

@@ -34,7 +34,7 @@ pub struct AppState {
     pub store: Store,
     pub config: Arc<Config>,
     pub limiter: Arc<crate::ratelimit::SendLimiter>,
-    pub sends: Arc<crate::send_queue::SendQueue>,
+    pub group_commit: Arc<crate::group_commit::GroupCommit>,
     pub hub: Arc<crate::realtime::Hub>,
     pub keys: Arc<crate::signing::Keys>,
     pub discovery: discovery::DiscoveryState,
@@ -191,10 +191,10 @@ pub fn federation_router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// `GET /.well-known/scaiwave/server`: our name, protocol versions and keys, self-signed.
+/// `GET /.well-known/scaiwave/server`: our name, protocol versions and keys, self-signed. It
+/// advertises no federation endpoint: none is served yet.
 async fn well_known(axum::extract::State(st): axum::extract::State<AppState>) -> impl IntoResponse {
-    let url = format!("https://{}/_scaiwave/federation/v1", st.config.server_name);
-    axum::Json(st.keys.well_known(&st.config.server_name, &url))
+    axum::Json(st.keys.well_known(&st.config.server_name))
 }
 
 async fn healthz() -> impl IntoResponse {

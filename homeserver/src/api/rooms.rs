@@ -175,7 +175,9 @@ pub async fn members(
 
 #[derive(Deserialize)]
 pub struct JoinBody {
-    #[allow(dead_code)] // Read once federated joins exist; accepted now so clients can send it.
+    /// Accepted (as a list of strings) so clients can send it, and ignored until federated joins
+    /// exist: the names are not checked and a join is always local (`docs/api.md`).
+    #[allow(dead_code)]
     via: Option<Vec<String>>,
 }
 

@@ -15,9 +15,10 @@ pub const EVENTS: &str = "events.jsonl";
 pub const MEDIA_DIR: &str = "media/";
 
 /// The bundle's table of contents. `manifest.json` also carries every event, in order, under
-/// `events` (contract section 7); the exporter writes that array after these fields, and an
-/// import skips it while reading (serde ignores the unknown field without keeping it) and reads
-/// the same events from [`EVENTS`], one per line, checked against `events_file`.
+/// `events` (contract section 7); the exporter writes that array after these fields. This
+/// struct leaves it out (serde skips the unknown field without keeping it): an import reads the
+/// events from [`EVENTS`], one per line, checked against `events_file`, and streams the array
+/// separately only to check that it lists the very same events (`validate`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Manifest {
     pub format: String,

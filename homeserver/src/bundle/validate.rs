@@ -1,13 +1,16 @@
 //! Everything an import checks before it writes anything: the ZIP's entries (names, kinds,
-//! sizes, compression ratios), the manifest, every media file's hash, and every event's
-//! signature, content hash and relations. A bundle that fails any check is refused whole with
+//! sizes, compression ratios), the manifest, every media file's hash, every event's
+//! signature, content hash and relations, and that the manifest's `events` list the same events
+//! as `events.jsonl`. A bundle that fails any check is refused whole with
 //! `SW_ROOM_IMPORT_REFUSED`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use zip::{CompressionMethod, ZipArchive};
 
@@ -23,8 +26,8 @@ pub const MAX_RATIO: u64 = 200;
 /// Entries this small are not ratio-checked (a tiny JSON file may compress very well).
 pub const RATIO_FLOOR: u64 = 1024 * 1024;
 /// Largest `manifest.json`.
-/// `manifest.json` holds every event, so it is as large as the room; it is read as a stream and
-/// the events array is skipped, never held. The bundle's total size cap bounds it too.
+/// `manifest.json` holds every event, so it is as large as the room; it is read as a stream, its
+/// events array one element at a time, never held whole. The bundle's total size cap bounds it too.
 pub const MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 /// Most entries a bundle may hold (checked on the end record, before the directory is read).
 pub const MAX_ENTRIES: u64 = 100_000;
@@ -132,7 +135,9 @@ pub fn check(archive: &mut Archive, max_bytes: u64, progress: &mut dyn FnMut(Pro
     let keys = known_keys(&manifest)?;
     check_media(archive, &manifest, &sizes)?;
     let events_size = *sizes.get(EVENTS).ok_or_else(|| refused("the bundle has no events.jsonl"))?;
-    check_events(archive, &manifest, &keys, progress)?;
+    let lines = check_events(archive, &manifest, &keys, progress)?;
+    let listed = listed_events(archive)?;
+    lines.require_same(&listed)?;
     Ok(Checked { manifest, events_size })
 }
 
@@ -287,23 +292,135 @@ pub fn next_line(r: &mut impl BufRead, buf: &mut Vec<u8>, hasher: &mut Sha256) -
 }
 
 pub fn parse_line(bytes: &[u8], n: u64) -> ApiResult<EventLine> {
-    let value = crypto::parse_strict(bytes).map_err(|e| refused(format!("event {n}: not valid JSON: {e}")))?;
+    line_of(parse_line_value(bytes, n)?, n)
+}
+
+fn parse_line_value(bytes: &[u8], n: u64) -> ApiResult<Value> {
+    crypto::parse_strict(bytes).map_err(|e| refused(format!("event {n}: not valid JSON: {e}")))
+}
+
+fn line_of(value: Value, n: u64) -> ApiResult<EventLine> {
     serde_json::from_value(value).map_err(|e| refused(format!("event {n}: malformed: {e}")))
 }
 
+/// A list of events as a count and a running SHA-256 over each event's canonical JSON (length
+/// first). Two lists digest the same exactly when they hold the same events, each with the
+/// same members and values, in the same order; memory stays flat however long they are.
+struct EventList {
+    count: u64,
+    hasher: Sha256,
+}
+
+impl EventList {
+    fn new() -> Self {
+        EventList { count: 0, hasher: Sha256::new() }
+    }
+
+    /// Adds one event, a value of strict JSON (so it always has a canonical form).
+    fn push(&mut self, event: &Value) -> Result<(), String> {
+        let bytes = crypto::to_canonical_bytes(event).map_err(|e| format!("not canonical JSON: {e}"))?;
+        self.hasher.update((bytes.len() as u64).to_le_bytes());
+        self.hasher.update(&bytes);
+        self.count += 1;
+        Ok(())
+    }
+
+    /// `self` is `events.jsonl`; `listed` is the manifest's `events`.
+    fn require_same(self, listed: &EventList) -> ApiResult<()> {
+        if self.count != listed.count {
+            return Err(refused(format!(
+                "manifest.json lists {} events, but events.jsonl holds {}",
+                listed.count, self.count
+            )));
+        }
+        if self.hasher.finalize() != listed.hasher.clone().finalize() {
+            return Err(refused(
+                "the events listed in manifest.json disagree with events.jsonl (an event differs or is out of order)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Reads the manifest's `events` array as a stream, one element at a time, into an
+/// [`EventList`]. Each element must be strict JSON, like a line of `events.jsonl`, and no
+/// larger than a line may be. The array must be there, once.
+fn listed_events(archive: &mut Archive) -> ApiResult<EventList> {
+    /// The manifest object: every member but `events` is skipped.
+    struct Top;
+    impl<'de> Visitor<'de> for Top {
+        type Value = Option<EventList>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("the manifest object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut listed = None;
+            while let Some(key) = map.next_key::<String>()? {
+                if key != "events" {
+                    map.next_value::<IgnoredAny>()?;
+                } else if listed.is_some() {
+                    return Err(serde::de::Error::custom("events appears twice"));
+                } else {
+                    listed = Some(map.next_value_seed(List)?);
+                }
+            }
+            Ok(listed)
+        }
+    }
+    /// The `events` array, digested element by element.
+    struct List;
+    impl<'de> DeserializeSeed<'de> for List {
+        type Value = EventList;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<EventList, D::Error> {
+            d.deserialize_seq(self)
+        }
+    }
+    impl<'de> Visitor<'de> for List {
+        type Value = EventList;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an array of events")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<EventList, A::Error> {
+            let mut listed = EventList::new();
+            while let Some(raw) = seq.next_element::<Box<RawValue>>()? {
+                let n = listed.count;
+                let bytes = raw.get().as_bytes();
+                if bytes.len() > MAX_LINE_BYTES {
+                    return Err(serde::de::Error::custom(format!("event {n} is too long")));
+                }
+                let value = crypto::parse_strict(bytes)
+                    .map_err(|e| serde::de::Error::custom(format!("event {n} is not strict JSON: {e}")))?;
+                listed.push(&value).map_err(|e| serde::de::Error::custom(format!("event {n}: {e}")))?;
+            }
+            Ok(listed)
+        }
+    }
+    let r = entry(archive, MANIFEST).map_err(|_| refused("the bundle has no manifest.json"))?;
+    let mut de = serde_json::Deserializer::from_reader(BufReader::new(r.take(MAX_MANIFEST_BYTES)));
+    let listed = de
+        .deserialize_map(Top)
+        .and_then(|listed| de.end().map(|()| listed))
+        .map_err(|e| refused(format!("manifest.json's events are malformed: {e}")))?;
+    listed.ok_or_else(|| refused("manifest.json lists no events"))
+}
+
+/// Checks every line of `events.jsonl` and answers them as an [`EventList`].
 fn check_events(
     archive: &mut Archive,
     m: &Manifest,
     keys: &HashMap<String, KnownKey>,
     progress: &mut dyn FnMut(Progress),
-) -> ApiResult<()> {
+) -> ApiResult<EventList> {
     let mut r = BufReader::with_capacity(256 * 1024, entry(archive, EVENTS)?);
     let mut hasher = Sha256::new();
     let (mut buf, mut n, mut bytes) = (Vec::new(), 0u64, 0u64);
     let mut seen: HashMap<String, Kind> = HashMap::new();
+    let mut lines = EventList::new();
     while next_line(&mut r, &mut buf, &mut hasher)? {
         bytes += buf.len() as u64 + 1;
-        let line = parse_line(&buf, n)?;
+        let value = parse_line_value(&buf, n)?;
+        lines.push(&value).map_err(|e| refused(format!("event {n}: {e}")))?;
+        let line = line_of(value, n)?;
         check_event(&line, m, keys, &mut seen).map_err(|e| refused(format!("event {n} ({}): {e}", line.event_id)))?;
         n += 1;
         if n % 1000 == 0 {
@@ -314,7 +431,7 @@ fn check_events(
     if n != m.events_file.count || hex(&hasher.finalize()) != m.events_file.sha256 {
         return Err(refused("events.jsonl does not match the count and hash in manifest.json"));
     }
-    Ok(())
+    Ok(lines)
 }
 
 fn str_at<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
@@ -457,4 +574,38 @@ pub fn media_by_id(m: &Manifest) -> BTreeMap<String, (String, String, Option<Str
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(events: &[&str]) -> EventList {
+        let mut l = EventList::new();
+        for e in events {
+            l.push(&crypto::parse_strict(e.as_bytes()).unwrap()).unwrap();
+        }
+        l
+    }
+
+    #[test]
+    fn event_lists_agree_only_on_the_same_events_in_order() {
+        let (a, b) = (r#"{"event_id":"a","pdu":{"x":1,"y":[1,2]}}"#, r#"{"event_id":"b"}"#);
+        assert!(list(&[a, b]).require_same(&list(&[a, b])).is_ok());
+        // Member order and whitespace do not count.
+        let a2 = r#"{ "pdu": {"y": [1, 2], "x": 1}, "event_id": "a" }"#;
+        assert!(list(&[a, b]).require_same(&list(&[a2, b])).is_ok());
+        for other in [
+            vec![b, a],
+            vec![a],
+            vec![a, b, b],
+            vec![a, r#"{"event_id":"b","extra":null}"#],
+            vec![r#"{"event_id":"a","pdu":{"x":1,"y":[2,1]}}"#, b],
+        ] {
+            assert!(list(&[a, b]).require_same(&list(&other)).is_err(), "{other:?}");
+        }
+        // Boundaries between events count too, not only the bytes in a row.
+        assert!(list(&["[1]", "[2]"]).require_same(&list(&["[1]", "[2]"])).is_ok());
+        assert!(list(&["\"ab\"", "\"c\""]).require_same(&list(&["\"a\"", "\"bc\""])).is_err());
+    }
 }

@@ -3,7 +3,7 @@
 //!
 //! Why: sqlx runs every statement of a connection on that connection's worker thread, so each
 //! statement costs two thread wake-ups; on a loaded 2-core machine a wake-up can wait for a
-//! core, and a batch of sends is a dozen statements. The send queue's writer thread instead
+//! core, and a batch of sends is a dozen statements. The group commit's writer thread instead
 //! owns this connection and calls SQLite directly: a whole batch (reads, appends, commit) runs
 //! without leaving the thread. Owning the connection also keeps its page cache warm, since no
 //! other connection of this process writes between two batches.

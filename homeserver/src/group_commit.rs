@@ -6,7 +6,7 @@
 //! of those statements also cost two thread wake-ups.
 //!
 //! How: [`messages::send`](crate::messages::send) checks what it can without the database, then
-//! hands the send to this queue and waits. One writer thread owns a connection of its own
+//! hands the send ([`CheckedSend`]) to [`GroupCommit`] and waits. One writer thread owns a connection of its own
 //! ([`BatchWriter`]) and takes whatever has queued up (at most [`MAX_BATCH`]; it never waits
 //! for more, so a lone send is not delayed). It runs the whole batch in ONE
 //! `BEGIN IMMEDIATE … COMMIT`, calling SQLite directly, after taking the in-process write lock
@@ -40,11 +40,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{ApiError, ApiResult};
 use crate::ids;
-use crate::messages::{CheckedSend, References, SendRequest};
 use crate::ratelimit::SendLimiter;
 use crate::rooms::{self, NewEventSpec, SignedEvent, event_types, rules};
 use crate::storage::{BatchTx, BatchWriter, Membership, MessageRow, Participant, Room, Store, Tenant};
@@ -53,6 +53,41 @@ use crate::storage::{BatchTx, BatchWriter, Membership, MessageRow, Participant, 
 pub const MAX_BATCH: usize = 64;
 /// How long a tenant's limits are reused before being read again.
 pub const TENANT_TTL: Duration = Duration::from_secs(1);
+
+/// A send as the client asked for it.
+pub struct SendRequest {
+    pub content: Value,
+    pub event_uuid: Option<String>,
+    pub as_participant_id: Option<String>,
+}
+
+/// A send checked as far as it can be before the writer thread: its content as it will be signed
+/// (with `sent_by` when on behalf of another) and what that content points at.
+pub struct CheckedSend {
+    pub req: SendRequest,
+    /// Canonical JSON of `req.content`, made by its validation.
+    pub content_json: String,
+    pub references: References,
+}
+
+/// What the content's references came to (`messages::check_references`), for the checks that
+/// come after membership.
+#[derive(Clone, Copy, Debug)]
+pub struct References {
+    reply_found: bool,
+}
+
+impl References {
+    /// `reply_found`: the content has no `reply_to_event_id`, or it names an event of the room.
+    pub fn new(reply_found: bool) -> References {
+        References { reply_found }
+    }
+
+    /// 404 `SW_EVENT_NOT_FOUND` when `reply_to_event_id` names no event of the room.
+    pub fn require_reply(self) -> ApiResult<()> {
+        if self.reply_found { Ok(()) } else { Err(ApiError::EventNotFound) }
+    }
+}
 
 /// What a queued send came to, once committed.
 pub enum Sent {
@@ -82,7 +117,7 @@ impl Job {
 }
 
 /// The handle request handlers queue sends on.
-pub struct SendQueue {
+pub struct GroupCommit {
     jobs: mpsc::UnboundedSender<Job>,
 }
 
@@ -92,15 +127,15 @@ struct Writer {
     tenants: HashMap<String, (Tenant, Instant)>,
 }
 
-impl SendQueue {
-    /// Opens the writer's connection and starts its thread, which ends when the queue is
+impl GroupCommit {
+    /// Opens the writer's connection and starts its thread, which ends when this handle is
     /// dropped.
-    pub fn start(store: &Store, limiter: Arc<SendLimiter>) -> std::io::Result<SendQueue> {
+    pub fn start(store: &Store, limiter: Arc<SendLimiter>) -> std::io::Result<GroupCommit> {
         let db = store.batch_writer().map_err(std::io::Error::other)?;
         let (jobs, rx) = mpsc::unbounded_channel::<Job>();
         let writer = Writer { db, limiter, tenants: HashMap::new() };
         std::thread::Builder::new().name("send-writer".into()).spawn(move || writer.serve(rx))?;
-        Ok(SendQueue { jobs })
+        Ok(GroupCommit { jobs })
     }
 
     /// Queues a checked send and waits until its batch has committed (or failed).
@@ -108,7 +143,7 @@ impl SendQueue {
         let (reply, answer) = oneshot::channel();
         let CheckedSend { req, content_json, references } = checked;
         let job = Job { caller: caller.clone(), room_id: room_id.to_string(), req, content_json, references, reply };
-        self.jobs.send(job).map_err(|_| ApiError::internal("the send queue has stopped"))?;
+        self.jobs.send(job).map_err(|_| ApiError::internal("the group commit writer has stopped"))?;
         answer.await.map_err(|_| ApiError::internal("the send batch failed"))?
     }
 }
