@@ -29,6 +29,7 @@
 
 pub mod auth;
 pub mod event;
+pub mod state_res;
 #[cfg(test)]
 mod testing;
 
