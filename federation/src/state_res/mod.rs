@@ -8,9 +8,10 @@
 //!    every one's; and [`subgraph`]: the *conflicted subgraph*, the events on an auth path
 //!    between two conflicted events (2.1). All three make the *full conflicted set*.
 //! 3. [`power_sort`]: the *power events* of the full conflicted set (power levels, join rules,
-//!    lifecycle, server ACL, and kicks and bans of others), with the events of their auth
-//!    chains that are in the set, in auth order by Kahn's algorithm, ties broken by the
-//!    sender's power (higher first), then `origin_ts`, then event id.
+//!    and kicks and bans of others; not the lifecycle or the server ACL, see
+//!    [`power_sort::is_power_event`]), with the events of their auth chains that are in the
+//!    set, in auth order by Kahn's algorithm, ties broken by the sender's power (higher
+//!    first), then `origin_ts`, then event id.
 //! 4. [`iterative`]: the auth checks, event by event, starting from an **empty** state (2.1):
 //!    an event that passes takes its state entry.
 //! 5. [`mainline`]: the other events of the full conflicted set, ordered by where they hang off

@@ -11,13 +11,19 @@ use crate::event::{EventId, EventSource, Pdu, types};
 use super::ResolveError;
 use super::auth_chain::auth_chain;
 
-/// An event that can take an ability away: power levels, join rules, the lifecycle (it
-/// freezes the room), the server ACL (it shuts servers out), and a leave or ban of someone by
-/// someone else. These are resolved first, so the rest is checked against them.
+/// An event that can take an ability away: power levels, join rules, and a leave or ban of
+/// someone by someone else (Matrix's set). These are resolved first, so the rest is checked
+/// against them.
+///
+/// The lifecycle and the server ACL are deliberately *not* power events, though they take
+/// abilities away too: a power event is checked before every other conflicted event, also
+/// those that came before it, so an archive (or an ACL) would make the joins and changes that
+/// preceded it fail their re-check and vanish from the state — a state reset. In the mainline
+/// order they take their place among the other changes instead.
 pub fn is_power_event(event: &Pdu) -> bool {
     let Some(state_key) = &event.state_key else { return false };
     match event.event_type.as_str() {
-        types::POWER_LEVELS | types::JOIN_RULES | types::LIFECYCLE | types::SERVER_ACL => state_key.is_empty(),
+        types::POWER_LEVELS | types::JOIN_RULES => state_key.is_empty(),
         types::MEMBER => {
             *state_key != event.sender && matches!(Membership::of(event), Ok(Membership::Leave | Membership::Ban))
         }

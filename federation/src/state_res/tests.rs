@@ -96,7 +96,7 @@ fn power_events_are_the_ones_that_take_abilities_away() {
     room.send("evt-fed", ALICE, types::FEDERATION, Some(""), json!({"enabled": true}));
     let power: BTreeSet<&str> =
         room.events.values().filter(|e| is_power_event(e)).map(|e| e.event_id.as_str()).collect();
-    assert_eq!(power, ["evt-acl", "evt-ban", "evt-jr0", "evt-kick", "evt-life", "evt-pl0"].into());
+    assert_eq!(power, ["evt-ban", "evt-jr0", "evt-kick", "evt-pl0"].into());
 }
 
 #[test]
