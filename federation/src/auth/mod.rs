@@ -17,7 +17,7 @@
 //! 4. The room's server ACL must let the event's origin in.
 //! 5. An archived or closed room refuses everything except, while archived, a lifecycle
 //!    event; a closed room never reopens.
-//! 6. Member events follow [`membership`]'s rules.
+//! 6. Member events follow the rules in `membership.rs`.
 //! 7. Any other event needs a joined sender with the level the power-levels event sets for
 //!    its type; a state key that is an fqid may only be the sender's own.
 //! 8. Power-levels changes follow [`power::check_change`]; join rules, lifecycle, federation
@@ -158,10 +158,10 @@ pub fn check(version: RoomVersion, event: &Pdu, auth_state: &impl AuthState) -> 
         return Err(AuthError::UnsupportedRoomVersion(room.room_version.as_str().to_owned()));
     }
 
-    if let Some(acl) = state.get(types::SERVER_ACL, "")? {
-        if !ServerAcl::parse(&acl.content)?.allows(&event.origin) {
-            return Err(AuthError::ServerDenied { origin: event.origin.clone() });
-        }
+    if let Some(acl) = state.get(types::SERVER_ACL, "")?
+        && !ServerAcl::parse(&acl.content)?.allows(&event.origin)
+    {
+        return Err(AuthError::ServerDenied { origin: event.origin.clone() });
     }
 
     let lifecycle = Lifecycle::of_state(state.get(types::LIFECYCLE, "")?)?;
@@ -187,10 +187,11 @@ pub fn check(version: RoomVersion, event: &Pdu, auth_state: &impl AuthState) -> 
     if has < needed {
         return Err(AuthError::InsufficientPower { needed, has });
     }
-    if let Some(key) = &event.state_key {
-        if key.starts_with('@') && *key != event.sender {
-            return Err(AuthError::NotForOthers);
-        }
+    if let Some(key) = &event.state_key
+        && key.starts_with('@')
+        && *key != event.sender
+    {
+        return Err(AuthError::NotForOthers);
     }
 
     match event.event_type.as_str() {
@@ -229,7 +230,7 @@ fn check_shape(event: &Pdu) -> Result<(), AuthError> {
     if TIMELINE_TYPES.contains(&event_type) && event.is_state() {
         return Err(malformed(format!("{event_type} is not a state event")));
     }
-    if event_type == types::MEMBER && !event.state_key.as_deref().is_some_and(|k| parse_fqid(k).is_some()) {
+    if event_type == types::MEMBER && event.state_key.as_deref().is_none_or(|k| parse_fqid(k).is_none()) {
         return Err(malformed("a member event's state key is not an fqid"));
     }
     Ok(())

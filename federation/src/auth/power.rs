@@ -39,7 +39,8 @@ const OWNER_TYPES: [&str; 3] = [types::LIFECYCLE, types::FEDERATION, types::SERV
 pub struct PowerLevelsContent {
     pub users: BTreeMap<String, i64>,
     pub events: BTreeMap<String, i64>,
-    /// The keys of [`THRESHOLDS`] that are present.
+    /// The top-level thresholds present (`users_default`, `events_default`, `state_default`,
+    /// `invite`, `kick`, `ban`, `redact`).
     pub thresholds: BTreeMap<&'static str, i64>,
 }
 

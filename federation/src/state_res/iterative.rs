@@ -32,10 +32,10 @@ pub fn iterative_auth_checks(
                 auth_state.insert(key, fetch(current)?);
             }
         }
-        if auth::check(version, event, &auth_state).is_ok() {
-            if let Some(key) = event.state_entry() {
-                state.insert(key, id.clone());
-            }
+        if auth::check(version, event, &auth_state).is_ok()
+            && let Some(key) = event.state_entry()
+        {
+            state.insert(key, id.clone());
         }
     }
     Ok(state)
