@@ -1,4 +1,10 @@
-//! Server-to-server federation. For now: **discovery**, finding a peer by its server name.
+//! Server-to-server federation.
+//!
+//! - [`event`], [`auth`] and [`state_res`]: rooms as replicated event graphs. A typed view of
+//!   an event, the authorization rules as one pure function, and state resolution. All pure:
+//!   no I/O, no clock, no panics on any input (`docs/federation.md`, "Authorization rules").
+//! - **Discovery**, finding a peer by its server name, below.
+//!
 //!
 //! 1. Resolve the name through DNS ([`hickory_resolver`]): an explicit `name:port` or an IP
 //!    literal is used as is; otherwise SRV `_scaiwave._tcp.<name>` first (lowest priority,
@@ -20,6 +26,12 @@
 //! [`Discovery`]; [`install_crypto_provider`] does that and is idempotent. Trust roots come
 //! from `rustls-platform-verifier` (the system's CA store on Linux), which reqwest's
 //! `rustls-no-provider` feature already brings in, plus an optional extra CA.
+
+pub mod auth;
+pub mod event;
+pub mod state_res;
+#[cfg(test)]
+mod testing;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
