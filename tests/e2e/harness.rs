@@ -18,7 +18,6 @@ pub struct Server {
     pub base: String,
     /// The federation listener's base URL, when `HOMESERVER_FEDERATION_LISTEN` started one.
     pub federation_base: Option<String>,
-    pub server_name: String,
     data: DataDir,
     env: Vec<(String, String)>,
     http: reqwest::Client,
@@ -99,7 +98,6 @@ impl Server {
             child: None,
             base: String::new(),
             federation_base: None,
-            server_name: "localhost".into(),
             data: DataDir::Temp(dir),
             env,
             http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client"),
