@@ -356,6 +356,11 @@ pub async fn login(
     // Accept the bare username or the full fqid of a local account.
     let fqid =
         if username.starts_with('@') { username.to_string() } else { format!("@{username}:{}", config.server_name) };
+    // A name no account can have is refused before it can cost a hash or a throttle entry (an
+    // attacker's made-up names would otherwise fill the per-account table with large keys).
+    if ids::parse_fqid(&fqid).is_none() {
+        return Err(bad());
+    }
     let locked =
         |secs| ApiError::RateLimited(format!("too many failed logins for this account; retry in {secs} s"), secs);
     // A locked account costs no hash and no allowance of the address.

@@ -115,6 +115,14 @@ async fn failed_logins_lock_that_account_only() {
     }
     login(&s, "carol", "guess-guess").await.expect(401, "SW_AUTH_INVALID_TOKEN");
     assert_throttled(&login(&s, "carol", "guess-guess").await);
+    // A name no account can have (too long, wrong characters) is refused before it costs a
+    // hash or a place in the per-account table, however often it is tried.
+    let huge = "x".repeat(100_000);
+    for name in [huge.as_str(), "Alice", "a b"] {
+        for _ in 0..5 {
+            login(&s, name, "guess-guess").await.expect(401, "SW_AUTH_INVALID_TOKEN");
+        }
+    }
 }
 
 #[tokio::test]
