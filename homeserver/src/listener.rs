@@ -202,6 +202,8 @@ impl Listener {
         });
         // Refusals are written by short tasks; past this many at once, sockets are just closed.
         let refusing = Arc::new(tokio::sync::Semaphore::new(64));
+        // Turns true when the grace period is over: connections still open are dropped.
+        let (force_tx, force) = watch::channel(false);
         loop {
             let accepted = tokio::select! {
                 r = self.tcp.accept() => r,
@@ -219,8 +221,8 @@ impl Listener {
             match admit(&tracker, &shared.limits, peer.ip()) {
                 Ok(slot) => {
                     let shared = shared.clone();
-                    let stop = stop.clone();
-                    tokio::spawn(async move { connection(shared, stream, peer, slot, stop).await });
+                    let signals = Signals { stop: stop.clone(), force: force.clone() };
+                    tokio::spawn(async move { connection(shared, stream, peer, slot, signals).await });
                 }
                 Err(refusal) => {
                     tracing::debug!(listener = self.name, peer = %peer, "connection refused: over the connection limit");
@@ -245,9 +247,16 @@ impl Listener {
             {
                 let left = tracker.counts().total;
                 tracing::warn!(listener = self.name, left, "grace period over: dropping connections");
+                let _ = force_tx.send(true);
             }
         }
     }
+}
+
+/// What a connection watches: `stop` to finish its request and close, `force` to close now.
+struct Signals {
+    stop: watch::Receiver<bool>,
+    force: watch::Receiver<bool>,
 }
 
 /// Writes a JSON refusal on a connection over a cap, then closes it.
@@ -294,16 +303,16 @@ fn raw_error_response(status: StatusCode, code: &str, message: &str, retry_after
     out
 }
 
-async fn connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, slot: Slot, stop: watch::Receiver<bool>) {
+async fn connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, slot: Slot, signals: Signals) {
     let _ = stream.set_nodelay(true);
     let activity = Arc::new(Activity::new());
     match &shared.tls {
-        None => serve_io(shared.clone(), Guarded::new(stream, slot, activity.clone()), peer, activity, stop).await,
+        None => serve_io(shared.clone(), Guarded::new(stream, slot, activity.clone()), peer, activity, signals).await,
         Some(acceptor) => {
             let handshake = tokio::time::timeout(shared.limits.header_read_timeout, acceptor.accept(stream)).await;
             match handshake {
                 Ok(Ok(tls)) => {
-                    serve_io(shared.clone(), Guarded::new(tls, slot, activity.clone()), peer, activity, stop).await
+                    serve_io(shared.clone(), Guarded::new(tls, slot, activity.clone()), peer, activity, signals).await
                 }
                 Ok(Err(e)) => tracing::debug!(peer = %peer, error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),
@@ -317,7 +326,7 @@ async fn serve_io<IO>(
     io: Guarded<IO>,
     peer: SocketAddr,
     activity: Arc<Activity>,
-    mut stop: watch::Receiver<bool>,
+    Signals { mut stop, mut force }: Signals,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -341,6 +350,7 @@ async fn serve_io<IO>(
                 draining = true;
                 conn.as_mut().graceful_shutdown();
             }
+            _ = force.wait_for(|f| *f) => return,
             _ = check.tick() => {
                 if activity.idle_for() >= idle {
                     tracing::debug!(peer = %peer, "closing a connection idle for {idle:?}");
