@@ -304,7 +304,6 @@ fn raw_error_response(status: StatusCode, code: &str, message: &str, retry_after
 }
 
 async fn connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, slot: Slot, signals: Signals) {
-    let _ = stream.set_nodelay(true);
     let activity = Arc::new(Activity::new());
     match &shared.tls {
         None => serve_io(shared.clone(), Guarded::new(stream, slot, activity.clone()), peer, activity, signals).await,

@@ -229,7 +229,7 @@ async fn run_stream(
     let session_id = crate::ids::new_session_id();
     let mut committed = st.store.subscribe();
     let mut ephemeral = st.hub.subscribe();
-    let mut revocations = st.tokens.revocations();
+    let revocations = st.tokens.revocations();
     let mut shutdown = st.hub.on_shutdown();
     // A session revoked between the upgrade and the subscriptions above is not seen by them.
     if !still_valid(&st, &token).await {
@@ -249,12 +249,20 @@ async fn run_stream(
     }
     announce_presence(&st, &me.id, before).await;
     tracing::debug!(participant = %me.id, session = %session_id, "stream opened");
-    let mut pos = since.unwrap_or_else(|| *committed.borrow_and_update());
+    let mut top = *committed.borrow_and_update();
+    let mut pos = since.unwrap_or(top);
     let mut rooms: HashSet<String> = st.store.joined_room_ids(&me.id).await.unwrap_or_default().into_iter().collect();
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+    // The watches are waited on by futures that live across iterations: a stream wakes for
+    // every ephemeral frame, and registering fresh waiters on shared watches each time cost
+    // more than sending the frame.
+    let mut shut_down = std::pin::pin!(async move {
+        let _ = shutdown.changed().await;
+    });
+    let mut revoked = Box::pin(next_change(revocations));
+    let mut new_commits = Box::pin(next_change(committed));
     let end = 'session: loop {
         // Catch up on whatever committed since the last look.
-        let top = *committed.borrow_and_update();
         match send_room_events(&st, &mut socket, &me, &token, pos, top).await {
             Ok(p) => pos = p,
             Err(end) => break end,
@@ -264,20 +272,28 @@ async fn run_stream(
                 // In this order: a revoked session or a shutdown must win over frames that
                 // arrived at the same time.
                 biased;
-                _ = shutdown.changed() => break 'session StreamEnd::ShuttingDown,
-                _ = revocations.changed() => {
+                _ = &mut shut_down => break 'session StreamEnd::ShuttingDown,
+                rx = &mut revoked => {
                     if !still_valid(&st, &token).await {
                         break 'session StreamEnd::BadToken;
                     }
+                    revoked.set(next_change(rx));
                 }
-                changed = committed.changed() => {
-                    if changed.is_err() { break 'session StreamEnd::Gone; }
+                mut rx = &mut new_commits => {
+                    // The store is gone: the server is stopping.
+                    if rx.has_changed().is_err() {
+                        break 'session StreamEnd::Gone;
+                    }
+                    top = *rx.borrow_and_update();
+                    new_commits.set(next_change(rx));
                     rooms = st.store.joined_room_ids(&me.id).await.unwrap_or_default().into_iter().collect();
                     continue 'session;
                 }
                 e = ephemeral.recv() => match e {
                     Ok(e) => {
-                        if e.audience.includes(&me.id, &rooms) && socket.send(Message::Text(Utf8Bytes::from(&*e.frame))).await.is_err() {
+                        if e.audience.includes(&me.id, &rooms)
+                            && socket.send(Message::Text(Utf8Bytes::from(&*e.frame))).await.is_err()
+                        {
                             break 'session StreamEnd::Gone;
                         }
                     }
@@ -314,6 +330,12 @@ async fn run_stream(
     drop(seat);
     announce_presence(&st, &me.id, before).await;
     tracing::debug!(participant = %me.id, session = %session_id, "stream closed");
+}
+
+/// Waits for the watch to change (or its sender to go) and hands the receiver back.
+async fn next_change<T: Send + Sync>(mut rx: tokio::sync::watch::Receiver<T>) -> tokio::sync::watch::Receiver<T> {
+    let _ = rx.changed().await;
+    rx
 }
 
 enum StreamEnd {
