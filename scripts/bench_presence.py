@@ -87,8 +87,18 @@ try:
     print(f"{toggles} presence changes, no stream open:   server CPU {quiet_cpu} ms, {quiet_wall * 1000:.0f} ms wall")
     print(f"{toggles} presence changes, {streams} streams open: server CPU {busy_cpu} ms, {busy_wall * 1000:.0f} ms wall"
           f" ({busy_cpu / max(quiet_cpu, 1):.1f}x)")
+    # What reached the streams (WebSocket frames, presence and hello), to check that both builds
+    # did the same work.
+    received = 0
     for s in socks:
+        s.setblocking(False)
+        try:
+            while chunk := s.recv(1 << 20):
+                received += len(chunk)
+        except BlockingIOError:
+            pass
         s.close()
+    print(f"bytes received by the streams: {received}")
 finally:
     server.terminate()
     server.wait()
