@@ -45,7 +45,7 @@ pub async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     crate::bundle::sweep_stale_temp_files(&config.data_dir);
     let config = Arc::new(config);
     let limiter: Arc<crate::ratelimit::SendLimiter> = Default::default();
-    let state = AppState {
+    let state = AppState::new(api::Shared {
         store: store.clone(),
         config: config.clone(),
         group_commit: Arc::new(crate::group_commit::GroupCommit::start(&store, limiter.clone())?),
@@ -58,7 +58,7 @@ pub async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         presence_throttle: Arc::new(Throttle::new(config.limits.presence_per_participant)),
         room_creation: Arc::new(Throttle::new(config.limits.room_creation_per_participant)),
         passwords: Arc::new(identity::Passwords::new(&config.limits)),
-    };
+    });
 
     let fd_budget = crate::listener::raise_fd_limit();
     let limits = crate::listener::ConnLimits::new(&config.limits, fd_budget);

@@ -29,8 +29,25 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::storage::Store;
 
+/// What every handler shares. One `Arc`: extractors clone the state for each request, and
+/// cloning a struct of a dozen `Arc`s cost a dozen atomic increments and decrements.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub store: Store,
     pub config: Arc<Config>,
     pub limiter: Arc<crate::ratelimit::SendLimiter>,
