@@ -82,23 +82,8 @@ pub fn is_local_id(s: &str) -> bool {
         && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'=' | b'-'))
 }
 
-/// A DNS name with an optional `:port`.
-pub fn is_server_name(s: &str) -> bool {
-    let (host, port) = match s.rsplit_once(':') {
-        Some((h, p)) => (h, Some(p)),
-        None => (s, None),
-    };
-    if let Some(p) = port {
-        if p.parse::<u16>().is_err() {
-            return false;
-        }
-    }
-    !host.is_empty()
-        && host.len() <= 253
-        && host
-            .split('.')
-            .all(|l| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
-}
+/// A DNS name with an optional `:port` (the federation crate's rule).
+pub use federation::event::is_server_name;
 
 /// Splits `@local:server` into its parts when well-formed.
 pub fn parse_fqid(s: &str) -> Option<(&str, &str)> {

@@ -23,17 +23,8 @@ pub const MAX_NAME_CHARS: usize = 255;
 pub const MAX_TOPIC_CHARS: usize = 4096;
 pub const MAX_REASON_CHARS: usize = 1024;
 
-pub mod event_types {
-    pub const CREATE: &str = "swp.room.create";
-    pub const MEMBER: &str = "swp.room.member";
-    pub const POWER_LEVELS: &str = "swp.room.power_levels";
-    pub const JOIN_RULES: &str = "swp.room.join_rules";
-    pub const NAME: &str = "swp.room.name";
-    pub const TOPIC: &str = "swp.room.topic";
-    /// The room's lifecycle state: `open`, `archived`, `closed`.
-    pub const LIFECYCLE: &str = "swp.room.lifecycle";
-    pub const MESSAGE: &str = "swp.room.message";
-}
+/// The event types, shared with the federation crate's rules.
+pub use federation::event::types as event_types;
 
 /// What `POST /v1/rooms` asks for, already shape-checked by the API layer.
 pub struct CreateRoom {
