@@ -40,6 +40,23 @@ async fn next_frame(ws: &mut Ws, pred: impl Fn(&Value) -> bool) -> Value {
     .expect("expected frame within 10 s")
 }
 
+/// Reads the stream until it closes (within 10 s), checking every text frame with `check`;
+/// answers the close code.
+async fn close_code(ws: &mut Ws, check: impl Fn(&Value)) -> Option<u16> {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(Some(c)))) => return Some(u16::from(c.code)),
+                Some(Ok(Message::Text(t))) => check(&serde_json::from_str(&t).expect("json frame")),
+                Some(Ok(_)) => {}
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .expect("the stream closes within 10 s")
+}
+
 async fn send(s: &Server, u: &User, room: &str, body: &str) -> Value {
     s.send_text(u, room, body).await
 }
@@ -258,21 +275,10 @@ async fn a_stream_ends_when_its_session_does() {
     s.post("/v1/auth/logout", Some(&b.token), json!({})).await.expect(200, "");
     // The next wake-up (any commit) re-checks the token.
     send(&s, &a, &room, "after logout").await;
-    let closed = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Close(Some(c)))) => return Some(u16::from(c.code)),
-                Some(Ok(Message::Text(t))) => {
-                    let v: Value = serde_json::from_str(&t).unwrap();
-                    assert_ne!(v["content"]["body"], "after logout", "a logged-out session must not receive events");
-                }
-                Some(Ok(_)) => {}
-                _ => return None,
-            }
-        }
+    let closed = close_code(&mut ws, |v| {
+        assert_ne!(v["content"]["body"], "after logout", "a logged-out session must not receive events")
     })
-    .await
-    .expect("the stream closes within 10 s");
+    .await;
     assert_eq!(closed, Some(4001));
 }
 
@@ -336,21 +342,10 @@ async fn a_logout_ends_its_streams_at_once() {
     s.put("/v1/typing", Some(&a.token), json!({"room_id": room, "typing": true})).await.expect(200, "");
     s.put("/v1/presence", Some(&a.token), json!({"status": "busy"})).await.expect(200, "");
     // Well before the 30 s ping that used to notice.
-    let closed = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Close(Some(c)))) => return Some(u16::from(c.code)),
-                Some(Ok(Message::Text(t))) => {
-                    let v: Value = serde_json::from_str(&t).unwrap();
-                    assert!(v["type"] != "typing" && v["type"] != "presence", "a logged-out session received {v}");
-                }
-                Some(Ok(_)) => {}
-                _ => return None,
-            }
-        }
+    let closed = close_code(&mut ws, |v| {
+        assert!(v["type"] != "typing" && v["type"] != "presence", "a logged-out session received {v}")
     })
-    .await
-    .expect("the stream closes within 10 s of the logout");
+    .await;
     assert_eq!(closed, Some(4001));
 }
 
