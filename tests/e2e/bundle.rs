@@ -802,3 +802,40 @@ async fn a_send_on_behalf_keeps_its_real_sender_through_a_bundle() {
     assert_eq!(m["content"]["_imported_sent_by"], a.fqid.as_str(), "{m}");
     assert_eq!(m["content"]["_imported_sender"]["fqid"], bot.fqid.as_str(), "{m}");
 }
+
+#[tokio::test]
+async fn a_dm_opens_with_events_the_room_rules_accept() {
+    use federation::auth::{self, RoomVersion};
+    use federation::event::{Pdu, StateMap};
+    let s = Server::start().await;
+    let a = s.register("alice").await;
+    let b = s.register("bob").await;
+    let r = s.post("/v1/rooms/dm", Some(&a.token), json!({"participant_id": b.id})).await;
+    let room = r.ok()["id"].as_str().unwrap().to_string();
+    s.send_text(&a, &room, "hello bob").await;
+    s.send_text(&b, &room, "hello alice").await;
+    let (status, bundle, _) = export(&s, &a, &room).await;
+    assert_eq!(status, 200);
+    let evs = events(&bundle);
+    let create = &evs[0]["pdu"];
+    assert_eq!(create["event_type"], "swp.room.create");
+    assert_eq!(create["content"]["room_version"], "1");
+    assert_eq!(create["content"]["dm_parties"], json!([a.fqid, b.fqid]));
+    // Replayed in order, every event passes the room version 1 rules against the state before
+    // it, as a peer holding a replica would check it.
+    let mut state: StateMap<Pdu> = StateMap::new();
+    for e in &evs {
+        let pdu = Pdu::from_wire(&e["pdu"]).expect("a well-formed event");
+        if let Err(why) = auth::check(RoomVersion::V1, &pdu, &state) {
+            panic!("{} by {} refused by the rules: {why:?}", pdu.event_type, pdu.sender);
+        }
+        if let Some(key) = pdu.state_entry() {
+            state.insert(key, pdu);
+        }
+    }
+    let bobs_join = evs
+        .iter()
+        .find(|e| e["pdu"]["event_type"] == "swp.room.member" && e["pdu"]["state_key"] == b.fqid.as_str())
+        .expect("bob's join");
+    assert_eq!(bobs_join["pdu"]["sender"], b.fqid.as_str(), "a join is its joiner's own event");
+}

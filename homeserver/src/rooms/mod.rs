@@ -413,20 +413,26 @@ pub(crate) async fn populate_new_room(
 ) -> ApiResult<()> {
     let now = room.created_at;
     let creator_power = rules::POWER_MAX;
-    emit(
-        tx,
-        &room.id,
-        creator,
-        event_types::CREATE,
-        Some(""),
-        json!({"creator": creator.fqid, "room_type": room.room_type, "tenant_id": room.tenant_id}),
-    )
-    .await?;
+    // The room version picks the rules every replica applies (`federation::auth`); a DM names
+    // its two parties, the only ones its rules seat.
+    let mut create = json!({
+        "creator": creator.fqid,
+        "room_type": room.room_type,
+        "tenant_id": room.tenant_id,
+        "room_version": federation::auth::RoomVersion::V1.as_str(),
+    });
+    if room.room_type == RoomType::Dm {
+        let parties: Vec<&str> =
+            std::iter::once(creator.fqid.as_str()).chain(also_joined.iter().map(|p| p.fqid.as_str())).collect();
+        create["dm_parties"] = json!(parties);
+    }
+    emit(tx, &room.id, creator, event_types::CREATE, Some(""), create).await?;
     tx.set_membership(&room.id, &creator.id, Membership::Join, creator_power, now).await?;
     emit_membership(tx, &room.id, creator, creator, Membership::Join, None).await?;
     for other in also_joined {
         tx.set_membership(&room.id, &other.id, Membership::Join, creator_power, now).await?;
-        emit_membership(tx, &room.id, creator, other, Membership::Join, None).await?;
+        // A join is its joiner's own event: the rules refuse one member joining another.
+        emit_membership(tx, &room.id, other, other, Membership::Join, None).await?;
     }
     emit_power_levels(tx, &room.id, creator).await?;
     let join_rule = if room.room_type == RoomType::Public { "public" } else { "invite" };
@@ -460,7 +466,7 @@ pub async fn open_dm(
             let seat = Seat::of(tx.member(&room.id, &p.id).await?.as_ref());
             if !seat.joined() {
                 tx.set_membership(&room.id, &p.id, Membership::Join, rules::POWER_MAX, now).await?;
-                emit_membership(&mut tx, &room.id, caller, p, Membership::Join, None).await?;
+                emit_membership(&mut tx, &room.id, p, p, Membership::Join, None).await?;
             }
         }
         tx.commit().await?;
