@@ -366,7 +366,7 @@ impl Checks<'_> {
             st.auth.extend(more.into_iter().filter(|(t, _, _)| t == event_types::MEMBER));
             st.auth_fqids.push(sender_fqid.clone());
         }
-        let auth_events = rooms::pick_auth_events(&st.auth, &sender_fqid, &sender_fqid);
+        let auth_events = rooms::pick_auth_events(&st.auth, &sender_fqid, &sender_fqid, false);
         let event_uuid = match &req.event_uuid {
             Some(u) => u.clone(),
             None => ulid::Ulid::generate().to_string().to_lowercase(),

@@ -839,3 +839,45 @@ async fn a_dm_opens_with_events_the_room_rules_accept() {
         .expect("bob's join");
     assert_eq!(bobs_join["pdu"]["sender"], b.fqid.as_str(), "a join is its joiner's own event");
 }
+
+#[tokio::test]
+async fn a_room_replays_through_the_rules_by_its_own_auth_events() {
+    use federation::auth::{self, RoomVersion};
+    use federation::event::{Pdu, StateMap};
+    let s = Server::start().await;
+    let a = s.register("alice").await;
+    let b = s.register("bob").await;
+    let c = s.register("carol").await;
+    let room = s.create_room(&a, "group", "Team").await;
+    s.add_member(&room, &a, &b).await;
+    s.add_member(&room, &a, &c).await;
+    s.put(&format!("/v1/rooms/{room}/name"), Some(&a.token), json!({"name": "Team two"})).await.ok();
+    s.put(&format!("/v1/rooms/{room}/topic"), Some(&a.token), json!({"topic": "plans"})).await.ok();
+    s.set_power(&room, &a, &b, 50).await;
+    s.send_text(&b, &room, "hello").await;
+    s.post(&format!("/v1/rooms/{room}/kick"), Some(&b.token), json!({"participant_id": c.id})).await.ok();
+    s.post(&format!("/v1/rooms/{room}/archive"), Some(&a.token), json!({})).await.ok();
+    s.post(&format!("/v1/rooms/{room}/rejoin"), Some(&a.token), json!({})).await.ok();
+    s.send_text(&a, &room, "back").await;
+    let (status, bundle, _) = export(&s, &a, &room).await;
+    assert_eq!(status, 200);
+    // Each event passes the rules twice, as a peer checks it: against the state its own
+    // `auth_events` name (and they name exactly what the rules read), and against the state
+    // before it in the room.
+    let mut known: BTreeMap<String, Pdu> = BTreeMap::new();
+    let mut state: StateMap<Pdu> = StateMap::new();
+    for e in events(&bundle) {
+        let pdu = Pdu::from_wire(&e["pdu"]).expect("a well-formed event");
+        let what = format!("{} by {}", pdu.event_type, pdu.sender);
+        let own = auth::auth_state_from_auth_events(&pdu, &known)
+            .unwrap_or_else(|why| panic!("{what}: its auth_events do not fit the rules: {why:?}"));
+        auth::check(RoomVersion::V1, &pdu, &own)
+            .unwrap_or_else(|why| panic!("{what}: refused by its own auth_events: {why:?}"));
+        auth::check(RoomVersion::V1, &pdu, &state)
+            .unwrap_or_else(|why| panic!("{what}: refused by the state before it: {why:?}"));
+        if let Some(key) = pdu.state_entry() {
+            state.insert(key, pdu.clone());
+        }
+        known.insert(pdu.event_id.clone(), pdu);
+    }
+}

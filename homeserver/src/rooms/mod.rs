@@ -115,29 +115,42 @@ pub struct NewEventSpec<'a> {
     pub unsigned: Option<&'a Value>,
 }
 
-/// The state events an event is authorised by: the room's create event, its power levels and
-/// join rule, the sender's membership, and the target's membership for membership events.
+/// The state events an event is authorised by, as the room's rules pick them
+/// (`federation::auth::auth_types_for`): the create event, power levels, lifecycle and server
+/// ACL, the sender's membership; for a membership event the target's too, and the join rule
+/// for a join or an invite.
 async fn auth_events_for(tx: &mut WriteTx, spec: &NewEventSpec<'_>, sender_fqid: &str) -> ApiResult<Vec<String>> {
-    let target = match (spec.event_type, spec.state_key) {
-        (event_types::MEMBER, Some(t)) => t,
-        _ => sender_fqid,
+    let (target, joins_or_invites) = match (spec.event_type, spec.state_key) {
+        (event_types::MEMBER, Some(t)) => {
+            let membership = spec.content.get("membership").and_then(Value::as_str);
+            (t, matches!(membership, Some("join" | "invite")))
+        }
+        _ => (sender_fqid, false),
     };
     let found = tx.auth_state_many(spec.room_id, &[sender_fqid, target]).await?;
-    Ok(pick_auth_events(&found, sender_fqid, target))
+    Ok(pick_auth_events(&found, sender_fqid, target, joins_or_invites))
 }
 
 /// Picks, from `(type, state_key, event_id)` rows of the room's current state, the auth events
-/// of an event by `sender_fqid` about `target` (the sender again unless a membership event).
-pub(crate) fn pick_auth_events(found: &[(String, String, String)], sender_fqid: &str, target: &str) -> Vec<String> {
+/// of an event by `sender_fqid` about `target` (the sender again unless a membership event);
+/// the join rule only for joins and invites, the one place the rules read it.
+pub(crate) fn pick_auth_events(
+    found: &[(String, String, String)],
+    sender_fqid: &str,
+    target: &str,
+    joins_or_invites: bool,
+) -> Vec<String> {
     let wanted = [
         (event_types::CREATE, ""),
         (event_types::POWER_LEVELS, ""),
-        (event_types::JOIN_RULES, ""),
+        (event_types::LIFECYCLE, ""),
+        (event_types::SERVER_ACL, ""),
         (event_types::MEMBER, sender_fqid),
         (event_types::MEMBER, target),
     ];
-    let mut out: Vec<String> = Vec::with_capacity(5);
-    for (t, k) in wanted {
+    let join_rules = joins_or_invites.then_some((event_types::JOIN_RULES, ""));
+    let mut out: Vec<String> = Vec::with_capacity(7);
+    for (t, k) in wanted.into_iter().chain(join_rules) {
         if let Some((_, _, id)) = found.iter().find(|(ft, fk, _)| ft == t && fk == k) {
             if !out.contains(id) {
                 out.push(id.clone());

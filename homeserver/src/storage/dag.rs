@@ -8,7 +8,8 @@ pub(super) fn auth_state_sql(members: usize) -> String {
     let placeholders: Vec<String> = (0..members).map(|i| format!("${}", i + 2)).collect();
     format!(
         "SELECT event_type, state_key, event_id FROM room_state WHERE room_id = $1
-           AND ((event_type IN ('swp.room.create', 'swp.room.power_levels', 'swp.room.join_rules') AND state_key = '')
+           AND ((event_type IN ('swp.room.create', 'swp.room.power_levels', 'swp.room.join_rules',
+                                'swp.room.lifecycle', 'swp.room.server_acl') AND state_key = '')
                 OR (event_type = 'swp.room.member' AND state_key IN ({})))",
         if placeholders.is_empty() { "NULL".to_string() } else { placeholders.join(", ") }
     )
