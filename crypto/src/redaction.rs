@@ -61,6 +61,8 @@ pub fn kept_content_keys(event_type: &str) -> KeptContent {
         "swp.room.history_visibility" => KeptContent::Keys(&["history_visibility"]),
         "swp.room.redaction" => KeptContent::Keys(&["redacts"]),
         "swp.room.federation" => KeptContent::Keys(&["allow", "deny", "enabled"]),
+        // The rules read the lists: redacting an ACL must not open the room to every server.
+        "swp.room.server_acl" => KeptContent::Keys(&["allow", "deny"]),
         _ => KeptContent::Keys(&[]),
     }
 }
@@ -153,6 +155,7 @@ mod tests {
             ("swp.room.history_visibility", pick(&["history_visibility"])),
             ("swp.room.redaction", pick(&["redacts"])),
             ("swp.room.federation", pick(&["enabled", "allow", "deny"])),
+            ("swp.room.server_acl", pick(&["allow", "deny"])),
             ("swp.room.message", json!({})),
             ("swp.room.name", json!({})),
             ("m.room.member", json!({})),

@@ -58,6 +58,7 @@ fn event() -> impl Strategy<Value = Value> {
         "swp.room.history_visibility",
         "swp.room.redaction",
         "swp.room.federation",
+        "swp.room.server_acl",
         "swp.room.message",
         "swp.room.topic",
         "x",
