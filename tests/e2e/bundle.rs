@@ -848,9 +848,7 @@ async fn a_room_replays_through_the_rules_by_its_own_auth_events() {
     let a = s.register("alice").await;
     let b = s.register("bob").await;
     let c = s.register("carol").await;
-    let room = s.create_room(&a, "group", "Team").await;
-    s.add_member(&room, &a, &b).await;
-    s.add_member(&room, &a, &c).await;
+    let room = s.team_room(&a, &[&b, &c]).await;
     s.put(&format!("/v1/rooms/{room}/name"), Some(&a.token), json!({"name": "Team two"})).await.ok();
     s.put(&format!("/v1/rooms/{room}/topic"), Some(&a.token), json!({"topic": "plans"})).await.ok();
     s.set_power(&room, &a, &b, 50).await;

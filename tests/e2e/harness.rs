@@ -263,6 +263,15 @@ impl Server {
         r.data()["id"].as_str().unwrap().to_string()
     }
 
+    /// A group room "Team" of `owner` that `members` have joined.
+    pub async fn team_room(&self, owner: &User, members: &[&User]) -> String {
+        let room = self.create_room(owner, "group", "Team").await;
+        for m in members {
+            self.add_member(&room, owner, m).await;
+        }
+        room
+    }
+
     /// Invites (when needed) and joins `who` into the room.
     pub async fn add_member(&self, room: &str, by: &User, who: &User) {
         let room_type = self.get(&format!("/v1/rooms/{room}"), Some(&by.token)).await.ok()["room_type"].clone();

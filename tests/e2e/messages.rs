@@ -310,8 +310,7 @@ async fn edits_keep_the_original_and_expire() {
     let s = Server::start_with_env(&[("HOMESERVER_EDIT_WINDOW_SECS", "2")]).await;
     let a = s.register("alice").await;
     let b = s.register("bob").await;
-    let room = s.create_room(&a, "group", "Team").await;
-    s.add_member(&room, &a, &b).await;
+    let room = s.team_room(&a, &[&b]).await;
     let m = send(&s, &a, &room, "Helo").await;
     let id = m["id"].as_str().unwrap();
     let edit = format!("/v1/rooms/{room}/events/{id}/edit");
@@ -349,9 +348,7 @@ async fn redaction_wipes_the_body_for_good() {
     let a = s.register("alice").await;
     let b = s.register("bob").await;
     let c = s.register("carol").await;
-    let room = s.create_room(&a, "group", "Team").await;
-    s.add_member(&room, &a, &b).await;
-    s.add_member(&room, &a, &c).await;
+    let room = s.team_room(&a, &[&b, &c]).await;
     let mb = send(&s, &b, &room, "secret").await;
     let id = mb["id"].as_str().unwrap().to_string();
     let redact = format!("/v1/rooms/{room}/events/{id}/redact");
@@ -392,8 +389,7 @@ async fn reactions_are_unique_per_sender_and_emoji() {
     let s = Server::start().await;
     let a = s.register("alice").await;
     let b = s.register("bob").await;
-    let room = s.create_room(&a, "group", "Team").await;
-    s.add_member(&room, &a, &b).await;
+    let room = s.team_room(&a, &[&b]).await;
     let m = send(&s, &a, &room, "ship it").await;
     let path = format!("/v1/rooms/{room}/events/{}/reaction", m["id"].as_str().unwrap());
     s.post(&path, Some(&a.token), json!({"emoji": "🚀"})).await.expect(200, "");
@@ -462,8 +458,7 @@ async fn read_markers_count_unread_messages() {
     let s = Server::start().await;
     let a = s.register("alice").await;
     let b = s.register("bob").await;
-    let room = s.create_room(&a, "group", "Team").await;
-    s.add_member(&room, &a, &b).await;
+    let room = s.team_room(&a, &[&b]).await;
     let mut ids = Vec::new();
     for i in 0..5 {
         ids.push(send(&s, &a, &room, &format!("m{i}")).await["id"].as_str().unwrap().to_string());

@@ -564,9 +564,7 @@ async fn a_kicked_moderator_comes_back_at_the_level_set_while_out() {
     let moderator = s.register("moderator").await;
     let member = s.register("member").await;
     let stranger = s.register("stranger").await;
-    let room = s.create_room(&owner, "group", "Team").await;
-    s.add_member(&room, &owner, &moderator).await;
-    s.add_member(&room, &owner, &member).await;
+    let room = s.team_room(&owner, &[&moderator, &member]).await;
     s.set_power(&room, &owner, &moderator, 50).await;
     let r = format!("/v1/rooms/{room}");
     let power = |by: &User, who: &User, level: i64| {

@@ -20,6 +20,13 @@ async fn connect(s: &Server, token: &str, since: Option<&str>) -> Ws {
     ws
 }
 
+/// A stream that has said hello.
+async fn connect_ready(s: &Server, token: &str) -> Ws {
+    let mut ws = connect(s, token, None).await;
+    next_frame(&mut ws, |f| f["type"] == "hello").await;
+    ws
+}
+
 /// The next JSON frame that satisfies `pred`, within 10 s.
 async fn next_frame(ws: &mut Ws, pred: impl Fn(&Value) -> bool) -> Value {
     tokio::time::timeout(Duration::from_secs(10), async {
@@ -150,8 +157,7 @@ async fn stream_says_hello_delivers_events_and_resumes() {
     let s = Server::start().await;
     let a = s.register("alice").await;
     let b = s.register("bob").await;
-    let room = s.create_room(&a, "group", "Team").await;
-    s.add_member(&room, &a, &b).await;
+    let room = s.team_room(&a, &[&b]).await;
 
     let mut ws = connect(&s, &b.token, None).await;
     let hello = next_frame(&mut ws, |_| true).await;
@@ -210,10 +216,8 @@ async fn typing_reaches_members_and_clears_by_itself() {
     let a = s.register("alice").await;
     let b = s.register("bob").await;
     let c = s.register("carol").await;
-    let room = s.create_room(&a, "group", "Team").await;
-    s.add_member(&room, &a, &b).await;
-    let mut ws = connect(&s, &b.token, None).await;
-    next_frame(&mut ws, |f| f["type"] == "hello").await;
+    let room = s.team_room(&a, &[&b]).await;
+    let mut ws = connect_ready(&s, &b.token).await;
 
     s.put("/v1/typing", Some(&a.token), json!({"room_id": room, "typing": true})).await.expect(200, "");
     let t = next_frame(&mut ws, |f| f["type"] == "typing").await;
@@ -235,8 +239,7 @@ async fn presence_follows_streams_and_choices() {
     let s = Server::start().await;
     let a = s.register("alice").await;
     let b = s.register("bob").await;
-    let room = s.create_room(&a, "group", "Team").await;
-    s.add_member(&room, &a, &b).await;
+    s.team_room(&a, &[&b]).await;
     let c = s.register("carol").await;
 
     let q = format!("/v1/presence?ids={},{}", c.id, b.fqid);
@@ -244,8 +247,7 @@ async fn presence_follows_streams_and_choices() {
     assert_eq!(p.ok()[&c.id], "offline", "never seen");
     assert_eq!(p.ok()[&b.fqid], "online", "just active");
 
-    let mut ws = connect(&s, &a.token, None).await;
-    next_frame(&mut ws, |f| f["type"] == "hello").await;
+    let mut ws = connect_ready(&s, &a.token).await;
     s.put("/v1/presence", Some(&b.token), json!({"status": "busy"})).await.expect(200, "");
     let ev = next_frame(&mut ws, |f| f["type"] == "presence" && f["participant_id"] == b.id.as_str()).await;
     assert_eq!(ev["status"], "busy");
@@ -268,10 +270,8 @@ async fn a_stream_ends_when_its_session_does() {
     let s = Server::start().await;
     let a = s.register("alice").await;
     let b = s.register("bob").await;
-    let room = s.create_room(&a, "group", "Team").await;
-    s.add_member(&room, &a, &b).await;
-    let mut ws = connect(&s, &b.token, None).await;
-    next_frame(&mut ws, |f| f["type"] == "hello").await;
+    let room = s.team_room(&a, &[&b]).await;
+    let mut ws = connect_ready(&s, &b.token).await;
     s.post("/v1/auth/logout", Some(&b.token), json!({})).await.expect(200, "");
     // The next wake-up (any commit) re-checks the token.
     send(&s, &a, &room, "after logout").await;
@@ -314,10 +314,8 @@ async fn refreshing_typing_extends_it_without_repeating_it() {
     let s = Server::start().await;
     let a = s.register("alice").await;
     let b = s.register("bob").await;
-    let room = s.create_room(&a, "group", "Team").await;
-    s.add_member(&room, &a, &b).await;
-    let mut ws = connect(&s, &b.token, None).await;
-    next_frame(&mut ws, |f| f["type"] == "hello").await;
+    let room = s.team_room(&a, &[&b]).await;
+    let mut ws = connect_ready(&s, &b.token).await;
     for _ in 0..5 {
         s.put("/v1/typing", Some(&a.token), json!({"room_id": room, "typing": true})).await.expect(200, "");
     }
@@ -333,10 +331,8 @@ async fn a_logout_ends_its_streams_at_once() {
     let s = Server::start().await;
     let a = s.register("alice").await;
     let b = s.register("bob").await;
-    let room = s.create_room(&a, "group", "Team").await;
-    s.add_member(&room, &a, &b).await;
-    let mut ws = connect(&s, &b.token, None).await;
-    next_frame(&mut ws, |f| f["type"] == "hello").await;
+    let room = s.team_room(&a, &[&b]).await;
+    let mut ws = connect_ready(&s, &b.token).await;
     s.post("/v1/auth/logout", Some(&b.token), json!({})).await.expect(200, "");
     // Only ephemeral traffic follows (nothing is committed): the stream must not carry it.
     s.put("/v1/typing", Some(&a.token), json!({"room_id": room, "typing": true})).await.expect(200, "");
@@ -360,8 +356,7 @@ async fn typing_and_presence_are_rate_limited_per_participant() {
     .await;
     let a = s.register("alice").await;
     let b = s.register("bob").await;
-    let room = s.create_room(&a, "group", "Team").await;
-    s.add_member(&room, &a, &b).await;
+    let room = s.team_room(&a, &[&b]).await;
     for typing in [true, false, true] {
         s.put("/v1/typing", Some(&a.token), json!({"room_id": room, "typing": typing})).await.expect(200, "");
     }
@@ -385,15 +380,11 @@ async fn presence_changes_reach_room_peers_and_not_strangers() {
     let a = s.register("alice").await;
     let b = s.register("bob").await;
     let c = s.register("carol").await;
-    let room = s.create_room(&a, "group", "Team").await;
-    s.add_member(&room, &a, &b).await;
+    s.team_room(&a, &[&b]).await;
     // Carol shares no room with Bob; her stream must hear only her own presence.
-    let mut carol = connect(&s, &c.token, None).await;
-    next_frame(&mut carol, |f| f["type"] == "hello").await;
-    let mut alice = connect(&s, &a.token, None).await;
-    next_frame(&mut alice, |f| f["type"] == "hello").await;
-    let mut bob = connect(&s, &b.token, None).await;
-    next_frame(&mut bob, |f| f["type"] == "hello").await;
+    let mut carol = connect_ready(&s, &c.token).await;
+    let mut alice = connect_ready(&s, &a.token).await;
+    let mut bob = connect_ready(&s, &b.token).await;
     s.put("/v1/presence", Some(&b.token), json!({"status": "busy"})).await.expect(200, "");
     let seen = next_frame(&mut alice, |f| f["type"] == "presence" && f["participant_id"] == b.id.as_str()).await;
     assert_eq!(seen["status"], "busy");

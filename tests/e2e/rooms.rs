@@ -263,9 +263,7 @@ async fn rename_topic_and_power_levels() {
     let a = s.register("alice").await;
     let b = s.register("bob").await;
     let c = s.register("carol").await;
-    let room = s.create_room(&a, "group", "Team").await;
-    s.add_member(&room, &a, &b).await;
-    s.add_member(&room, &a, &c).await;
+    let room = s.team_room(&a, &[&b, &c]).await;
     let p = |x: &str| format!("/v1/rooms/{room}/{x}");
 
     s.put(&p("name"), Some(&b.token), json!({"name": "Mine"})).await.expect(403, "SW_ROOM_FORBIDDEN");
@@ -368,8 +366,7 @@ async fn lifecycle_archive_restore_close() {
     let s = Server::start().await;
     let a = s.register("alice").await;
     let b = s.register("bob").await;
-    let room = s.create_room(&a, "group", "Team").await;
-    s.add_member(&room, &a, &b).await;
+    let room = s.team_room(&a, &[&b]).await;
     let p = |x: &str| format!("/v1/rooms/{room}/{x}");
 
     s.post(&p("archive"), Some(&b.token), json!({})).await.expect(403, "SW_ROOM_FORBIDDEN");
@@ -402,8 +399,7 @@ async fn workspace_moves_stay_within_the_callers_workspaces() {
     let s = Server::start().await;
     let a = s.register("alice").await;
     let b = s.register("bob").await;
-    let room = s.create_room(&a, "group", "Team").await;
-    s.add_member(&room, &a, &b).await;
+    let room = s.team_room(&a, &[&b]).await;
     let ws = s.post("/v1/workspaces", Some(&a.token), json!({"name": "Projects"})).await;
     let ws_id = ws.ok()["id"].as_str().unwrap().to_string();
     assert_eq!(s.get("/v1/workspaces", Some(&a.token)).await.ok().as_array().unwrap().len(), 2);

@@ -45,8 +45,7 @@ async fn every_event_is_stored_signed_with_its_dag_fields() {
     let s = Server::start().await;
     let a = s.register("alice").await;
     let b = s.register("bob").await;
-    let room = s.create_room(&a, "group", "Team").await;
-    s.add_member(&room, &a, &b).await;
+    let room = s.team_room(&a, &[&b]).await;
     let doc = s.get("/.well-known/scaiwave/server", None).await.body;
     let m1 = s.post(&format!("/v1/rooms/{room}/send"), Some(&b.token), json!({"content": {"body": "one"}})).await;
     let m2 = s.post(&format!("/v1/rooms/{room}/send"), Some(&a.token), json!({"content": {"body": "two"}})).await;
