@@ -46,8 +46,25 @@ use crate::error::ApiError;
 /// The message a body that timed out fails with; extractors recognise it (408).
 pub const BODY_TIMEOUT_MESSAGE: &str = "request body timed out";
 
-/// The largest body each path accepts; a declared `Content-Length` over it is refused at once.
-pub type BodyLimit = Arc<dyn Fn(&str) -> u64 + Send + Sync>;
+/// The largest body each path accepts, and the error that refuses a larger one: a declared
+/// `Content-Length` over it is refused at once, with the error the route itself would give.
+pub type BodyLimit = Arc<dyn Fn(&str) -> RouteBody + Send + Sync>;
+
+#[derive(Clone, Copy)]
+pub struct RouteBody {
+    pub max_bytes: u64,
+    pub too_large: fn() -> ApiError,
+}
+
+impl RouteBody {
+    /// A body over `max_bytes` is 413 `SW_CONTENT_TOO_LARGE`.
+    pub fn plain(max_bytes: u64) -> RouteBody {
+        RouteBody {
+            max_bytes,
+            too_large: || ApiError::ContentTooLarge("the declared body is over this endpoint's limit".into()),
+        }
+    }
+}
 
 /// The limits one listener enforces, taken from [`Limits`].
 #[derive(Clone, Debug)]
@@ -381,10 +398,12 @@ fn check_head(req: &Request<Incoming>, limits: &ConnLimits, body_limit: &BodyLim
         let declared = len.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok());
         match declared {
             None => return Err(ApiError::bad_request("malformed Content-Length")),
-            Some(n) if n > body_limit(req.uri().path()) => {
-                return Err(ApiError::ContentTooLarge("the declared body is over this endpoint's limit".into()));
+            Some(n) => {
+                let route = body_limit(req.uri().path());
+                if n > route.max_bytes {
+                    return Err((route.too_large)());
+                }
             }
-            Some(_) => {}
         }
     }
     Ok(())

@@ -118,7 +118,10 @@ impl Hub {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn publish(&self, audience: Audience, frame: Value) {
+    fn publish(&self, audience: Audience, mut frame: Value) {
+        // Every frame has an id (contract section 6: `{type, id, room_id, …}`); an ephemeral one
+        // is no event, so its id is its own, unique, never an event id.
+        frame["id"] = Value::String(format!("eph-{}", ulid::Ulid::generate().to_string().to_lowercase()));
         // No subscribers is fine: nobody is listening.
         let _ = self.tx.send(Ephemeral { audience, frame: frame.to_string().into() });
     }
@@ -231,7 +234,7 @@ impl Hub {
         let after = self.presence_of(participant_id, participant_id, now);
         let as_peer = |p: PresenceStatus| if p == PresenceStatus::AppearOffline { PresenceStatus::Offline } else { p };
         (as_peer(before) != seen_now || before != after)
-            .then(|| json!({"type": "presence", "participant_id": participant_id, "status": seen_now}))
+            .then(|| json!({"type": "presence", "room_id": null, "participant_id": participant_id, "status": seen_now}))
     }
 
     /// Announces a presence frame to the participant and to everyone joined to `rooms`.

@@ -99,7 +99,9 @@ async fn stalled_heads_bodies_and_idle_sockets_are_closed() {
 
 #[tokio::test]
 async fn a_declared_body_over_the_route_limit_is_refused_before_it_is_read() {
-    let s = Server::start_with_env(&[("HOMESERVER_MAX_UPLOAD_BYTES", "100000")]).await;
+    let s =
+        Server::start_with_env(&[("HOMESERVER_MAX_UPLOAD_BYTES", "100000"), ("HOMESERVER_MAX_IMPORT_BYTES", "100000")])
+            .await;
     let a = s.register("alice").await;
     let limit = Duration::from_secs(5);
     // 1 GB declared, a few bytes sent: answered at once, with the body never read.
@@ -128,6 +130,15 @@ async fn a_declared_body_over_the_route_limit_is_refused_before_it_is_read() {
     );
     let (answer, _) = exchange(&mut c, req.as_bytes(), limit).await;
     assert_json_error(&answer, 413, "SW_CONTENT_TOO_LARGE");
+    // A bundle over the import limit is a refused import (contract section 7), like one found
+    // too large while it is read.
+    let mut c = TcpStream::connect(addr(&s)).await.unwrap();
+    let req = format!(
+        "POST /v1/rooms/import HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: 10000000\r\n\r\n",
+        a.token
+    );
+    let (answer, _) = exchange(&mut c, req.as_bytes(), limit).await;
+    assert_json_error(&answer, 400, "SW_ROOM_IMPORT_REFUSED");
     s.get("/healthz", None).await.expect(200, "");
 }
 

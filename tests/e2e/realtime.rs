@@ -146,7 +146,10 @@ async fn sync_returns_new_events_and_long_polls() {
     let paged = s.get(&format!("/v1/sync?since={cursor}&limit=2"), Some(&b.token)).await;
     assert_eq!(paged.ok()["events"].as_array().unwrap().len(), 2);
     assert_eq!(paged.ok()["has_more"], true);
-    for bad in ["since=-1", "since=x", "limit=0", "limit=501", "timeout=30001", "timeout=x"] {
+    // Over the maximum limit or wait is capped, not refused.
+    let capped = s.get(&format!("/v1/sync?since={cursor}&limit=501&timeout=30001"), Some(&b.token)).await;
+    assert_eq!(capped.ok()["has_more"], false, "{}", capped.body);
+    for bad in ["since=-1", "since=x", "limit=0", "limit=-1", "timeout=-1", "timeout=x"] {
         s.get(&format!("/v1/sync?{bad}"), Some(&b.token)).await.expect(400, "SW_BAD_REQUEST");
     }
     s.get("/v1/sync", None).await.expect(401, "SW_AUTH_INVALID_TOKEN");
@@ -223,6 +226,8 @@ async fn typing_reaches_members_and_clears_by_itself() {
     let t = next_frame(&mut ws, |f| f["type"] == "typing").await;
     assert_eq!(t["room_id"], room.as_str());
     assert_eq!(t["participant_ids"], json!([a.id]));
+    // Every frame carries an id (contract section 6), its own for an ephemeral frame.
+    assert!(t["id"].as_str().is_some_and(|id| id.starts_with("eph-")), "{t}");
     // Nobody renews it: after 4 s it clears and the stream says so.
     let cleared = next_frame(&mut ws, |f| f["type"] == "typing" && f["participant_ids"] == json!([])).await;
     assert_eq!(cleared["room_id"], room.as_str());

@@ -161,3 +161,39 @@ impl<S: Send + Sync> FromRequestParts<S> for RoomId {
         }
     }
 }
+
+/// A `limit` query value: a positive integer, `default` when absent or empty. A value above
+/// `max` is capped to it (the client asked for "as many as you give", as Matrix servers treat
+/// it); zero, a sign or anything else is 400 `SW_BAD_REQUEST`.
+pub fn page_limit(raw: Option<&str>, default: i64, max: i64) -> ApiResult<i64> {
+    let raw = match raw {
+        None | Some("") => return Ok(default),
+        Some(r) => r,
+    };
+    if !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::bad_request(format!("limit must be an integer from 1 to {max}")));
+    }
+    // Digits only, so a failed parse is a number too long for i64: over the cap.
+    let limit = raw.parse::<i64>().unwrap_or(i64::MAX);
+    if limit == 0 {
+        return Err(ApiError::bad_request(format!("limit must be an integer from 1 to {max}")));
+    }
+    Ok(limit.min(max))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::page_limit;
+
+    #[test]
+    fn limits_are_capped_not_refused() {
+        assert_eq!(page_limit(None, 50, 200).unwrap(), 50);
+        assert_eq!(page_limit(Some(""), 50, 200).unwrap(), 50);
+        assert_eq!(page_limit(Some("7"), 50, 200).unwrap(), 7);
+        assert_eq!(page_limit(Some("201"), 50, 200).unwrap(), 200);
+        assert_eq!(page_limit(Some("99999999999999999999999"), 50, 200).unwrap(), 200);
+        for bad in ["0", "-1", "+5", "1.5", "x", " 5", "00"] {
+            assert!(page_limit(Some(bad), 50, 200).is_err(), "{bad}");
+        }
+    }
+}

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::extract::{Caller, Json, Path, Query, RoomId};
+use super::extract::{Caller, Json, Path, Query, RoomId, page_limit};
 use super::views::data;
 use crate::error::{ApiError, ApiResult};
 use crate::group_commit::SendRequest;
@@ -32,12 +32,7 @@ pub async fn list(
     RoomId(room_id): RoomId,
     Query(p): Query<ListParams>,
 ) -> ApiResult<impl IntoResponse> {
-    let limit = match p.limit.as_deref() {
-        None | Some("") => 50,
-        Some(l) => l.parse::<i64>().ok().filter(|l| (1..=messages::MAX_PAGE).contains(l)).ok_or_else(|| {
-            ApiError::bad_request(format!("limit must be an integer from 1 to {}", messages::MAX_PAGE))
-        })?,
-    };
+    let limit = page_limit(p.limit.as_deref(), 50, messages::MAX_PAGE)?;
     let from = match p.from.as_deref() {
         None | Some("") => None,
         Some(f) => Some(
@@ -89,7 +84,12 @@ pub async fn send(
     RoomId(room_id): RoomId,
     Json(b): Json<SendBody>,
 ) -> ApiResult<impl IntoResponse> {
-    let req = SendRequest { content: b.content, event_uuid: b.event_uuid, as_participant_id: b.as_participant_id };
+    // Like every endpoint that names a participant, it takes a participant id or an fqid.
+    let as_participant_id = match b.as_participant_id {
+        Some(fqid) if fqid.starts_with('@') => Some(super::workspaces::resolve_participant(&st.store, &fqid).await?.id),
+        other => other,
+    };
+    let req = SendRequest { content: b.content, event_uuid: b.event_uuid, as_participant_id };
     Ok(match messages::send(&st.store, &st.group_commit, &caller.participant, &room_id, req).await? {
         messages::SendOutcome::Created(row) => {
             (StatusCode::CREATED, axum::Json(Data { data: messages::message_out(&row, &[]) })).into_response()

@@ -27,6 +27,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::listener::{BodyLimit, RouteBody};
 use crate::storage::Store;
 
 /// What every handler shares. One `Arc`: extractors clone the state for each request, and
@@ -179,23 +180,27 @@ pub fn router(state: AppState) -> Router {
 
 /// The largest body each client API path accepts (see [`crate::listener`]): uploads and
 /// imports have their own limits, everything else `max_body_bytes`.
-pub fn client_body_limit(config: &Config) -> crate::listener::BodyLimit {
+pub fn client_body_limit(config: &Config) -> BodyLimit {
     let body = config.max_body_bytes as u64;
     let upload = media::upload_body_limit(config) as u64;
     let import = bundle::import_body_limit(config) as u64;
     Arc::new(move |path: &str| match path {
-        "/v1/media/upload" => upload,
-        "/v1/rooms/import" => import,
-        _ => body,
+        "/v1/media/upload" => RouteBody::plain(upload),
+        // A bundle over the limit is a refused import (contract section 7), however it is sent.
+        "/v1/rooms/import" => RouteBody {
+            max_bytes: import,
+            too_large: || ApiError::RoomImportRefused("the bundle is larger than max_import_bytes".into()),
+        },
+        _ => RouteBody::plain(body),
     })
 }
 
 /// A federation transaction is at most 8 MiB (contract 8.1); the listener admits that.
 pub const FEDERATION_MAX_BODY_BYTES: u64 = 8 * 1024 * 1024;
 
-pub fn federation_body_limit(config: &Config) -> crate::listener::BodyLimit {
+pub fn federation_body_limit(config: &Config) -> BodyLimit {
     let limit = FEDERATION_MAX_BODY_BYTES.max(config.max_body_bytes as u64);
-    Arc::new(move |_: &str| limit)
+    Arc::new(move |_: &str| RouteBody::plain(limit))
 }
 
 /// The server-to-server listener. Federation endpoints join it as the protocol lands.

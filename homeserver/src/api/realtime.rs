@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::AppState;
-use super::extract::{Caller, Json, Query};
+use super::extract::{Caller, Json, Query, page_limit};
 use super::views::data;
 use super::workspaces::resolve_participant;
 use crate::clock::now_secs;
@@ -68,21 +68,14 @@ pub async fn sync(
     Query(p): Query<SyncParams>,
 ) -> ApiResult<impl IntoResponse> {
     let since = parse_position(p.since.as_deref(), "since")?;
-    let limit = match p.limit.as_deref() {
-        None | Some("") => 100,
-        Some(l) => l
-            .parse::<i64>()
-            .ok()
-            .filter(|l| (1..=MAX_SYNC_LIMIT).contains(l))
-            .ok_or_else(|| ApiError::bad_request(format!("limit must be from 1 to {MAX_SYNC_LIMIT}")))?,
-    };
+    let limit = page_limit(p.limit.as_deref(), 100, MAX_SYNC_LIMIT)?;
+    // A longer wait than the server holds a request is capped, like a longer page.
     let timeout = match p.timeout.as_deref() {
         None | Some("") => 0,
-        Some(t) => t
-            .parse::<u64>()
-            .ok()
-            .filter(|t| *t <= MAX_SYNC_TIMEOUT_MS)
-            .ok_or_else(|| ApiError::bad_request(format!("timeout must be from 0 to {MAX_SYNC_TIMEOUT_MS} ms")))?,
+        Some(t) if t.bytes().all(|b| b.is_ascii_digit()) => {
+            t.parse::<u64>().unwrap_or(u64::MAX).min(MAX_SYNC_TIMEOUT_MS)
+        }
+        Some(_) => return Err(ApiError::bad_request(format!("timeout must be from 0 to {MAX_SYNC_TIMEOUT_MS} ms"))),
     };
     let me = &caller.participant;
     if let Some(s) = since {

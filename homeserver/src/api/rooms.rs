@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::extract::{Caller, Json, Path, Query, RoomId};
+use super::extract::{Caller, Json, Path, Query, RoomId, page_limit};
 use super::views::{self, data};
 use super::workspaces::resolve_participant;
 use crate::error::{ApiError, ApiResult};
@@ -18,7 +18,7 @@ use crate::storage::{DirectoryQuery, Membership, NotificationMode, Participant, 
 pub struct DirectoryParams {
     q: Option<String>,
     room_type: Option<RoomType>,
-    limit: Option<i64>,
+    limit: Option<String>,
     offset: Option<i64>,
 }
 
@@ -27,11 +27,8 @@ pub async fn directory(
     caller: Caller,
     Query(p): Query<DirectoryParams>,
 ) -> ApiResult<impl IntoResponse> {
-    let limit = p.limit.unwrap_or(50);
+    let limit = page_limit(p.limit.as_deref(), 50, 200)?;
     let offset = p.offset.unwrap_or(0);
-    if !(1..=200).contains(&limit) {
-        return Err(ApiError::bad_request("limit must be between 1 and 200"));
-    }
     if offset < 0 {
         return Err(ApiError::bad_request("offset must not be negative"));
     }
