@@ -159,10 +159,11 @@ impl Keys {
     /// `endpoints` lists only federation endpoints this server serves: none yet, so it is empty.
     pub fn well_known(&self, server_name: &str) -> Value {
         let now = now_ms();
+        // Old keys are listed for ever, expired ones too (contract section 8): an event verifies
+        // against the key that was valid at its `origin_ts`, however long ago that was.
         let old: serde_json::Map<String, Value> = self
             .old
             .iter()
-            .filter(|k| k.expired_ts > now)
             .map(|k| (k.key_id.clone(), json!({"key": k.public_key, "expired_ts": k.expired_ts})))
             .collect();
         let mut doc = json!({
@@ -201,6 +202,12 @@ mod tests {
         assert!(doc["old_verify_keys"][k1.current.key_id()]["expired_ts"].as_i64().unwrap() > now_ms());
         let pk = crypto::PublicKey::from_base64(doc["public_key"].as_str().unwrap()).unwrap();
         crypto::verify_json(&doc, "alpha.test", k2.current.key_id(), &pk).unwrap();
+
+        // Long expired, still listed: old events verify against it for ever.
+        let mut k2 = k2;
+        k2.old[0].expired_ts = 1;
+        let doc = k2.well_known("alpha.test");
+        assert_eq!(doc["old_verify_keys"][k1.current.key_id()]["expired_ts"], 1);
     }
 
     #[cfg(unix)]
