@@ -21,7 +21,7 @@ use crate::b64;
 use crate::error::{Error, Result};
 use crate::hash::{content_hash, sha256};
 use crate::keys::{PublicKey, ServerKey};
-use crate::redaction::redact;
+use crate::redaction::{RedactionRules, redact, redact_with};
 use crate::signing::{add_signature, signing_bytes, verify_json};
 
 /// The prefix of every event id.
@@ -50,12 +50,18 @@ pub struct UnsignedEvent {
 
 /// Computes the content hash and the event id of `event` (see [`build_and_sign_event`]).
 pub fn prepare_event(event: Value) -> Result<UnsignedEvent> {
+    prepare_event_with(RedactionRules::V1, event)
+}
+
+/// [`prepare_event`] under the redaction table `rules` names (for the tables of other room
+/// versions; [`RedactionRules::PreV1`] only to reproduce events made before version 1).
+pub fn prepare_event_with(rules: RedactionRules, event: Value) -> Result<UnsignedEvent> {
     let mut event = event;
     let hash = content_hash(&event)?;
     let mut hashes = Map::new();
     hashes.insert("sha256".to_owned(), Value::String(hash));
     event.as_object_mut().ok_or(Error::NotAnObject)?.insert("hashes".to_owned(), Value::Object(hashes));
-    let signed_bytes = signing_bytes(&redact(&event)?)?;
+    let signed_bytes = signing_bytes(&redact_with(rules, &event)?)?;
     let event_id = format!("{EVENT_ID_PREFIX}{}", b64::encode_url_safe(sha256(&signed_bytes)));
     Ok(UnsignedEvent { event, signed_bytes, event_id })
 }
@@ -80,10 +86,26 @@ pub fn verify_event(event: &Value, server_name: &str, key_id: &str, public_key: 
     verify_json(&redact(event)?, server_name, key_id, public_key)
 }
 
+/// [`verify_event`] under the redaction table `rules` names.
+pub fn verify_event_with(
+    rules: RedactionRules,
+    event: &Value,
+    server_name: &str,
+    key_id: &str,
+    public_key: &PublicKey,
+) -> Result<()> {
+    verify_json(&redact_with(rules, event)?, server_name, key_id, public_key)
+}
+
 /// The event id of `event` (full or redacted): `evt-` + unpadded URL-safe base64 of its
 /// reference hash.
 pub fn event_id(event: &Value) -> Result<String> {
     reference_event_id(&redact(event)?)
+}
+
+/// [`event_id`] under the redaction table `rules` names.
+pub fn event_id_with(rules: RedactionRules, event: &Value) -> Result<String> {
+    reference_event_id(&redact_with(rules, event)?)
 }
 
 /// The reference hash of `event`: SHA-256 of the canonical JSON of its redacted form without

@@ -50,11 +50,14 @@ pub use canonical::{MAX_DEPTH, MAX_SAFE_INTEGER, check_value, to_canonical_bytes
 pub use draft::{EventDraft, PreparedDraft};
 pub use error::{Error, Result};
 pub use event::{
-    EVENT_ID_PREFIX, UnsignedEvent, build_and_sign_event, event_id, prepare_event, reference_hash, verify_event,
+    EVENT_ID_PREFIX, UnsignedEvent, build_and_sign_event, event_id, event_id_with, prepare_event, prepare_event_with,
+    reference_hash, verify_event, verify_event_with,
 };
 pub use hash::{check_content_hash, content_hash, sha256};
 pub use keys::{PublicKey, ServerKey, validate_key_id};
 pub use parse::{parse_canonical, parse_strict, verify_canonical};
-pub use redaction::{KEPT_TOP_LEVEL_KEYS, KeptContent, kept_content_keys, redact};
+pub use redaction::{
+    KEPT_TOP_LEVEL_KEYS, KeptContent, RedactionRules, kept_content_keys, kept_content_keys_with, redact, redact_with,
+};
 pub use request::{MAX_CLOCK_SKEW_MS, RequestToSign, XScaiWaveAuth, parse_authorization};
 pub use signing::{sign_json, signature_of, signing_bytes, verify_json};

@@ -40,10 +40,29 @@ pub enum KeptContent {
     Keys(&'static [&'static str]),
 }
 
-/// The content keys of `event_type` that survive redaction.
+/// Which redaction table applies: the room version picks it (`federation::auth::RoomVersion`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedactionRules {
+    /// Room version "1": keeps every content key the authorization rules read.
+    V1,
+    /// The table before room version "1" was fixed: it dropped the lifecycle event's `state`.
+    /// Events signed under it before the fix still exist (stored, and in exported bundles); it
+    /// serves only to verify those, never to make or accept a new event.
+    PreV1,
+}
+
+/// The content keys of `event_type` that survive redaction (room version "1").
 #[must_use]
 pub fn kept_content_keys(event_type: &str) -> KeptContent {
+    kept_content_keys_with(RedactionRules::V1, event_type)
+}
+
+/// The content keys of `event_type` that survive redaction under `rules`.
+#[must_use]
+pub fn kept_content_keys_with(rules: RedactionRules, event_type: &str) -> KeptContent {
     match event_type {
+        // The rules read it: a redacted close must not read as an open room.
+        "swp.room.lifecycle" if rules == RedactionRules::V1 => KeptContent::Keys(&["state"]),
         "swp.room.create" => KeptContent::All,
         "swp.room.member" => KeptContent::Keys(&["membership"]),
         "swp.room.join_rules" => KeptContent::Keys(&["allow", "join_rule"]),
@@ -74,6 +93,11 @@ pub fn kept_content_keys(event_type: &str) -> KeptContent {
 /// present but not an object. A missing `content` stays missing; a missing `event_type` is
 /// treated as an unknown type.
 pub fn redact(event: &Value) -> Result<Value> {
+    redact_with(RedactionRules::V1, event)
+}
+
+/// [`redact`] under the table `rules` names.
+pub fn redact_with(rules: RedactionRules, event: &Value) -> Result<Value> {
     let map = event.as_object().ok_or(Error::NotAnObject)?;
     let event_type = match map.get("event_type") {
         None => "",
@@ -88,7 +112,7 @@ pub fn redact(event: &Value) -> Result<Value> {
     }
     if let Some(content) = map.get("content") {
         let content = content.as_object().ok_or(Error::MalformedEvent("content is not an object"))?;
-        let kept = match kept_content_keys(event_type) {
+        let kept = match kept_content_keys_with(rules, event_type) {
             KeptContent::All => content.clone(),
             KeptContent::Keys(keys) => {
                 keys.iter().filter_map(|&k| content.get(k).map(|v| (k.to_owned(), v.clone()))).collect()
@@ -129,7 +153,7 @@ mod tests {
             "deny": ["b"], "enabled": true, "ban": 50, "events": {}, "events_default": 0,
             "invite": 0, "kick": 50, "redact": 50, "state_default": 50, "users": {},
             "users_default": 0, "notifications": {}, "history_visibility": "shared",
-            "redacts": "evt-x", "reason": "spam", "creator": "@a:alpha.test",
+            "redacts": "evt-x", "reason": "spam", "creator": "@a:alpha.test", "state": "closed",
         });
         let pick = |keys: &[&str]| -> Value {
             keys.iter().map(|&k| (k.to_owned(), everything[k].clone())).collect::<Map<_, _>>().into()
@@ -156,6 +180,7 @@ mod tests {
             ("swp.room.redaction", pick(&["redacts"])),
             ("swp.room.federation", pick(&["enabled", "allow", "deny"])),
             ("swp.room.server_acl", pick(&["allow", "deny"])),
+            ("swp.room.lifecycle", pick(&["state"])),
             ("swp.room.message", json!({})),
             ("swp.room.name", json!({})),
             ("m.room.member", json!({})),
@@ -164,6 +189,16 @@ mod tests {
             let r = redact(&event(t, everything.clone())).unwrap();
             assert_eq!(r["content"], want, "{t}");
             assert_eq!(redact(&r).unwrap(), r, "idempotent for {t}");
+        }
+    }
+
+    #[test]
+    fn only_the_lifecycle_state_differs_before_version_1() {
+        let closing = event("swp.room.lifecycle", json!({"state": "closed", "reason": "done"}));
+        assert_eq!(redact(&closing).unwrap()["content"], json!({"state": "closed"}));
+        assert_eq!(redact_with(RedactionRules::PreV1, &closing).unwrap()["content"], json!({}));
+        for t in ["swp.room.create", "swp.room.member", "swp.room.power_levels", "swp.room.server_acl", "x.y"] {
+            assert_eq!(kept_content_keys_with(RedactionRules::PreV1, t), kept_content_keys(t), "{t}");
         }
     }
 

@@ -69,6 +69,14 @@ impl RoomVersion {
             RoomVersion::V1 => "1",
         }
     }
+
+    /// The redaction table of the version: it keeps every content key these rules read, so a
+    /// redacted state event still means to the rules what it meant before.
+    pub fn redaction_rules(self) -> crypto::RedactionRules {
+        match self {
+            RoomVersion::V1 => crypto::RedactionRules::V1,
+        }
+    }
 }
 
 /// The room state the rules read: a [`StateMap`] of events, or of references to them.

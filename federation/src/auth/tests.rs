@@ -371,6 +371,44 @@ fn a_redacted_lifecycle_event_reads_open() {
     message(&mut room, "evt-m", BOB).unwrap();
 }
 
+/// A redacted state event means to the rules what it meant before: the version's redaction
+/// table keeps every content key the rules read (else a redacted close would reopen a room on
+/// the servers that saw the redaction, and only there).
+#[test]
+fn the_redaction_table_keeps_what_the_rules_read() {
+    let read_by_rules: [(&str, &[&str]); 7] = [
+        (types::MEMBER, &["membership"]),
+        (
+            types::POWER_LEVELS,
+            &["users", "users_default", "events", "events_default", "state_default", "invite", "kick", "ban", "redact"],
+        ),
+        (types::JOIN_RULES, &["join_rule"]),
+        (types::LIFECYCLE, &["state"]),
+        (types::FEDERATION, &["enabled"]),
+        (types::SERVER_ACL, &["allow", "deny"]),
+        (types::REDACTION, &["redacts"]),
+    ];
+    let rules = RoomVersion::V1.redaction_rules();
+    assert_eq!(crypto::kept_content_keys_with(rules, types::CREATE), crypto::KeptContent::All);
+    for (event_type, keys) in read_by_rules {
+        let crypto::KeptContent::Keys(kept) = crypto::kept_content_keys_with(rules, event_type) else {
+            continue;
+        };
+        for key in keys {
+            assert!(kept.contains(key), "{event_type} loses {key} when redacted");
+        }
+    }
+
+    // And so a redacted close keeps the room closed.
+    let mut room = room_with_moderator();
+    room.send("evt-close", ALICE, types::LIFECYCLE, Some(""), json!({"state": "closed"}));
+    let wire = json!({"event_type": types::LIFECYCLE, "content": room.events["evt-close"].content});
+    let redacted = crypto::redact_with(rules, &wire).unwrap();
+    let close = room.events.get_mut("evt-close").unwrap();
+    close.content = redacted["content"].as_object().unwrap().clone();
+    assert_eq!(message(&mut room, "evt-m", BOB), Err(AuthError::RoomFrozen { lifecycle: Lifecycle::Closed }));
+}
+
 #[test]
 fn the_federation_switch_needs_100_and_a_boolean() {
     let mut room = room_with_moderator();

@@ -468,16 +468,14 @@ fn check_event(
     {
         return Err("the listed fields disagree with the signed event".into());
     }
-    if crypto::event_id(pdu).ok().as_deref() != Some(line.event_id.as_str()) {
-        return Err("the event id is not the signed event's reference hash".into());
-    }
+    let rules = signed_under(pdu, &line.event_id)?;
     if seen.contains_key(&line.event_id) {
         return Err("listed twice".into());
     }
-    verify_signature(pdu, server, line.origin_ts, keys)?;
+    verify_signature(rules, pdu, server, line.origin_ts, keys)?;
     let redacted = line.redacted_at.is_some();
     if redacted {
-        if crypto::redact(pdu).ok().as_ref() != Some(pdu) {
+        if crypto::redact_with(rules, pdu).ok().as_ref() != Some(pdu) {
             return Err("redacted, but its signed form is not redacted".into());
         }
     } else if !crypto::check_content_hash(pdu) {
@@ -547,8 +545,31 @@ pub fn relation_target(line: &EventLine) -> Option<String> {
     }
 }
 
+/// The redaction table `pdu` was identified and signed under: room version 1's, whose id must
+/// be `event_id`. A lifecycle event exported before version 1 kept its `state` through
+/// redaction was made under the table before it ([`crypto::RedactionRules::PreV1`]); such a
+/// bundle still imports (the import signs new events under version 1).
+fn signed_under(pdu: &Value, event_id: &str) -> Result<crypto::RedactionRules, String> {
+    use crypto::RedactionRules::{PreV1, V1};
+    if crypto::event_id(pdu).ok().as_deref() == Some(event_id) {
+        return Ok(V1);
+    }
+    if str_at(pdu, "event_type") == Some(crate::rooms::event_types::LIFECYCLE)
+        && crypto::event_id_with(PreV1, pdu).ok().as_deref() == Some(event_id)
+    {
+        return Ok(PreV1);
+    }
+    Err("the event id is not the signed event's reference hash".into())
+}
+
 /// Every signature by a listed key must verify, and there must be at least one.
-fn verify_signature(pdu: &Value, server: &str, origin_ts: i64, keys: &HashMap<String, KnownKey>) -> Result<(), String> {
+fn verify_signature(
+    rules: crypto::RedactionRules,
+    pdu: &Value,
+    server: &str,
+    origin_ts: i64,
+    keys: &HashMap<String, KnownKey>,
+) -> Result<(), String> {
     let sigs = pdu.get("signatures").and_then(|s| s.get(server)).and_then(Value::as_object);
     let mut verified = false;
     for key_id in sigs.map(|s| s.keys().collect::<Vec<_>>()).unwrap_or_default() {
@@ -556,7 +577,8 @@ fn verify_signature(pdu: &Value, server: &str, origin_ts: i64, keys: &HashMap<St
         if k.expired_ts.is_some_and(|exp| origin_ts.saturating_mul(1000) >= exp) {
             continue;
         }
-        crypto::verify_event(pdu, server, key_id, &k.key).map_err(|_| "the signature does not verify".to_string())?;
+        crypto::verify_event_with(rules, pdu, server, key_id, &k.key)
+            .map_err(|_| "the signature does not verify".to_string())?;
         verified = true;
     }
     if verified { Ok(()) } else { Err("not signed by any key the manifest lists".into()) }
@@ -586,6 +608,31 @@ mod tests {
             l.push(&crypto::parse_strict(e.as_bytes()).unwrap()).unwrap();
         }
         l
+    }
+
+    #[test]
+    fn a_lifecycle_event_made_before_version_1_still_verifies() {
+        use crypto::RedactionRules::{PreV1, V1};
+        let key = crypto::ServerKey::generate("k").unwrap();
+        let event = |event_type: &str| {
+            serde_json::json!({
+                "event_uuid": "u", "room_id": "room-1", "sender": "@a:alpha.test", "origin": "alpha.test",
+                "origin_ts": 1, "event_type": event_type, "content": {"state": "archived"}, "state_key": "",
+                "prev_events": ["evt-p"], "auth_events": [], "depth": 2,
+            })
+        };
+        let (old_id, old) =
+            crypto::prepare_event_with(PreV1, event("swp.room.lifecycle")).unwrap().sign("alpha.test", &key).unwrap();
+        assert_eq!(signed_under(&old, &old_id), Ok(PreV1));
+        crypto::verify_event_with(PreV1, &old, "alpha.test", "ed25519:k", &key.public_key()).unwrap();
+        let (new_id, new) = crypto::build_and_sign_event(event("swp.room.lifecycle"), "alpha.test", &key).unwrap();
+        assert_ne!(new_id, old_id);
+        assert_eq!(signed_under(&new, &new_id), Ok(V1));
+        // Only lifecycle events had another table: any other event must match version 1.
+        let (other_id, other) =
+            crypto::prepare_event_with(PreV1, event("swp.room.topic")).unwrap().sign("alpha.test", &key).unwrap();
+        assert_eq!(signed_under(&other, &other_id), Ok(V1), "same table for a topic");
+        assert!(signed_under(&old, "evt-other").is_err());
     }
 
     #[test]
