@@ -408,16 +408,6 @@ impl WriteTx {
     }
 }
 
-/// Where [`WriteTx::persist`] places an event in the stream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Placement {
-    /// The next stream position: an event arriving now.
-    Append,
-    /// Below every stored position (negative, decreasing): history fetched after the events
-    /// that follow it, which pages must show before them.
-    Backfill,
-}
-
 /// What [`WriteTx::persist`] stored (or found stored).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Persisted {
@@ -502,19 +492,46 @@ fn version_of(state: Option<&PositionState>, pdu: &Pdu, events: &HashMap<EventId
 
 impl WriteTx {
     /// Stores an event built and signed elsewhere (a peer's), already checked for signatures and
-    /// hashes, with `json` its wire form. See [`Self::persist_at`].
+    /// hashes, with `json` its wire form, at the next stream position. See [`Self::persist_at`].
     pub async fn persist(&mut self, pdu: &Pdu, json: &str) -> Result<Persisted, PersistError> {
-        self.persist_at(pdu, json, Placement::Append).await
+        self.persist_at(pdu, json, None, None).await
     }
 
-    /// [`Self::persist`] for history: the event takes a position below the room's.
-    pub async fn persist_backfilled(&mut self, pdu: &Pdu, json: &str) -> Result<Persisted, PersistError> {
-        self.persist_at(pdu, json, Placement::Backfill).await
+    /// [`Self::persist`] for an event whose parents are not stored, with the state before it as
+    /// a peer answered it (a join's state, or the state at a gap): the events it names must be
+    /// stored (as outliers, typically); those that are not are left out.
+    pub async fn persist_with_state(
+        &mut self,
+        pdu: &Pdu,
+        json: &str,
+        state_before: &StateMap<EventId>,
+    ) -> Result<Persisted, PersistError> {
+        self.persist_at(pdu, json, None, Some(state_before)).await
+    }
+
+    /// Stores a batch of history (events older than what the room has, as a backwards fetch
+    /// delivers them): they take positions below every stored one, negative, the oldest
+    /// (smallest depth) lowest, so that pages show them in graph order before what follows.
+    /// Answers in the order given.
+    pub async fn persist_backfilled(&mut self, events: &[(&Pdu, &str)]) -> Result<Vec<Persisted>, PersistError> {
+        let lowest: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MIN(stream_position), 0) FROM events").fetch_one(&mut *self.tx).await?;
+        let mut order: Vec<usize> = (0..events.len()).collect();
+        order.sort_by_key(|&i| (events[i].0.depth, i));
+        let first = lowest.min(0) - i64::try_from(events.len()).unwrap_or(i64::MAX);
+        let mut out: Vec<Option<Persisted>> = vec![None; events.len()];
+        for (n, &i) in order.iter().enumerate() {
+            let (pdu, json) = events[i];
+            let position = first + i64::try_from(n).unwrap_or(0);
+            out[i] = Some(self.persist_at(pdu, json, Some(position), None).await?);
+        }
+        Ok(out.into_iter().map(|p| p.expect("every event persisted")).collect())
     }
 
     /// Stores `pdu` with its edges and decides its status:
     /// - the state before it is its parent's state, or the resolution of its parents' states;
-    ///   with no parent stored (and not a create event) it is an outlier;
+    ///   with no parent stored it is `given_state`, and without that (and not a create event)
+    ///   the event is an outlier;
     /// - rejected when its own auth events do not allow it; soft-failed when they do but the
     ///   state before it does not; accepted otherwise;
     /// - an accepted state event starts a state group; every other event with a known state
@@ -522,7 +539,13 @@ impl WriteTx {
     /// - a parent that arrives after its children gets its edges from them, is no forward
     ///   extremity, and the children's states are computed again;
     /// - the room's current state becomes the resolution of the states at its extremities.
-    pub async fn persist_at(&mut self, pdu: &Pdu, json: &str, placement: Placement) -> Result<Persisted, PersistError> {
+    async fn persist_at(
+        &mut self,
+        pdu: &Pdu,
+        json: &str,
+        position: Option<i64>,
+        given_state: Option<&StateMap<EventId>>,
+    ) -> Result<Persisted, PersistError> {
         if let Some(found) = self.graph_rows(std::slice::from_ref(&pdu.event_id)).await?.pop() {
             return Ok(Persisted {
                 stream_position: found.pos,
@@ -542,6 +565,14 @@ impl WriteTx {
         let mut parent_states = Vec::with_capacity(parents.len());
         for p in &parents {
             parent_states.push(self.state_group(p.group.expect("filtered").id).await?);
+        }
+        if let (true, Some(given)) = (parent_states.is_empty(), given_state) {
+            let ids: Vec<EventId> = given.values().cloned().collect();
+            let found: HashMap<String, i64> =
+                self.graph_rows(&ids).await?.into_iter().map(|r| (r.event_id, r.pos)).collect();
+            parent_states.push(
+                given.iter().filter_map(|(k, id)| found.get(id).map(|&p| (k.clone(), (p, id.clone())))).collect(),
+            );
         }
         let is_create = pdu.event_type == types::CREATE && pdu.prev_events.is_empty();
         // Everything the rules and the resolution read: the auth events, every state event of
@@ -579,15 +610,6 @@ impl WriteTx {
             },
         };
 
-        let position = match placement {
-            Placement::Append => None,
-            Placement::Backfill => {
-                let lowest: i64 = sqlx::query_scalar("SELECT COALESCE(MIN(stream_position), 1) FROM events")
-                    .fetch_one(&mut *self.tx)
-                    .await?;
-                Some(lowest.min(1) - 1)
-            }
-        };
         let content = crypto::to_canonical_string(&Value::Object(pdu.content.clone()))
             .map_err(|e| PersistError::Unstorable(e.to_string()))?;
         let new = NewEvent {

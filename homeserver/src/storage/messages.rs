@@ -73,7 +73,8 @@ impl Store {
             "WHERE e.room_id = ?1 AND e.event_type = 'swp.room.message' AND e.status = 0 AND e.stream_position < ?2
              ORDER BY e.stream_position DESC LIMIT ?3"
         };
-        let from = q.from.unwrap_or(if q.forward { 0 } else { i64::MAX });
+        // Backfilled history sits at negative positions: the oldest end is below zero.
+        let from = q.from.unwrap_or(if q.forward { i64::MIN } else { i64::MAX });
         let (room_id, limit) = (q.room_id.to_string(), q.limit);
         self.read_direct(move |conn| {
             let mut stmt = conn.prepare_cached(&format!("{PAGE_SELECT} {sql}"))?;

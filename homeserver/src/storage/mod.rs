@@ -16,9 +16,7 @@ mod rooms;
 mod writer;
 
 pub use export::{ExportEventRow, ExportMember, ExportReader};
-pub use graph::{
-    EventStatus, GraphHead, GraphRows, GroupRef, LocalAppend, PersistError, Persisted, Placement, SNAPSHOT_EVERY,
-};
+pub use graph::{EventStatus, GraphHead, GraphRows, GroupRef, LocalAppend, PersistError, Persisted, SNAPSHOT_EVERY};
 pub use media::MediaRow;
 pub use messages::{MessageRow, PageQuery, PageRow, ReactionCount};
 pub use models::*;
@@ -234,6 +232,9 @@ impl WriteTx {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod graph_tests;
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,387 @@
+//! The event graph's storage, with a room built by a peer: events signed by another server's
+//! key, stored through [`WriteTx::persist`] in the orders a network delivers them.
+
+use std::collections::HashMap;
+
+use federation::auth::RoomVersion;
+use federation::event::{EventId, Pdu, StateMap, types};
+use serde_json::{Value, json};
+
+use super::*;
+
+const ROOM: &str = "room-peer";
+const BOB: &str = "@bob:beta.test";
+const CAROL: &str = "@carol:beta.test";
+const DAVE: &str = "@dave:beta.test";
+
+/// The peer: signs what it builds with its own key, keeps every event.
+struct Peer {
+    key: crypto::ServerKey,
+    events: HashMap<EventId, (Pdu, String)>,
+    ts: i64,
+}
+
+impl Peer {
+    fn new() -> Peer {
+        Peer { key: crypto::ServerKey::generate("p1").expect("key"), events: HashMap::new(), ts: 100 }
+    }
+
+    /// An event with these parents and auth events; depth one more than the deepest parent.
+    fn event(
+        &mut self,
+        sender: &str,
+        event_type: &str,
+        state_key: Option<&str>,
+        content: Value,
+        prev: &[&str],
+        auth: &[&str],
+    ) -> String {
+        self.ts += 1;
+        let depth = prev.iter().map(|p| self.events[*p].0.depth).max().unwrap_or(0) + 1;
+        let mut value = json!({
+            "room_id": ROOM, "sender": sender, "origin": "beta.test", "origin_ts": self.ts,
+            "event_type": event_type, "content": content, "prev_events": prev, "auth_events": auth,
+            "depth": depth, "event_uuid": format!("u{}", self.ts),
+        });
+        if let Some(k) = state_key {
+            value["state_key"] = json!(k);
+        }
+        let (id, signed) = crypto::build_and_sign_event(value, "beta.test", &self.key).expect("signs");
+        let pdu = Pdu::parse(&id, &signed).expect("parses");
+        let json = crypto::to_canonical_string(&signed).expect("canonical");
+        self.events.insert(id.clone(), (pdu, json));
+        id
+    }
+
+    fn pdu(&self, id: &str) -> &Pdu {
+        &self.events[id].0
+    }
+}
+
+/// Create, Bob's join, power levels (Bob 100), a public join rule, Carol's join.
+struct Base {
+    create: String,
+    bob: String,
+    pl: String,
+    jr: String,
+    carol: String,
+}
+
+fn base(peer: &mut Peer) -> Base {
+    let create = peer.event(BOB, types::CREATE, Some(""), json!({"creator": BOB, "room_type": "group"}), &[], &[]);
+    let bob = peer.event(BOB, types::MEMBER, Some(BOB), member("join"), &[&create], &[&create]);
+    let pl = peer.event(BOB, types::POWER_LEVELS, Some(""), power_levels(), &[&bob], &[&create, &bob]);
+    let jr =
+        peer.event(BOB, types::JOIN_RULES, Some(""), json!({"join_rule": "public"}), &[&pl], &[&create, &bob, &pl]);
+    let carol = peer.event(CAROL, types::MEMBER, Some(CAROL), member("join"), &[&jr], &[&create, &pl, &jr]);
+    Base { create, bob, pl, jr, carol }
+}
+
+fn member(m: &str) -> Value {
+    json!({"membership": m, "display_name": "someone"})
+}
+
+fn power_levels() -> Value {
+    json!({
+        "users": {BOB: 100}, "users_default": 0, "events_default": 0, "state_default": 50,
+        "invite": 0, "kick": 50, "ban": 50, "redact": 50,
+    })
+}
+
+async fn open() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(&crate::config::sqlite_url(dir.path()), Durability::Normal).await.expect("open");
+    (dir, store)
+}
+
+async fn persist(store: &Store, peer: &Peer, id: &str) -> Persisted {
+    let mut tx = store.write().await.expect("write");
+    let (pdu, json) = &peer.events[id];
+    let done = tx.persist(pdu, json).await.expect("persist");
+    tx.commit().await.expect("commit");
+    done
+}
+
+async fn persist_all(store: &Store, peer: &Peer, ids: &[&str]) {
+    for id in ids {
+        let p = persist(store, peer, id).await;
+        assert_eq!(p.status, EventStatus::Accepted, "{id}");
+    }
+}
+
+async fn extremities(store: &Store) -> Vec<String> {
+    let mut x: Vec<String> = sqlx::query_scalar("SELECT event_id FROM room_extremities WHERE room_id = $1")
+        .bind(ROOM)
+        .fetch_all(&store.pool)
+        .await
+        .expect("extremities");
+    x.sort();
+    x
+}
+
+async fn room_state(store: &Store) -> StateMap<EventId> {
+    let rows: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT event_type, state_key, event_id FROM room_state WHERE room_id = $1")
+            .bind(ROOM)
+            .fetch_all(&store.pool)
+            .await
+            .expect("room_state");
+    rows.into_iter().map(|(t, k, id)| ((t, k), id)).collect()
+}
+
+/// The current state as its state group holds it.
+async fn current_group_state(store: &Store) -> StateMap<EventId> {
+    let group: i64 = sqlx::query_scalar("SELECT state_group FROM room_current WHERE room_id = $1")
+        .bind(ROOM)
+        .fetch_one(&store.pool)
+        .await
+        .expect("room_current");
+    let mut tx = store.write().await.expect("write");
+    let state = tx.state_group(group).await.expect("group");
+    state.into_iter().map(|(k, (_, id))| (k, id)).collect()
+}
+
+async fn page(store: &Store) -> Vec<String> {
+    let rows = store.message_page(&PageQuery { room_id: ROOM, from: None, forward: true, limit: 100 }).await;
+    rows.expect("page").into_iter().map(|r| r.message.event_id).collect()
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+fn key(t: &str, k: &str) -> (String, String) {
+    (t.to_owned(), k.to_owned())
+}
+
+/// A fork whose merge arrives before one of its parents: the late parent becomes no extremity,
+/// and the states of the merge (and the room's) are computed again with it.
+#[tokio::test]
+async fn a_parent_arriving_after_its_child_keeps_extremities_and_state_right() {
+    let (_dir, store) = open().await;
+    let mut peer = Peer::new();
+    let b = base(&mut peer);
+    let auth = [b.create.as_str(), b.pl.as_str(), b.bob.as_str()];
+    let name = peer.event(BOB, types::NAME, Some(""), json!({"name": "A"}), &[&b.carol], &auth);
+    let topic = peer.event(BOB, types::TOPIC, Some(""), json!({"topic": "B"}), &[&b.carol], &auth);
+    let merge = peer.event(BOB, types::MESSAGE, None, json!({"body": "merge"}), &[&name, &topic], &auth);
+
+    persist_all(&store, &peer, &[&b.create, &b.bob, &b.pl, &b.jr, &b.carol, &name]).await;
+    assert_eq!(extremities(&store).await, vec![name.clone()]);
+    // The merge arrives before `topic`: it is the extremity, `topic` waits as a missing parent.
+    assert_eq!(persist(&store, &peer, &merge).await.status, EventStatus::Accepted);
+    assert_eq!(extremities(&store).await, vec![merge.clone()]);
+    assert_eq!(room_state(&store).await.get(&key(types::TOPIC, "")), None);
+    let waiting: Vec<String> = sqlx::query_scalar("SELECT prev_event_id FROM event_missing_prevs")
+        .fetch_all(&store.pool)
+        .await
+        .expect("missing");
+    assert_eq!(waiting, vec![topic.clone()]);
+
+    // `topic` arrives: it has a child already, so it is no extremity, and the state at the merge
+    // (the room's current state) now holds it.
+    assert_eq!(persist(&store, &peer, &topic).await.status, EventStatus::Accepted);
+    assert_eq!(extremities(&store).await, vec![merge.clone()]);
+    let state = room_state(&store).await;
+    assert_eq!(state.get(&key(types::TOPIC, "")), Some(&topic));
+    assert_eq!(state.get(&key(types::NAME, "")), Some(&name));
+    assert_eq!(current_group_state(&store).await, state);
+    let missing: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM event_missing_prevs").fetch_one(&store.pool).await.expect("count");
+    assert_eq!(missing, 0);
+    let edges: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM event_edges x JOIN events c ON c.stream_position = x.event_pos
+         JOIN events p ON p.stream_position = x.prev_pos WHERE c.event_id = $1",
+    )
+    .bind(&merge)
+    .fetch_one(&store.pool)
+    .await
+    .expect("edges");
+    assert_eq!(edges, 2, "the merge points at both parents");
+    // The state at the merge, by its own group, is the resolution of both branches.
+    let merge_group: i64 = sqlx::query_scalar("SELECT state_group FROM events WHERE event_id = $1")
+        .bind(&merge)
+        .fetch_one(&store.pool)
+        .await
+        .expect("group");
+    let mut tx = store.write().await.expect("write");
+    let at_merge = tx.state_group(merge_group).await.expect("state");
+    drop(tx);
+    assert_eq!(at_merge.get(&key(types::TOPIC, "")).map(|(_, id)| id), Some(&topic));
+    // Every one of them is shown, in the order they were stored.
+    assert_eq!(page(&store).await, vec![merge.clone()]);
+    store.close().await;
+}
+
+/// Two extremities with conflicting names: the current state is their resolution, the same as
+/// `state_res::resolve` gives in memory; an event on top of both merges them.
+#[tokio::test]
+async fn the_current_state_is_the_resolution_of_the_extremities() {
+    let (_dir, store) = open().await;
+    let mut peer = Peer::new();
+    let b = base(&mut peer);
+    let auth = [b.create.as_str(), b.pl.as_str(), b.bob.as_str()];
+    let left = peer.event(BOB, types::NAME, Some(""), json!({"name": "left"}), &[&b.carol], &auth);
+    let right = peer.event(BOB, types::NAME, Some(""), json!({"name": "right"}), &[&b.carol], &auth);
+    persist_all(&store, &peer, &[&b.create, &b.bob, &b.pl, &b.jr, &b.carol, &right, &left]).await;
+    assert_eq!(extremities(&store).await, sorted(vec![left.clone(), right.clone()]));
+
+    let events: HashMap<EventId, Pdu> = peer.events.iter().map(|(id, (p, _))| (id.clone(), p.clone())).collect();
+    let base_state: StateMap<EventId> = [
+        (key(types::CREATE, ""), b.create.clone()),
+        (key(types::MEMBER, BOB), b.bob.clone()),
+        (key(types::POWER_LEVELS, ""), b.pl.clone()),
+        (key(types::JOIN_RULES, ""), b.jr.clone()),
+        (key(types::MEMBER, CAROL), b.carol.clone()),
+    ]
+    .into_iter()
+    .collect();
+    let with = |id: &str| {
+        let mut s = base_state.clone();
+        s.insert(key(types::NAME, ""), id.to_owned());
+        s
+    };
+    let expected = federation::state_res::resolve(RoomVersion::V1, &[with(&left), with(&right)], &events).expect("res");
+    assert_eq!(room_state(&store).await, expected);
+    assert_eq!(current_group_state(&store).await, expected);
+
+    // Arrival order does not matter: a second store that saw `left` first agrees.
+    let (_dir2, other) = open().await;
+    persist_all(&other, &peer, &[&b.create, &b.bob, &b.pl, &b.jr, &b.carol, &left, &right]).await;
+    assert_eq!(room_state(&other).await, expected);
+    other.close().await;
+
+    let merge = peer.event(BOB, types::MESSAGE, None, json!({"body": "m"}), &[&left, &right], &auth);
+    persist_all(&store, &peer, &[&merge]).await;
+    assert_eq!(extremities(&store).await, vec![merge.clone()]);
+    assert_eq!(room_state(&store).await, expected);
+    store.close().await;
+}
+
+/// An event its auth events allow but the state before it does not is stored soft-failed:
+/// never in pages, never an extremity, never state. One its auth events refuse is rejected.
+#[tokio::test]
+async fn soft_failed_and_rejected_events_are_stored_but_not_shown() {
+    let (_dir, store) = open().await;
+    let mut peer = Peer::new();
+    let b = base(&mut peer);
+    let bob_auth = [b.create.as_str(), b.pl.as_str(), b.bob.as_str()];
+    let hello =
+        peer.event(CAROL, types::MESSAGE, None, json!({"body": "hello"}), &[&b.carol], &[&b.create, &b.pl, &b.carol]);
+    let ban =
+        peer.event(BOB, types::MEMBER, Some(CAROL), member("ban"), &[&hello], &[&b.create, &b.pl, &b.bob, &b.carol]);
+    // Carol, banned, still names her join: her auth events allow it, the state before it not.
+    let late = peer.event(CAROL, types::MESSAGE, None, json!({"body": "late"}), &[&ban], &[&b.create, &b.pl, &b.carol]);
+    // Dave never joined: his own auth events refuse it.
+    let stranger = peer.event(DAVE, types::MESSAGE, None, json!({"body": "hi"}), &[&ban], &[&b.create, &b.pl]);
+    // A name change by Carol naming Bob's membership as hers is refused by its auth events too.
+    let forged = peer.event(CAROL, types::NAME, Some(""), json!({"name": "x"}), &[&ban], &bob_auth);
+
+    persist_all(&store, &peer, &[&b.create, &b.bob, &b.pl, &b.jr, &b.carol, &hello, &ban]).await;
+    assert_eq!(persist(&store, &peer, &late).await.status, EventStatus::SoftFailed);
+    assert_eq!(persist(&store, &peer, &stranger).await.status, EventStatus::Rejected);
+    assert_eq!(persist(&store, &peer, &forged).await.status, EventStatus::Rejected);
+    // Stored again: found, nothing written.
+    let again = persist(&store, &peer, &late).await;
+    assert!(again.existed);
+    assert_eq!(again.status, EventStatus::SoftFailed);
+
+    let statuses: Vec<(String, i64)> = sqlx::query_as("SELECT event_id, status FROM events WHERE room_id = $1")
+        .bind(ROOM)
+        .fetch_all(&store.pool)
+        .await
+        .expect("rows");
+    assert_eq!(statuses.len(), 10, "every event is stored");
+    assert_eq!(page(&store).await, vec![hello.clone()], "only accepted messages are shown");
+    assert_eq!(extremities(&store).await, vec![ban.clone()]);
+    assert_eq!(room_state(&store).await.get(&key(types::NAME, "")), None);
+    assert_eq!(room_state(&store).await.get(&key(types::MEMBER, CAROL)), Some(&ban));
+    store.close().await;
+}
+
+/// Pages follow the graph: a branch's messages in order, history fetched later (backfill)
+/// before everything the room had, at negative and decreasing positions.
+#[tokio::test]
+async fn pages_follow_the_graph_and_backfill_goes_below() {
+    let (_dir, store) = open().await;
+    let mut peer = Peer::new();
+    let b = base(&mut peer);
+    let auth = [b.create.as_str(), b.pl.as_str(), b.bob.as_str()];
+    let mut chain = vec![b.carol.clone()];
+    for i in 0..6 {
+        let prev = chain.last().expect("a parent").clone();
+        chain.push(peer.event(BOB, types::MESSAGE, None, json!({"body": format!("m{i}")}), &[&prev], &auth));
+    }
+    let messages: Vec<String> = chain[1..].to_vec();
+    // The room is joined late: from the fourth message on, with the state before it as the peer
+    // answered it; the three before are fetched afterwards, in one backwards batch.
+    persist_all(&store, &peer, &[&b.create, &b.bob, &b.pl, &b.jr, &b.carol]).await;
+    let state: StateMap<EventId> = [
+        (key(types::CREATE, ""), b.create.clone()),
+        (key(types::MEMBER, BOB), b.bob.clone()),
+        (key(types::POWER_LEVELS, ""), b.pl.clone()),
+        (key(types::JOIN_RULES, ""), b.jr.clone()),
+        (key(types::MEMBER, CAROL), b.carol.clone()),
+    ]
+    .into_iter()
+    .collect();
+    let mut tx = store.write().await.expect("write");
+    let (pdu, json) = &peer.events[&messages[3]];
+    assert_eq!(tx.persist_with_state(pdu, json, &state).await.expect("persist").status, EventStatus::Accepted);
+    tx.commit().await.expect("commit");
+    persist_all(&store, &peer, &[&messages[4], &messages[5]]).await;
+    let batch: Vec<(&Pdu, &str)> =
+        [2, 0, 1].iter().map(|&i| (&peer.events[&messages[i]].0, peer.events[&messages[i]].1.as_str())).collect();
+    let mut tx = store.write().await.expect("write");
+    let done = tx.persist_backfilled(&batch).await.expect("backfill");
+    tx.commit().await.expect("commit");
+    assert!(done.iter().all(|d| d.status == EventStatus::Accepted), "{done:?}");
+    // In depth order: m0, m1, m2.
+    let positions: Vec<i64> = [1, 2, 0].iter().map(|&i| done[i].stream_position).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "older is lower: {positions:?}");
+    let mut tx = store.write().await.expect("write");
+    let more = peer.event(BOB, types::MESSAGE, None, json!({"body": "older"}), &[&b.carol], &auth);
+    let (pdu, json) = &peer.events[&more];
+    let older = tx.persist_backfilled(&[(pdu, json.as_str())]).await.expect("backfill");
+    tx.commit().await.expect("commit");
+    assert!(older[0].stream_position < positions[0], "a later backfill goes lower still");
+    let positions: Vec<i64> = positions.into_iter().rev().collect();
+    assert!(positions.iter().all(|p| *p < 0), "{positions:?}");
+    let mut shown = vec![more.clone()];
+    shown.extend(messages.iter().cloned());
+    assert_eq!(page(&store).await, shown, "pages show the graph's order");
+    assert_eq!(extremities(&store).await, sorted(vec![messages[5].clone(), more.clone()]));
+    store.close().await;
+}
+
+/// A long run of state changes keeps every state group's chain of deltas short, and each group
+/// reads back as the state after its event.
+#[tokio::test]
+async fn state_groups_take_a_snapshot_every_few_deltas() {
+    let (_dir, store) = open().await;
+    let mut peer = Peer::new();
+    let b = base(&mut peer);
+    let auth = [b.create.as_str(), b.pl.as_str(), b.bob.as_str()];
+    persist_all(&store, &peer, &[&b.create, &b.bob, &b.pl, &b.jr, &b.carol]).await;
+    let mut prev = b.carol.clone();
+    let n = SNAPSHOT_EVERY as usize + 10;
+    for i in 0..n {
+        prev = peer.event(BOB, types::NAME, Some(""), json!({"name": format!("n{i}")}), &[&prev], &auth);
+        persist_all(&store, &peer, &[&prev]).await;
+    }
+    let deepest: i64 =
+        sqlx::query_scalar("SELECT MAX(delta_depth) FROM state_groups").fetch_one(&store.pool).await.expect("depth");
+    assert_eq!(deepest, SNAPSHOT_EVERY - 1);
+    let snapshots: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM state_groups WHERE prev_group IS NULL")
+        .fetch_one(&store.pool)
+        .await
+        .expect("snapshots");
+    assert_eq!(snapshots, 2, "the create event's group, and one after SNAPSHOT_EVERY deltas");
+    let state = current_group_state(&store).await;
+    assert_eq!(state.get(&key(types::NAME, "")), Some(&prev));
+    assert_eq!(state.len(), 6);
+    assert_eq!(room_state(&store).await, state);
+    assert_eq!(peer.pdu(&prev).content["name"], json!(format!("n{}", n - 1)));
+    store.close().await;
+}
