@@ -385,3 +385,146 @@ async fn state_groups_take_a_snapshot_every_few_deltas() {
     assert_eq!(peer.pdu(&prev).content["name"], json!(format!("n{}", n - 1)));
     store.close().await;
 }
+
+/// A database written by the code before migration 8 (rows as it wrote them, among them a room
+/// made before migration 4: events without a wire form, no current state, no extremity)
+/// upgrades: senders become fqids, the edges come from the stored wire forms, every event gets
+/// the state group after it, and the old room's next event has parents and auth events.
+#[tokio::test]
+async fn the_event_graph_migration_upgrades_a_database_of_today() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = crate::config::sqlite_url(dir.path());
+    {
+        let opts = SqliteConnectOptions::from_str(&url).expect("url").create_if_missing(true).foreign_keys(true);
+        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(opts).await.expect("pool");
+        migrator(3).run(&pool).await.expect("migrations 1-3");
+        sqlx::raw_sql(
+            "INSERT INTO tenants VALUES ('t', 'T', 10, 10, 10, 0);
+             INSERT INTO participants (id, tenant_id, local_id, server_name, fqid, display_name, created_at)
+                 VALUES ('p', 't', 'al', 'a.test', '@al:a.test', 'Al', 0),
+                        ('q', 't', 'bo', 'a.test', '@bo:a.test', 'Bo', 0);
+             INSERT INTO workspaces (id, tenant_id, owner_id, name, created_at) VALUES ('w', 't', 'p', 'W', 0);
+             INSERT INTO rooms (id, tenant_id, room_type, workspace_id, creator_id, created_at)
+                 VALUES ('old', 't', 'group', 'w', 'p', 0), ('new', 't', 'group', 'w', 'p', 0);
+             INSERT INTO events (event_id, room_id, event_type, state_key, sender_id, content, origin_ts, event_uuid)
+                 VALUES ('evt-o1', 'old', 'swp.room.create', '', 'p', '{\"creator\":\"@al:a.test\"}', 1, 'u1'),
+                        ('evt-o2', 'old', 'swp.room.member', '@al:a.test', 'p', '{\"membership\":\"join\"}', 1, 'u2'),
+                        ('evt-o3', 'old', 'swp.room.member', '@bo:a.test', 'q', '{\"membership\":\"join\"}', 2, 'u3'),
+                        ('evt-o4', 'old', 'swp.room.message', NULL, 'p', '{\"body\":\"hi\"}', 3, 'u4'),
+                        ('evt-o5', 'old', 'swp.room.name', '', 'p', '{\"name\":\"Old\"}', 4, 'u5'),
+                        ('evt-o6', 'old', 'swp.room.message', NULL, 'q', '{\"body\":\"yo\"}', 5, 'u6');",
+        )
+        .execute(&pool)
+        .await
+        .expect("a room of migration 3");
+        migrator(7).run(&pool).await.expect("migrations 4-7");
+        sqlx::raw_sql(
+            "INSERT INTO events (event_id, room_id, event_type, state_key, sender_id, content, origin_ts, event_uuid,
+                                 pdu, depth)
+                 VALUES ('evt-n1', 'new', 'swp.room.create', '', 'p', '{}', 6, 'u7',
+                         '{\"prev_events\":[],\"auth_events\":[]}', 1),
+                        ('evt-n2', 'new', 'swp.room.member', '@al:a.test', 'p', '{}', 6, 'u8',
+                         '{\"prev_events\":[\"evt-n1\"],\"auth_events\":[\"evt-n1\"]}', 2),
+                        ('evt-n3', 'new', 'swp.room.message', NULL, 'p', '{}', 7, 'u9',
+                         '{\"prev_events\":[\"evt-n2\"],\"auth_events\":[\"evt-n1\",\"evt-n2\"]}', 3);
+             INSERT INTO room_state VALUES ('new', 'swp.room.create', '', 'evt-n1'),
+                                           ('new', 'swp.room.member', '@al:a.test', 'evt-n2');
+             INSERT INTO room_extremities VALUES ('new', 'evt-n3', 3);",
+        )
+        .execute(&pool)
+        .await
+        .expect("a room of migration 7");
+        pool.close().await;
+    }
+    let signer = EventSigner { server_name: "a.test".into(), key: crypto::ServerKey::generate("k1").expect("key") };
+    let store = Store::open(&url, Durability::Normal).await.expect("upgrade").with_signer(signer);
+    assert_eq!(store.committed_position(), 9);
+
+    let rows: Vec<(String, String, i64, Option<i64>)> =
+        sqlx::query_as("SELECT event_id, sender, status, state_group FROM events ORDER BY stream_position")
+            .fetch_all(&store.pool)
+            .await
+            .expect("events");
+    let senders: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+    assert_eq!(senders[..6], ["@al:a.test", "@al:a.test", "@bo:a.test", "@al:a.test", "@al:a.test", "@bo:a.test"]);
+    assert!(rows.iter().all(|r| r.2 == EventStatus::Accepted.code() && r.3.is_some()), "{rows:?}");
+    let group = |id: &str| rows.iter().find(|r| r.0 == id).and_then(|r| r.3).expect("a group");
+    assert_eq!(group("evt-o4"), group("evt-o3"), "a message shares the group before it");
+    assert_eq!(group("evt-o6"), group("evt-o5"));
+    assert_ne!(group("evt-o5"), group("evt-o3"));
+    let mut tx = store.write().await.expect("write");
+    let at_o5 = tx.state_group(group("evt-o5")).await.expect("group");
+    let at_o2 = tx.state_group(group("evt-o2")).await.expect("group");
+    drop(tx);
+    assert_eq!(at_o5.len(), 4);
+    assert_eq!(at_o2.len(), 2, "the state after an event, not the room's last");
+    let edges: Vec<(i64, i64)> = sqlx::query_as("SELECT event_pos, prev_pos FROM event_edges ORDER BY 1, 2")
+        .fetch_all(&store.pool)
+        .await
+        .expect("e");
+    assert_eq!(edges, vec![(8, 7), (9, 8)]);
+    let auth: Vec<(i64, i64)> = sqlx::query_as("SELECT event_pos, auth_pos FROM event_auth_edges ORDER BY 1, 2")
+        .fetch_all(&store.pool)
+        .await
+        .expect("a");
+    assert_eq!(auth, vec![(8, 7), (9, 7), (9, 8)]);
+
+    // The old room now has its current state and an extremity.
+    let state: Vec<(String, String)> = sqlx::query_as(
+        "SELECT event_type || '/' || state_key, event_id FROM room_state WHERE room_id = 'old' ORDER BY 1",
+    )
+    .fetch_all(&store.pool)
+    .await
+    .expect("state");
+    assert_eq!(
+        state,
+        vec![
+            ("swp.room.create/".into(), "evt-o1".into()),
+            ("swp.room.member/@al:a.test".into(), "evt-o2".into()),
+            ("swp.room.member/@bo:a.test".into(), "evt-o3".into()),
+            ("swp.room.name/".into(), "evt-o5".into()),
+        ]
+    );
+    let x: Vec<(String, String)> = sqlx::query_as("SELECT room_id, event_id FROM room_extremities ORDER BY 1")
+        .fetch_all(&store.pool)
+        .await
+        .expect("x");
+    assert_eq!(x, vec![("new".into(), "evt-n3".into()), ("old".into(), "evt-o6".into())]);
+
+    // Its next event carries parents and auth events, and stands on the upgraded state group.
+    let mut tx = store.write().await.expect("write");
+    let content = json!({"body": "after"});
+    let spec = crate::rooms::NewEventSpec {
+        room_id: "old",
+        sender_id: "p",
+        event_type: types::MESSAGE,
+        state_key: None,
+        content: &content,
+        event_uuid: None,
+        relates_to: None,
+        unsigned: None,
+    };
+    let appended = crate::rooms::append_by(&mut tx, spec, "@al:a.test".into()).await.expect("append");
+    tx.commit().await.expect("commit");
+    assert_eq!(appended.stream_position, 10);
+    let (pdu, sg): (String, Option<i64>) =
+        sqlx::query_as("SELECT pdu, state_group FROM events WHERE stream_position = 10")
+            .fetch_one(&store.pool)
+            .await
+            .expect("row");
+    let pdu: Value = serde_json::from_str(&pdu).expect("json");
+    assert_eq!(pdu["prev_events"], json!(["evt-o6"]));
+    assert_eq!(pdu["auth_events"], json!(["evt-o1", "evt-o2"]));
+    assert_eq!(sg, Some(group("evt-o6")));
+    let edges: Vec<(i64, i64)> = sqlx::query_as("SELECT event_pos, prev_pos FROM event_edges WHERE event_pos = 10")
+        .fetch_all(&store.pool)
+        .await
+        .expect("e");
+    assert_eq!(edges, vec![(10, 6)]);
+    let auth: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM event_auth_edges WHERE event_pos = 10")
+        .fetch_one(&store.pool)
+        .await
+        .expect("a");
+    assert_eq!(auth, 2);
+    store.close().await;
+}
