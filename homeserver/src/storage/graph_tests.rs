@@ -528,3 +528,78 @@ async fn the_event_graph_migration_upgrades_a_database_of_today() {
     assert_eq!(auth, 2);
     store.close().await;
 }
+
+/// The send batch's path: messages chain on the head read once, share the current state
+/// group, and a batch's edges are written by one statement per table.
+#[tokio::test]
+async fn a_send_batch_writes_its_edges_and_shares_the_state_group() {
+    let (_dir, store) = open().await;
+    let mut peer = Peer::new();
+    let b = base(&mut peer);
+    persist_all(&store, &peer, &[&b.create, &b.bob, &b.pl, &b.jr, &b.carol]).await;
+    let current: i64 = sqlx::query_scalar("SELECT state_group FROM room_current WHERE room_id = $1")
+        .bind(ROOM)
+        .fetch_one(&store.pool)
+        .await
+        .expect("current");
+    let mut writer = store.batch_writer().expect("writer");
+    let auth = vec![b.create.clone(), b.pl.clone(), b.bob.clone()];
+    let positions = tokio::task::spawn_blocking(move || {
+        let mut tx = writer.begin().expect("begin");
+        let (_, mut head) = tx.auth_state_and_head(ROOM, &[BOB]).expect("head");
+        let mut rows = GraphRows::default();
+        let mut positions = Vec::new();
+        for i in 0..3 {
+            let id = format!("evt-batch{i}");
+            let e = NewEvent {
+                event_id: &id,
+                room_id: ROOM,
+                event_type: types::MESSAGE,
+                state_key: None,
+                sender: BOB,
+                content: "{}",
+                origin_ts: 1,
+                event_uuid: None,
+                relates_to: None,
+                unsigned: None,
+                pdu: "{}",
+                depth: 10 + i,
+            };
+            let pos = tx.append_message(&e, &head, &auth, &mut rows).expect("append");
+            head.advance(&id, e.depth, pos, None);
+            positions.push(pos);
+        }
+        tx.write_graph_rows(&rows).expect("edges");
+        tx.replace_extremities(ROOM, "evt-batch2", 12).expect("extremity");
+        tx.commit().expect("commit");
+        positions
+    })
+    .await
+    .expect("the writer thread");
+    let carol_pos: i64 = sqlx::query_scalar("SELECT stream_position FROM events WHERE event_id = $1")
+        .bind(&b.carol)
+        .fetch_one(&store.pool)
+        .await
+        .expect("pos");
+    let edges: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT event_pos, prev_pos FROM event_edges WHERE event_pos >= $1 ORDER BY 1")
+            .bind(positions[0])
+            .fetch_all(&store.pool)
+            .await
+            .expect("edges");
+    assert_eq!(edges, vec![(positions[0], carol_pos), (positions[1], positions[0]), (positions[2], positions[1])]);
+    let auth_edges: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM event_auth_edges WHERE event_pos >= $1")
+        .bind(positions[0])
+        .fetch_one(&store.pool)
+        .await
+        .expect("auth");
+    assert_eq!(auth_edges, 9);
+    let groups: Vec<Option<i64>> = sqlx::query_scalar("SELECT state_group FROM events WHERE stream_position >= $1")
+        .bind(positions[0])
+        .fetch_all(&store.pool)
+        .await
+        .expect("groups");
+    assert_eq!(groups, vec![Some(current); 3]);
+    assert_eq!(extremities(&store).await, vec!["evt-batch2".to_string()]);
+    store.close().await;
+}
