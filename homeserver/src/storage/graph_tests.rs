@@ -603,3 +603,105 @@ async fn a_send_batch_writes_its_edges_and_shares_the_state_group() {
     assert_eq!(extremities(&store).await, vec!["evt-batch2".to_string()]);
     store.close().await;
 }
+
+/// Measures what the graph tables cost per event (`docs/federation.md`, "Storage of the event
+/// graph"): a room of 200 joins (state events, through `persist`) and 2,000 messages (through
+/// the send batch's path, 64 a batch), then the tables' pages and payload bytes from SQLite's
+/// `dbstat`. Run with `cargo test -p homeserver --lib storage_cost -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore]
+async fn storage_cost() {
+    const JOINS: usize = 200;
+    const MESSAGES: usize = 2000;
+    let (_dir, store) = open().await;
+    let mut peer = Peer::new();
+    let b = base(&mut peer);
+    persist_all(&store, &peer, &[&b.create, &b.bob, &b.pl, &b.jr, &b.carol]).await;
+    let table_sizes = |store: &Store| {
+        let pool = store.pool.clone();
+        async move {
+            let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+                "SELECT name, COUNT(*), SUM(pgsize), SUM(payload) FROM dbstat
+                 WHERE name IN ('state_groups', 'state_group_entries', 'event_edges', 'event_auth_edges', 'events')
+                 GROUP BY name ORDER BY name",
+            )
+            .fetch_all(&pool)
+            .await
+            .expect("dbstat");
+            rows
+        }
+    };
+    let rows_of = |store: &Store, table: &'static str| {
+        let pool = store.pool.clone();
+        async move {
+            let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+                .fetch_one(&pool)
+                .await
+                .expect("count");
+            n
+        }
+    };
+    let before = table_sizes(&store).await;
+    let before_rows = (rows_of(&store, "state_groups").await, rows_of(&store, "state_group_entries").await);
+    let mut prev = b.carol.clone();
+    for i in 0..JOINS {
+        let who = format!("@user{i}:beta.test");
+        prev = peer.event(&who, types::MEMBER, Some(&who), member("join"), &[&prev], &[&b.create, &b.pl, &b.jr]);
+        persist_all(&store, &peer, &[&prev]).await;
+    }
+    let after_state = table_sizes(&store).await;
+    let after_rows = (rows_of(&store, "state_groups").await, rows_of(&store, "state_group_entries").await);
+    println!(
+        "state events: {JOINS}; groups +{}, entries +{}",
+        after_rows.0 - before_rows.0,
+        after_rows.1 - before_rows.1
+    );
+    println!("before: {before:?}\nafter joins: {after_state:?}");
+
+    let mut writer = store.batch_writer().expect("writer");
+    let auth = vec![b.create.clone(), b.pl.clone(), b.bob.clone()];
+    tokio::task::spawn_blocking(move || {
+        for batch in 0..MESSAGES / 64 + 1 {
+            let mut tx = writer.begin().expect("begin");
+            let (_, mut head) = tx.auth_state_and_head(ROOM, &[BOB]).expect("head");
+            let mut rows = GraphRows::default();
+            let mut last = None;
+            for i in 0..64.min(MESSAGES - batch * 64) {
+                let id = format!("evt-m{batch}x{i}");
+                let depth = head.extremities.iter().map(|(_, d)| *d).max().unwrap_or(0) + 1;
+                let e = NewEvent {
+                    event_id: &id,
+                    room_id: ROOM,
+                    event_type: types::MESSAGE,
+                    state_key: None,
+                    sender: BOB,
+                    content: "{}",
+                    origin_ts: 1,
+                    event_uuid: None,
+                    relates_to: None,
+                    unsigned: None,
+                    pdu: "{}",
+                    depth,
+                };
+                let pos = tx.append_message(&e, &head, &auth, &mut rows).expect("append");
+                head.advance(&id, depth, pos, None);
+                last = Some((id, depth));
+            }
+            tx.write_graph_rows(&rows).expect("edges");
+            if let Some((id, depth)) = last {
+                tx.replace_extremities(ROOM, &id, depth).expect("extremity");
+            }
+            tx.commit().expect("commit");
+        }
+    })
+    .await
+    .expect("writer thread");
+    let after_messages = table_sizes(&store).await;
+    println!("after {MESSAGES} messages: {after_messages:?}");
+    println!(
+        "edges rows: {}, auth edges rows: {}",
+        rows_of(&store, "event_edges").await,
+        rows_of(&store, "event_auth_edges").await
+    );
+    store.close().await;
+}
