@@ -696,20 +696,24 @@ impl WriteTx {
             for prev in &pdu.prev_events {
                 sqlx::query(DELETE_EXTREMITY_SQL).bind(&pdu.room_id).bind(prev).execute(&mut *self.tx).await?;
             }
-            let accepted_children: Vec<i64> = children
-                .iter()
-                .filter(|(_, s)| *s == EventStatus::Accepted.code() || *s == EventStatus::SoftFailed.code())
-                .map(|(c, _)| *c)
-                .collect();
-            if accepted_children.is_empty() {
+            // A soft-failed child is no one's successor in the room: its parent stays an
+            // extremity. Its state (the state before it) is still computed again.
+            let has_accepted_child = children.iter().any(|(_, s)| *s == EventStatus::Accepted.code());
+            if !has_accepted_child {
                 sqlx::query(INSERT_EXTREMITY_SQL)
                     .bind(&pdu.room_id)
                     .bind(&pdu.event_id)
                     .bind(pdu.depth)
                     .execute(&mut *self.tx)
                     .await?;
-            } else {
-                self.recompute_descendants(&pdu.room_id, version, accepted_children).await?;
+            }
+            let in_room: Vec<i64> = children
+                .iter()
+                .filter(|(_, s)| *s == EventStatus::Accepted.code() || *s == EventStatus::SoftFailed.code())
+                .map(|(c, _)| *c)
+                .collect();
+            if !in_room.is_empty() {
+                self.recompute_descendants(&pdu.room_id, version, in_room).await?;
             }
             self.resolve_current_state(&pdu.room_id, version).await?;
         }

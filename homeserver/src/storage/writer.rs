@@ -56,7 +56,8 @@ impl Store {
         let conn = self.direct_connection()?;
         // Its commits never checkpoint: the checkpointer thread does, beside it.
         conn.execute_batch(&format!("PRAGMA cache_size = -{WRITER_CACHE_KIB}; PRAGMA wal_autocheckpoint = 0;"))?;
-        conn.set_prepared_statement_cache_capacity(32);
+        // Room for the multi-row edge INSERTs too, one statement per batch size seen.
+        conn.set_prepared_statement_cache_capacity(64);
         let checkpointer =
             start_checkpointer(self.direct_connection()?, self.write_lock.clone(), self.wal_restart_frames)
                 .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
