@@ -18,7 +18,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use federation::auth::{self, RoomVersion};
-use federation::event::{EventId, EventSource, Pdu, StateMap, types};
+use federation::event::{EventId, EventSource, Pdu, StateKey, StateMap, types};
 use federation::state_res;
 use serde_json::Value;
 
@@ -152,6 +152,15 @@ pub(super) fn group_entries_sql(rows: usize) -> String {
     values_sql("INSERT INTO state_group_entries (state_group, event_type, state_key, event_pos)", rows, 4, "")
 }
 
+/// A row of [`HEAD_SQL`]: extremity id, depth, position; current group, its delta depth.
+type HeadRow = (Option<String>, Option<i64>, Option<i64>, Option<i64>, Option<i64>);
+/// A row of [`GROUP_ENTRIES_SQL`].
+type GroupEntryRow = (i64, String, String, Option<i64>, Option<String>);
+/// An entry a group writes: the key and its event's position (`None` removes the key).
+type GroupEntry = (StateKey, Option<i64>);
+/// A row of [`GRAPH_ROW_SELECT`].
+type GraphRowTuple = (String, i64, i64, Option<i64>, Option<i64>);
+
 /// A state group as the planner sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GroupRef {
@@ -173,7 +182,7 @@ pub struct GraphHead {
 
 impl GraphHead {
     /// Folds the rows of [`HEAD_SQL`].
-    pub(super) fn from_rows(rows: Vec<(Option<String>, Option<i64>, Option<i64>, Option<i64>, Option<i64>)>) -> Self {
+    pub(super) fn from_rows(rows: Vec<HeadRow>) -> Self {
         let mut head = GraphHead::default();
         for (id, depth, pos, group, delta_depth) in rows {
             if let (Some(group), Some(delta_depth)) = (group, delta_depth) {
@@ -255,8 +264,8 @@ impl GraphRows {
 pub type PositionState = StateMap<(i64, EventId)>;
 
 /// Folds the rows of [`GROUP_ENTRIES_SQL`] into the group's state.
-fn fold_group(rows: Vec<(i64, String, String, Option<i64>, Option<String>)>) -> PositionState {
-    let mut best: HashMap<(String, String), (i64, Option<(i64, String)>)> = HashMap::new();
+fn fold_group(rows: Vec<GroupEntryRow>) -> PositionState {
+    let mut best: HashMap<StateKey, (i64, Option<(i64, String)>)> = HashMap::new();
     for (n, t, k, pos, id) in rows {
         let entry = pos.zip(id);
         match best.get(&(t.clone(), k.clone())) {
@@ -304,7 +313,7 @@ impl WriteTx {
         };
         let pos = self.insert_event_row(e, None, EventStatus::Accepted, group.map(|g| g.id)).await?;
         if let (Some(plan), Some(group), Some((t, k))) = (plan, group, state_entry) {
-            let entries: Vec<((String, String), Option<i64>)> = match plan {
+            let entries: Vec<GroupEntry> = match plan {
                 GroupPlan::Delta { .. } => vec![((t.to_string(), k.to_string()), Some(pos))],
                 GroupPlan::Snapshot => {
                     let mut full = match a.head.state {
@@ -365,11 +374,7 @@ impl WriteTx {
         Ok(pos)
     }
 
-    async fn insert_group_entries(
-        &mut self,
-        group: i64,
-        entries: &[((String, String), Option<i64>)],
-    ) -> Result<(), sqlx::Error> {
+    async fn insert_group_entries(&mut self, group: i64, entries: &[GroupEntry]) -> Result<(), sqlx::Error> {
         // SQLite allows 32,766 parameters a statement: 4 per entry.
         for chunk in entries.chunks(4096) {
             let sql = group_entries_sql(chunk.len());
@@ -437,7 +442,7 @@ struct GraphRow {
     group: Option<GroupRef>,
 }
 
-fn graph_row(r: (String, i64, i64, Option<i64>, Option<i64>)) -> GraphRow {
+fn graph_row(r: GraphRowTuple) -> GraphRow {
     let (event_id, pos, status, group, delta_depth) = r;
     GraphRow {
         event_id,
@@ -634,25 +639,24 @@ impl WriteTx {
             _ => None,
         };
         let own_entry = (status == EventStatus::Accepted).then(|| pdu.state_entry()).flatten();
-        let (group, group_entries): (Option<GroupRef>, Vec<((String, String), Option<i64>)>) =
-            match (&before, before_group, &own_entry) {
-                (None, _, _) => (None, Vec::new()),
-                (Some(_), Some(g), None) => (Some(g), Vec::new()),
-                (Some(before), g, _) => {
-                    let plan = GroupPlan::after(g);
-                    let id: i64 = sqlx::query_scalar(INSERT_GROUP_SQL)
-                        .bind(&pdu.room_id)
-                        .bind(plan.prev_group())
-                        .bind(plan.delta_depth())
-                        .fetch_one(&mut *self.tx)
-                        .await?;
-                    let entries = match plan {
-                        GroupPlan::Delta { .. } => Vec::new(),
-                        GroupPlan::Snapshot => before.iter().map(|(k, (p, _))| (k.clone(), Some(*p))).collect(),
-                    };
-                    (Some(GroupRef { id, delta_depth: plan.delta_depth() }), entries)
-                }
-            };
+        let (group, group_entries): (Option<GroupRef>, Vec<GroupEntry>) = match (&before, before_group, &own_entry) {
+            (None, _, _) => (None, Vec::new()),
+            (Some(_), Some(g), None) => (Some(g), Vec::new()),
+            (Some(before), g, _) => {
+                let plan = GroupPlan::after(g);
+                let id: i64 = sqlx::query_scalar(INSERT_GROUP_SQL)
+                    .bind(&pdu.room_id)
+                    .bind(plan.prev_group())
+                    .bind(plan.delta_depth())
+                    .fetch_one(&mut *self.tx)
+                    .await?;
+                let entries = match plan {
+                    GroupPlan::Delta { .. } => Vec::new(),
+                    GroupPlan::Snapshot => before.iter().map(|(k, (p, _))| (k.clone(), Some(*p))).collect(),
+                };
+                (Some(GroupRef { id, delta_depth: plan.delta_depth() }), entries)
+            }
+        };
         let pos = self.insert_event_row(&new, position, status, group.map(|g| g.id)).await?;
         if let Some(g) = group.filter(|g| Some(*g) != before_group) {
             let mut entries = group_entries;
@@ -730,7 +734,7 @@ impl WriteTx {
         for id in ids {
             q = q.bind(id);
         }
-        let rows: Vec<(String, i64, i64, Option<i64>, Option<i64>)> = q.fetch_all(&mut *self.tx).await?;
+        let rows: Vec<GraphRowTuple> = q.fetch_all(&mut *self.tx).await?;
         Ok(rows.into_iter().map(graph_row).collect())
     }
 
@@ -769,7 +773,7 @@ impl WriteTx {
         pos: i64,
         version: RoomVersion,
     ) -> Result<Option<(PositionState, Option<GroupRef>)>, PersistError> {
-        let parents: Vec<(String, i64, i64, Option<i64>, Option<i64>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        let parents: Vec<GraphRowTuple> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "{GRAPH_ROW_SELECT} JOIN event_edges x ON x.prev_pos = e.stream_position
              WHERE x.event_pos = $1 AND e.status IN (0, 1) AND e.state_group IS NOT NULL"
         )))
@@ -870,7 +874,7 @@ impl WriteTx {
     /// Sets the room's current state to the resolution of the states at its forward
     /// extremities, and `room_state` to match.
     async fn resolve_current_state(&mut self, room_id: &str, version: RoomVersion) -> Result<(), PersistError> {
-        let rows: Vec<(String, i64, i64, Option<i64>, Option<i64>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        let rows: Vec<GraphRowTuple> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "{GRAPH_ROW_SELECT} JOIN room_extremities x ON x.event_id = e.event_id
              WHERE x.room_id = $1 AND e.state_group IS NOT NULL ORDER BY e.event_id"
         )))
