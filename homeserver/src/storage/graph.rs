@@ -588,7 +588,8 @@ impl WriteTx {
         } else if let Some(s) = parent_states.first() {
             wanted.extend(auth::auth_types_for(pdu).iter().filter_map(|k| s.get(k)).map(|(_, id)| id.clone()));
         }
-        let events = self.events_with_auth_chains(&wanted).await?;
+        // Only a resolution walks auth chains; the checks read the named events alone.
+        let events = self.stored_events(&wanted, parent_states.len() > 1).await?;
         let version = version_of(parent_states.first(), pdu, &events);
         let before: Option<PositionState> = if is_create {
             Some(PositionState::new())
@@ -738,21 +739,37 @@ impl WriteTx {
         Ok(rows.into_iter().map(graph_row).collect())
     }
 
-    /// The stored events among `ids` and every event of their auth chains, parsed; rejected
-    /// events and events without a wire form are left out (nothing is authorised by them).
     async fn events_with_auth_chains(&mut self, ids: &BTreeSet<EventId>) -> Result<HashMap<EventId, Pdu>, sqlx::Error> {
+        self.stored_events(ids, true).await
+    }
+
+    /// The stored events among `ids` (and every event of their auth chains when
+    /// `with_auth_chains`), parsed; rejected events and events without a wire form are left out
+    /// (nothing is authorised by them).
+    async fn stored_events(
+        &mut self,
+        ids: &BTreeSet<EventId>,
+        with_auth_chains: bool,
+    ) -> Result<HashMap<EventId, Pdu>, sqlx::Error> {
         let mut out = HashMap::new();
         if ids.is_empty() {
             return Ok(out);
         }
-        let sql = format!(
-            "WITH RECURSIVE chain(pos) AS (
-                 SELECT stream_position FROM events WHERE event_id IN ({})
-                 UNION SELECT a.auth_pos FROM event_auth_edges a JOIN chain c ON a.event_pos = c.pos)
-             SELECT e.event_id, e.pdu FROM chain c JOIN events e ON e.stream_position = c.pos
-             WHERE e.status <> 2 AND e.pdu IS NOT NULL",
-            placeholders(1, ids.len())
-        );
+        let sql = if with_auth_chains {
+            format!(
+                "WITH RECURSIVE chain(pos) AS (
+                     SELECT stream_position FROM events WHERE event_id IN ({})
+                     UNION SELECT a.auth_pos FROM event_auth_edges a JOIN chain c ON a.event_pos = c.pos)
+                 SELECT e.event_id, e.pdu FROM chain c JOIN events e ON e.stream_position = c.pos
+                 WHERE e.status <> 2 AND e.pdu IS NOT NULL",
+                placeholders(1, ids.len())
+            )
+        } else {
+            format!(
+                "SELECT event_id, pdu FROM events WHERE event_id IN ({}) AND status <> 2 AND pdu IS NOT NULL",
+                placeholders(1, ids.len())
+            )
+        };
         let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql));
         for id in ids {
             q = q.bind(id);
@@ -883,9 +900,16 @@ impl WriteTx {
         .await?;
         let heads: Vec<GraphRow> = rows.into_iter().map(graph_row).collect();
         let mut groups: Vec<GroupRef> = heads.iter().filter_map(|h| h.group).collect();
+        groups.sort_by_key(|g| g.id);
         groups.dedup();
+        let current: Option<i64> = sqlx::query_scalar("SELECT state_group FROM room_current WHERE room_id = $1")
+            .bind(room_id)
+            .fetch_optional(&mut *self.tx)
+            .await?;
         let (state, group) = match groups.as_slice() {
             [] => return Ok(()),
+            // One extremity whose state is already the current one (a message on top of it).
+            [one] if Some(one.id) == current => return Ok(()),
             [one] => (self.state_group(one.id).await?, one.id),
             many => {
                 let mut states = Vec::with_capacity(many.len());
@@ -1024,4 +1048,65 @@ pub(super) async fn upgrade(pool: &sqlx::SqlitePool) -> Result<(), sqlx::Error> 
         }
     }
     tx.commit().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_is_a_delta_until_the_chain_is_long_enough() {
+        assert_eq!(GroupPlan::after(None), GroupPlan::Snapshot);
+        let near = GroupRef { id: 7, delta_depth: SNAPSHOT_EVERY - 2 };
+        assert_eq!(GroupPlan::after(Some(near)), GroupPlan::Delta { prev: near });
+        assert_eq!(GroupPlan::after(Some(near)).delta_depth(), SNAPSHOT_EVERY - 1);
+        let full = GroupRef { id: 8, delta_depth: SNAPSHOT_EVERY - 1 };
+        assert_eq!(GroupPlan::after(Some(full)), GroupPlan::Snapshot);
+        assert_eq!(GroupPlan::Snapshot.prev_group(), None);
+    }
+
+    #[test]
+    fn a_group_reads_as_its_nearest_entries_and_removals_hide_keys() {
+        let k = |t: &str| (t.to_string(), String::new());
+        let rows = vec![
+            (0, "name".into(), String::new(), Some(9), Some("evt-9".into())),
+            (2, "name".into(), String::new(), Some(3), Some("evt-3".into())),
+            (2, "topic".into(), String::new(), Some(4), Some("evt-4".into())),
+            (1, "topic".into(), String::new(), None, None),
+            (2, "create".into(), String::new(), Some(1), Some("evt-1".into())),
+        ];
+        let state = fold_group(rows);
+        assert_eq!(state.get(&k("name")), Some(&(9, "evt-9".to_string())));
+        assert_eq!(state.get(&k("topic")), None, "removed by a nearer delta");
+        assert_eq!(state.get(&k("create")), Some(&(1, "evt-1".to_string())));
+        assert_eq!(state.len(), 2);
+    }
+
+    #[test]
+    fn local_events_chain_on_the_head() {
+        let mut head = GraphHead::from_rows(vec![
+            (Some("evt-a".into()), Some(4), Some(10), Some(3), Some(1)),
+            (Some("evt-b".into()), Some(5), Some(12), Some(3), Some(1)),
+        ]);
+        assert_eq!(head.state, Some(GroupRef { id: 3, delta_depth: 1 }));
+        let mut rows = GraphRows::default();
+        rows.add_local(20, &head, &["evt-c".to_string()]);
+        assert_eq!(rows.edges, vec![(20, 10), (20, 12)], "a local event's parents are every extremity");
+        head.advance("evt-new", 6, 20, None);
+        rows.add_local(21, &head, &[]);
+        assert_eq!(rows.edges[2..], [(21, 20)]);
+        assert_eq!(rows.auth_edges, vec![(20, "evt-c".to_string())]);
+        assert_eq!(head.state, Some(GroupRef { id: 3, delta_depth: 1 }), "a message keeps the group");
+        let empty = GraphHead::from_rows(vec![(None, None, None, None, None)]);
+        assert!(empty.extremities.is_empty() && empty.state.is_none());
+    }
+
+    #[test]
+    fn multi_row_statements_number_their_placeholders_in_order() {
+        assert_eq!(
+            edges_sql(2),
+            "INSERT INTO event_edges (event_pos, prev_pos) VALUES ($1, $2), ($3, $4) ON CONFLICT DO NOTHING"
+        );
+        assert!(auth_edges_by_id_sql(2).contains("FROM (VALUES ($1, $2), ($3, $4)) v JOIN events e"));
+    }
 }
