@@ -13,7 +13,9 @@
 --
 -- The state groups themselves are filled in by the server when it first opens the database
 -- (`storage::graph::upgrade`): walking each room's events in order is not something SQL does
--- portably. This file only lays out the tables and copies what SQL can.
+-- portably. This file only lays out the tables and copies what SQL can, and leaves a row in
+-- `graph_upgrade_pending` that the upgrade deletes in the transaction that does the work, so an
+-- upgrade interrupted halfway runs again at the next start.
 
 CREATE TABLE events_rebuilt (
     stream_position  INTEGER PRIMARY KEY,
@@ -121,3 +123,6 @@ CREATE TABLE room_extremities_rebuilt (
 INSERT INTO room_extremities_rebuilt SELECT room_id, event_id, depth FROM room_extremities;
 DROP TABLE room_extremities;
 ALTER TABLE room_extremities_rebuilt RENAME TO room_extremities;
+
+CREATE TABLE graph_upgrade_pending (pending INTEGER NOT NULL);
+INSERT INTO graph_upgrade_pending VALUES (1);

@@ -667,6 +667,7 @@ async fn a_database_from_before_the_lean_write_migration_upgrades_in_place() {
          DROP TABLE events;
          DROP TABLE event_edges; DROP TABLE event_auth_edges; DROP TABLE event_missing_prevs;
          DROP TABLE state_groups; DROP TABLE state_group_entries; DROP TABLE room_current;
+         DROP TABLE graph_upgrade_pending;
          CREATE TABLE room_state_old (room_id TEXT NOT NULL REFERENCES rooms(id), event_type TEXT NOT NULL,
              state_key TEXT NOT NULL, event_id TEXT NOT NULL, PRIMARY KEY (room_id, event_type, state_key));
          INSERT INTO room_state_old SELECT * FROM room_state;

@@ -976,7 +976,7 @@ impl WriteTx {
 }
 
 /// Fills the state groups, the current state and the extremities of a database that migration
-/// 8 just upgraded: every room's events are walked in stream order (all of them were accepted
+/// 8 upgraded (it left a row in `graph_upgrade_pending`, deleted here in the same transaction): every room's events are walked in stream order (all of them were accepted
 /// then), each state event starting a group that its following events share. Rooms made before
 /// migration 4 had neither `room_state` nor extremities: they get both, so that their next
 /// events carry `prev_events` and `auth_events`.
@@ -1047,6 +1047,7 @@ pub(super) async fn upgrade(pool: &sqlx::SqlitePool) -> Result<(), sqlx::Error> 
             sqlx::query(INSERT_EXTREMITY_SQL).bind(&room_id).bind(id).bind(*depth).execute(&mut *tx).await?;
         }
     }
+    sqlx::query("DELETE FROM graph_upgrade_pending").execute(&mut *tx).await?;
     tx.commit().await
 }
 

@@ -439,6 +439,9 @@ async fn the_event_graph_migration_upgrades_a_database_of_today() {
     let signer = EventSigner { server_name: "a.test".into(), key: crypto::ServerKey::generate("k1").expect("key") };
     let store = Store::open(&url, Durability::Normal).await.expect("upgrade").with_signer(signer);
     assert_eq!(store.committed_position(), 9);
+    let pending: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM graph_upgrade_pending").fetch_one(&store.pool).await.expect("pending");
+    assert_eq!(pending, 0, "the upgrade ran to its end");
 
     let rows: Vec<(String, String, i64, Option<i64>)> =
         sqlx::query_as("SELECT event_id, sender, status, state_group FROM events ORDER BY stream_position")

@@ -133,7 +133,8 @@ impl Store {
             tracing::info!(from, to = latest, "upgrading the database schema; rewriting large tables can take minutes");
         }
         migrator(i64::MAX).run(&pool).await?;
-        if upgrading.is_some_and(|from| from < 8) {
+        let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM graph_upgrade_pending").fetch_one(&pool).await?;
+        if pending > 0 {
             graph::upgrade(&pool).await?;
         }
         if upgrading.is_some() {
