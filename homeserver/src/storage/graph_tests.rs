@@ -277,11 +277,15 @@ async fn soft_failed_and_rejected_events_are_stored_but_not_shown() {
     let stranger = peer.event(DAVE, types::MESSAGE, None, json!({"body": "hi"}), &[&ban], &[&b.create, &b.pl]);
     // A name change by Carol naming Bob's membership as hers is refused by its auth events too.
     let forged = peer.event(CAROL, types::NAME, Some(""), json!({"name": "x"}), &[&ban], &bob_auth);
+    // Carol joins again naming her old join: allowed by it, not by the ban before it.
+    let rejoin =
+        peer.event(CAROL, types::MEMBER, Some(CAROL), member("join"), &[&ban], &[&b.create, &b.pl, &b.jr, &b.carol]);
 
     persist_all(&store, &peer, &[&b.create, &b.bob, &b.pl, &b.jr, &b.carol, &hello, &ban]).await;
     assert_eq!(persist(&store, &peer, &late).await.status, EventStatus::SoftFailed);
     assert_eq!(persist(&store, &peer, &stranger).await.status, EventStatus::Rejected);
     assert_eq!(persist(&store, &peer, &forged).await.status, EventStatus::Rejected);
+    assert_eq!(persist(&store, &peer, &rejoin).await.status, EventStatus::SoftFailed);
     // Stored again: found, nothing written.
     let again = persist(&store, &peer, &late).await;
     assert!(again.existed);
@@ -292,7 +296,12 @@ async fn soft_failed_and_rejected_events_are_stored_but_not_shown() {
         .fetch_all(&store.pool)
         .await
         .expect("rows");
-    assert_eq!(statuses.len(), 10, "every event is stored");
+    assert_eq!(statuses.len(), 11, "every event is stored");
+    // Sync (and realtime, which reads the same query) hands out accepted events only: the
+    // membership events about Carol are her join and the ban, not the soft-failed join.
+    let synced: Vec<String> =
+        store.events_since("nobody", CAROL, 0, 100).await.expect("sync").into_iter().map(|r| r.event_id).collect();
+    assert_eq!(synced, vec![b.carol.clone(), ban.clone()]);
     assert_eq!(page(&store).await, vec![hello.clone()], "only accepted messages are shown");
     assert_eq!(extremities(&store).await, vec![ban.clone()]);
     assert_eq!(room_state(&store).await.get(&key(types::NAME, "")), None);
