@@ -413,6 +413,16 @@ impl WriteTx {
     }
 }
 
+/// An event built elsewhere, for [`WriteTx::persist_backfilled`].
+#[derive(Clone, Copy, Debug)]
+pub struct Incoming<'a> {
+    pub pdu: &'a Pdu,
+    /// Its wire form.
+    pub json: &'a str,
+    /// The state before it as a peer answered it, for when none of its parents is stored.
+    pub state_before: Option<&'a StateMap<EventId>>,
+}
+
 /// What [`WriteTx::persist`] stored (or found stored).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Persisted {
@@ -517,18 +527,20 @@ impl WriteTx {
     /// Stores a batch of history (events older than what the room has, as a backwards fetch
     /// delivers them): they take positions below every stored one, negative, the oldest
     /// (smallest depth) lowest, so that pages show them in graph order before what follows.
-    /// Answers in the order given.
-    pub async fn persist_backfilled(&mut self, events: &[(&Pdu, &str)]) -> Result<Vec<Persisted>, PersistError> {
+    /// The oldest events of a batch usually have parents further back, not stored: each such
+    /// event needs the state before it as the peer answered it (`state_before`), else it is an
+    /// outlier, and so are its descendants in the batch. Answers in the order given.
+    pub async fn persist_backfilled(&mut self, events: &[Incoming<'_>]) -> Result<Vec<Persisted>, PersistError> {
         let lowest: i64 =
             sqlx::query_scalar("SELECT COALESCE(MIN(stream_position), 0) FROM events").fetch_one(&mut *self.tx).await?;
         let mut order: Vec<usize> = (0..events.len()).collect();
-        order.sort_by_key(|&i| (events[i].0.depth, i));
+        order.sort_by_key(|&i| (events[i].pdu.depth, i));
         let first = lowest.min(0) - i64::try_from(events.len()).unwrap_or(i64::MAX);
         let mut out: Vec<Option<Persisted>> = vec![None; events.len()];
         for (n, &i) in order.iter().enumerate() {
-            let (pdu, json) = events[i];
+            let e = &events[i];
             let position = first + i64::try_from(n).unwrap_or(0);
-            out[i] = Some(self.persist_at(pdu, json, Some(position), None).await?);
+            out[i] = Some(self.persist_at(e.pdu, e.json, Some(position), e.state_before).await?);
         }
         Ok(out.into_iter().map(|p| p.expect("every event persisted")).collect())
     }

@@ -340,8 +340,7 @@ async fn pages_follow_the_graph_and_backfill_goes_below() {
     assert_eq!(tx.persist_with_state(pdu, json, &state).await.expect("persist").status, EventStatus::Accepted);
     tx.commit().await.expect("commit");
     persist_all(&store, &peer, &[&messages[4], &messages[5]]).await;
-    let batch: Vec<(&Pdu, &str)> =
-        [2, 0, 1].iter().map(|&i| (&peer.events[&messages[i]].0, peer.events[&messages[i]].1.as_str())).collect();
+    let batch: Vec<Incoming<'_>> = [2, 0, 1].iter().map(|&i| incoming(&peer, &messages[i], None)).collect();
     let mut tx = store.write().await.expect("write");
     let done = tx.persist_backfilled(&batch).await.expect("backfill");
     tx.commit().await.expect("commit");
@@ -351,8 +350,7 @@ async fn pages_follow_the_graph_and_backfill_goes_below() {
     assert!(positions.windows(2).all(|w| w[0] < w[1]), "older is lower: {positions:?}");
     let mut tx = store.write().await.expect("write");
     let more = peer.event(BOB, types::MESSAGE, None, json!({"body": "older"}), &[&b.carol], &auth);
-    let (pdu, json) = &peer.events[&more];
-    let older = tx.persist_backfilled(&[(pdu, json.as_str())]).await.expect("backfill");
+    let older = tx.persist_backfilled(&[incoming(&peer, &more, None)]).await.expect("backfill");
     tx.commit().await.expect("commit");
     assert!(older[0].stream_position < positions[0], "a later backfill goes lower still");
     let positions: Vec<i64> = positions.into_iter().rev().collect();
@@ -362,6 +360,55 @@ async fn pages_follow_the_graph_and_backfill_goes_below() {
     assert_eq!(page(&store).await, shown, "pages show the graph's order");
     assert_eq!(extremities(&store).await, sorted(vec![messages[5].clone(), more.clone()]));
     store.close().await;
+}
+
+fn incoming<'a>(peer: &'a Peer, id: &str, state_before: Option<&'a StateMap<EventId>>) -> Incoming<'a> {
+    let (pdu, json) = &peer.events[id];
+    Incoming { pdu, json, state_before }
+}
+
+/// A backfilled batch whose oldest event's parent is further back (not stored) stands on the
+/// state the peer gave for it; without that state the batch can only be stored as outliers.
+#[tokio::test]
+async fn a_backfilled_batch_stands_on_the_state_given_for_its_oldest_event() {
+    let mut peer = Peer::new();
+    let b = base(&mut peer);
+    let auth = [b.create.as_str(), b.pl.as_str(), b.bob.as_str()];
+    let mut chain = vec![b.carol.clone()];
+    for i in 0..5 {
+        let prev = chain.last().expect("a parent").clone();
+        chain.push(peer.event(BOB, types::MESSAGE, None, json!({"body": format!("m{i}")}), &[&prev], &auth));
+    }
+    let state: StateMap<EventId> = [
+        (key(types::CREATE, ""), b.create.clone()),
+        (key(types::MEMBER, BOB), b.bob.clone()),
+        (key(types::POWER_LEVELS, ""), b.pl.clone()),
+        (key(types::JOIN_RULES, ""), b.jr.clone()),
+        (key(types::MEMBER, CAROL), b.carol.clone()),
+    ]
+    .into_iter()
+    .collect();
+    for given in [Some(&state), None] {
+        let (_dir, store) = open().await;
+        // The state events are known (as a join's answer brings them); the timeline starts at
+        // the last message.
+        persist_all(&store, &peer, &[&b.create, &b.bob, &b.pl, &b.jr, &b.carol]).await;
+        let mut tx = store.write().await.expect("write");
+        let (pdu, json) = &peer.events[&chain[5]];
+        tx.persist_with_state(pdu, json, &state).await.expect("persist");
+        // History: the messages before it, but not the first one, whose parent is further back.
+        let batch: Vec<Incoming<'_>> =
+            vec![incoming(&peer, &chain[4], None), incoming(&peer, &chain[3], None), incoming(&peer, &chain[2], given)];
+        let done = tx.persist_backfilled(&batch).await.expect("backfill");
+        tx.commit().await.expect("commit");
+        let expected = if given.is_some() { EventStatus::Accepted } else { EventStatus::Outlier };
+        assert!(done.iter().all(|d| d.status == expected), "{done:?}");
+        let shown = if given.is_some() { chain[2..].to_vec() } else { vec![chain[5].clone()] };
+        assert_eq!(page(&store).await, shown);
+        // Carol's join stays one: nothing stored here names it (the first message is not).
+        assert_eq!(extremities(&store).await, sorted(vec![chain[5].clone(), b.carol.clone()]));
+        store.close().await;
+    }
 }
 
 /// A long run of state changes keeps every state group's chain of deltas short, and each group

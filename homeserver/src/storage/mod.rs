@@ -16,7 +16,9 @@ mod rooms;
 mod writer;
 
 pub use export::{ExportEventRow, ExportMember, ExportReader};
-pub use graph::{EventStatus, GraphHead, GraphRows, GroupRef, LocalAppend, PersistError, Persisted, SNAPSHOT_EVERY};
+pub use graph::{
+    EventStatus, GraphHead, GraphRows, GroupRef, Incoming, LocalAppend, PersistError, Persisted, SNAPSHOT_EVERY,
+};
 pub use media::MediaRow;
 pub use messages::{MessageRow, PageQuery, PageRow, ReactionCount};
 pub use models::*;
