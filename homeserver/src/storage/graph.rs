@@ -507,7 +507,8 @@ fn version_of(state: Option<&PositionState>, pdu: &Pdu, events: &HashMap<EventId
 
 impl WriteTx {
     /// Stores an event built and signed elsewhere (a peer's), already checked for signatures and
-    /// hashes, with `json` its wire form, at the next stream position. See [`Self::persist_at`].
+    /// hashes, with `json` its wire form, at the next stream position (how its status, state and
+    /// edges are decided: `persist_at`, below).
     pub async fn persist(&mut self, pdu: &Pdu, json: &str) -> Result<Persisted, PersistError> {
         self.persist_at(pdu, json, None, None).await
     }
