@@ -25,7 +25,9 @@
 //! - a retry of an `event_uuid` already in the batch is held for the next batch, where it
 //!   finds the first send committed;
 //! - the extremity of each room is written once per batch (`DELETE` + `INSERT`: a local
-//!   event's `prev_events` are all the current extremities, so one remains);
+//!   event's `prev_events` are all the current extremities, so one remains), and the batch's
+//!   prev and auth edges with one multi-row `INSERT` per table (`storage::graph`). A message
+//!   starts no state group: it records its room's current one, read with the extremities;
 //! - answers go out only after `COMMIT` succeeded; if it fails, every send of the batch gets an
 //!   error. Nothing is acknowledged before it is durable.
 //!
@@ -47,7 +49,9 @@ use crate::error::{ApiError, ApiResult};
 use crate::ids;
 use crate::ratelimit::SendLimiter;
 use crate::rooms::{self, NewEventSpec, SignedEvent, event_types, rules};
-use crate::storage::{BatchTx, BatchWriter, Membership, MessageRow, Participant, Room, Store, Tenant};
+use crate::storage::{
+    BatchTx, BatchWriter, GraphHead, GraphRows, Membership, MessageRow, Participant, Room, Store, Tenant,
+};
 
 /// The most sends committed together.
 pub const MAX_BATCH: usize = 64;
@@ -158,8 +162,8 @@ struct RoomBatch {
     auth: Vec<(String, String, String)>,
     /// The fqids whose membership events `auth` covers.
     auth_fqids: Vec<String>,
-    /// The room's forward extremities as stored so far in this batch.
-    extremities: Vec<(String, i64)>,
+    /// The room's forward extremities and current state group as stored so far in this batch.
+    head: GraphHead,
     /// Whether an event was appended, so the extremity must be written.
     appended: bool,
 }
@@ -256,6 +260,7 @@ fn run_in(
 ) -> ApiResult<()> {
     let signer = tx.signer().ok_or_else(|| ApiError::internal("no signing key loaded"))?;
     let mut rooms: HashMap<&str, RoomBatch> = HashMap::new();
+    let mut graph = GraphRows::default();
     for (i, job) in jobs.iter().enumerate() {
         if !rooms.contains_key(job.room_id.as_str()) {
             let state = load_room(tx, &job.room_id, jobs)?;
@@ -283,7 +288,7 @@ fn run_in(
             Some(&job.content_json),
             &ready.event_uuid,
             &ready.sender_fqid,
-            &st.extremities,
+            &st.head.extremities,
             ready.auth_events.clone(),
         );
         let s = match signed {
@@ -293,9 +298,14 @@ fn run_in(
                 continue;
             }
         };
-        match tx.insert_event(&s.new_event(&spec, &ready.event_uuid)) {
+        match tx.append_message(
+            &s.new_event(&spec, &ready.event_uuid, &ready.sender_fqid),
+            &st.head,
+            &s.auth_events,
+            &mut graph,
+        ) {
             Ok(pos) => {
-                st.extremities = vec![(s.event_id.clone(), s.depth)];
+                st.head.advance(&s.event_id, s.depth, pos, None);
                 st.appended = true;
                 results[i] = Some(Ok(created(job, &ready, s, pos)));
             }
@@ -305,9 +315,12 @@ fn run_in(
             }
         }
     }
+    if !graph.is_empty() {
+        tx.write_graph_rows(&graph)?;
+    }
     for (room_id, state) in &rooms {
         if state.appended {
-            let (event_id, depth) = state.extremities.last().expect("an appended event");
+            let (event_id, depth) = state.head.extremities.last().expect("an appended event");
             tx.replace_extremities(room_id, event_id, *depth)?;
         }
     }
@@ -437,18 +450,18 @@ fn load_room(tx: &BatchTx<'_>, room_id: &str, jobs: &[Job]) -> ApiResult<RoomBat
             members: HashMap::new(),
             auth: Vec::new(),
             auth_fqids: Vec::new(),
-            extremities: Vec::new(),
+            head: GraphHead::default(),
             appended: false,
         });
     };
     let members = members.into_iter().map(|(p, m, power)| (p, (m, power))).collect();
-    let (auth, extremities) = tx.auth_state_and_extremities(room_id, &fqids)?;
+    let (auth, head) = tx.auth_state_and_head(room_id, &fqids)?;
     Ok(RoomBatch {
         room: Some(room),
         members,
         auth,
         auth_fqids: fqids.into_iter().map(str::to_string).collect(),
-        extremities,
+        head,
         appended: false,
     })
 }

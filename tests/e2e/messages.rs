@@ -657,7 +657,8 @@ async fn a_database_from_before_the_lean_write_migration_upgrades_in_place() {
     let (before, _) = page(&s, &alice, &room, "limit=10").await;
     s.stop().await;
 
-    // Put the two tables back as migrations 1-5 left them, and forget that 6 ran.
+    // Put the tables back as migrations 1-5 left them, and forget that 6 and 8 ran (8 then
+    // upgrades the result again, as it would a database of that age).
     let db = rusqlite::Connection::open(s.data_dir().join("homeserver.db")).expect("open the database");
     db.execute_batch(
         "BEGIN;
@@ -668,8 +669,20 @@ async fn a_database_from_before_the_lean_write_migration_upgrades_in_place() {
              origin_ts BIGINT NOT NULL, event_uuid TEXT, unsigned_data TEXT, relates_to TEXT,
              original_content TEXT, edited_at BIGINT, redacted_at BIGINT, pdu TEXT,
              depth BIGINT NOT NULL DEFAULT 0);
-         INSERT INTO events_old SELECT * FROM events;
+         INSERT INTO events_old
+             SELECT e.stream_position, e.event_id, e.room_id, e.event_type, e.state_key, p.id, e.content,
+                    e.origin_ts, e.event_uuid, e.unsigned_data, e.relates_to, e.original_content, e.edited_at,
+                    e.redacted_at, e.pdu, e.depth
+             FROM events e JOIN participants p ON p.fqid = e.sender ORDER BY e.stream_position;
          DROP TABLE events;
+         DROP TABLE event_edges; DROP TABLE event_auth_edges; DROP TABLE event_missing_prevs;
+         DROP TABLE state_groups; DROP TABLE state_group_entries; DROP TABLE room_current;
+         DROP TABLE graph_upgrade_pending;
+         CREATE TABLE room_state_old (room_id TEXT NOT NULL REFERENCES rooms(id), event_type TEXT NOT NULL,
+             state_key TEXT NOT NULL, event_id TEXT NOT NULL, PRIMARY KEY (room_id, event_type, state_key));
+         INSERT INTO room_state_old SELECT * FROM room_state;
+         DROP TABLE room_state;
+         ALTER TABLE room_state_old RENAME TO room_state;
          ALTER TABLE events_old RENAME TO events;
          CREATE INDEX events_room_pos ON events(room_id, stream_position);
          CREATE INDEX events_room_type_pos ON events(room_id, event_type, stream_position);
@@ -680,7 +693,7 @@ async fn a_database_from_before_the_lean_write_migration_upgrades_in_place() {
          INSERT INTO room_extremities_old SELECT room_id, event_id, depth FROM room_extremities;
          DROP TABLE room_extremities;
          ALTER TABLE room_extremities_old RENAME TO room_extremities;
-         DELETE FROM _sqlx_migrations WHERE version = 6;
+         DELETE FROM _sqlx_migrations WHERE version IN (6, 8);
          COMMIT;",
     )
     .expect("the old schema");

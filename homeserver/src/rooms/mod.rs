@@ -14,8 +14,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::ids;
 use crate::ratelimit::Throttle;
 use crate::storage::{
-    EventSigner, MemberRow, MemberWithParticipant, Membership, NewEvent, NotificationMode, Participant, Room,
-    RoomState, RoomType, RoomView, Store, WriteTx,
+    EventSigner, LocalAppend, MemberRow, MemberWithParticipant, Membership, NewEvent, NotificationMode, Participant,
+    Room, RoomState, RoomType, RoomView, Store, WriteTx,
 };
 use rules::Seat;
 
@@ -194,17 +194,17 @@ pub async fn append_by(tx: &mut WriteTx, spec: NewEventSpec<'_>, sender_fqid: St
             &generated_uuid
         }
     };
-    let extremities = tx.extremities(spec.room_id).await?;
+    let head = tx.graph_head(spec.room_id).await?;
     let auth_events = if spec.event_type == event_types::CREATE {
         Vec::new()
     } else {
         auth_events_for(tx, &spec, &sender_fqid).await?
     };
     let signer = tx.signer().ok_or_else(|| ApiError::internal("no signing key loaded"))?;
-    let signed = sign_event(signer, &spec, None, event_uuid, &sender_fqid, &extremities, auth_events)?;
-    let pos = tx.insert_event(&signed.new_event(&spec, event_uuid)).await?;
-    let state = spec.state_key.map(|k| (spec.event_type, k));
-    tx.advance_dag(spec.room_id, &signed.event_id, signed.depth, &signed.prev_events, state).await?;
+    let signed = sign_event(signer, &spec, None, event_uuid, &sender_fqid, &head.extremities, auth_events)?;
+    let event = signed.new_event(&spec, event_uuid, &sender_fqid);
+    let auth_events = signed.auth_events.as_slice();
+    let (pos, _) = tx.append_local(LocalAppend { event: &event, head: &head, auth_events }).await?;
     Ok(Appended {
         event_id: signed.event_id,
         stream_position: pos,
@@ -222,20 +222,20 @@ pub(crate) struct SignedEvent<'a> {
     pub content_json: Cow<'a, str>,
     pub origin_ts: i64,
     pub depth: i64,
-    pub prev_events: Vec<String>,
+    pub auth_events: Vec<String>,
 }
 
 impl<'a> SignedEvent<'a> {
-    pub fn new_event<'s>(&'s self, spec: &NewEventSpec<'s>, event_uuid: &'s str) -> NewEvent<'s> {
+    pub fn new_event<'s>(&'s self, spec: &NewEventSpec<'s>, event_uuid: &'s str, sender_fqid: &'s str) -> NewEvent<'s> {
         NewEvent {
             event_id: &self.event_id,
             room_id: spec.room_id,
             event_type: spec.event_type,
             state_key: spec.state_key,
-            sender_id: spec.sender_id,
+            sender: sender_fqid,
             content: &self.content_json,
             origin_ts: self.origin_ts,
-            event_uuid,
+            event_uuid: Some(event_uuid),
             relates_to: spec.relates_to,
             unsigned: spec.unsigned,
             pdu: &self.pdu,
@@ -280,7 +280,7 @@ pub(crate) fn sign_event<'a>(
         draft.string("state_key", k);
     }
     let (event_id, pdu) = draft.prepare().map_err(unsignable)?.sign(&signer.server_name, &signer.key);
-    Ok(SignedEvent { event_id, pdu, content_json, origin_ts, depth, prev_events })
+    Ok(SignedEvent { event_id, pdu, content_json, origin_ts, depth, auth_events })
 }
 
 /// Replaces the stored wire forms of a redacted event (and of its edits) by their redacted

@@ -1,4 +1,5 @@
-//! SQL for the room DAG: forward extremities, current state, and stored wire forms.
+//! SQL for reading the room DAG's current state and stored wire forms (appending is
+//! [`graph`](super::graph)'s).
 
 use super::*;
 
@@ -18,14 +19,6 @@ pub(super) fn auth_state_sql(members: usize) -> String {
 pub(super) const FQID_OF_SQL: &str = "SELECT fqid FROM participants WHERE id = $1";
 
 impl WriteTx {
-    /// The room's forward extremities with their depths.
-    pub async fn extremities(&mut self, room_id: &str) -> Result<Vec<(String, i64)>, sqlx::Error> {
-        sqlx::query_as("SELECT event_id, depth FROM room_extremities WHERE room_id = $1 ORDER BY event_id")
-            .bind(room_id)
-            .fetch_all(&mut *self.tx)
-            .await
-    }
-
     /// The current create, power-levels and join-rule events, and the membership events of
     /// every fqid in `members`, in one read: `(type, state_key, event_id)`.
     pub async fn auth_state_many(
@@ -42,44 +35,6 @@ impl WriteTx {
 
     pub async fn fqid_of(&mut self, participant_id: &str) -> Result<Option<String>, sqlx::Error> {
         sqlx::query_scalar(FQID_OF_SQL).bind(participant_id).fetch_optional(&mut *self.tx).await
-    }
-
-    /// After appending `event_id`: it replaces `prev_events` as an extremity, and becomes the
-    /// room's current state for its `(type, state_key)` when it has one.
-    pub async fn advance_dag(
-        &mut self,
-        room_id: &str,
-        event_id: &str,
-        depth: i64,
-        prev_events: &[String],
-        state: Option<(&str, &str)>,
-    ) -> Result<(), sqlx::Error> {
-        for prev in prev_events {
-            sqlx::query("DELETE FROM room_extremities WHERE room_id = $1 AND event_id = $2")
-                .bind(room_id)
-                .bind(prev)
-                .execute(&mut *self.tx)
-                .await?;
-        }
-        sqlx::query("INSERT INTO room_extremities (room_id, event_id, depth) VALUES ($1, $2, $3)")
-            .bind(room_id)
-            .bind(event_id)
-            .bind(depth)
-            .execute(&mut *self.tx)
-            .await?;
-        if let Some((event_type, state_key)) = state {
-            sqlx::query(
-                "INSERT INTO room_state (room_id, event_type, state_key, event_id) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (room_id, event_type, state_key) DO UPDATE SET event_id = excluded.event_id",
-            )
-            .bind(room_id)
-            .bind(event_type)
-            .bind(state_key)
-            .bind(event_id)
-            .execute(&mut *self.tx)
-            .await?;
-        }
-        Ok(())
     }
 
     /// The stored wire forms of an event and of the edits that point at it.

@@ -73,11 +73,12 @@ impl ExportReader {
         limit: i64,
     ) -> Result<Vec<ExportEventRow>, sqlx::Error> {
         sqlx::query_as(
-            "SELECT e.stream_position, e.event_id, e.event_type, e.state_key, e.sender_id, p.fqid AS sender_fqid,
+            "SELECT e.stream_position, e.event_id, e.event_type, e.state_key, COALESCE(p.id, e.sender) AS sender_id,
+                    e.sender AS sender_fqid,
                     e.content, e.original_content, e.origin_ts, e.edited_at, e.redacted_at, e.event_uuid,
                     e.relates_to, e.pdu
-             FROM events e JOIN participants p ON p.id = e.sender_id
-             WHERE e.room_id = $1 AND e.stream_position > $2
+             FROM events e LEFT JOIN participants p ON p.fqid = e.sender
+             WHERE e.room_id = $1 AND e.status = 0 AND e.stream_position > $2
              ORDER BY e.stream_position LIMIT $3",
         )
         .bind(room_id)

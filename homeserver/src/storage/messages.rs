@@ -31,18 +31,18 @@ pub struct ReactionCount {
     pub mine: i64,
 }
 
-const MESSAGE_SELECT: &str = "SELECT e.stream_position, e.event_id, e.room_id, e.event_type, e.sender_id,
-    p.fqid AS sender_fqid, e.content, e.original_content, e.origin_ts, e.edited_at, e.redacted_at, e.event_uuid,
+const MESSAGE_SELECT: &str = "SELECT e.stream_position, e.event_id, e.room_id, e.event_type,
+    COALESCE(p.id, e.sender) AS sender_id, e.sender AS sender_fqid, e.content, e.original_content, e.origin_ts, e.edited_at, e.redacted_at, e.event_uuid,
     e.unsigned_data, e.relates_to, e.state_key
-  FROM events e JOIN participants p ON p.id = e.sender_id";
+  FROM events e LEFT JOIN participants p ON p.fqid = e.sender";
 
 /// [`MESSAGE_SELECT`] plus whether the message has reactions, so a page without any needs no
 /// second query.
-const PAGE_SELECT: &str = "SELECT e.stream_position, e.event_id, e.room_id, e.event_type, e.sender_id,
-    p.fqid AS sender_fqid, e.content, e.original_content, e.origin_ts, e.edited_at, e.redacted_at, e.event_uuid,
+const PAGE_SELECT: &str = "SELECT e.stream_position, e.event_id, e.room_id, e.event_type,
+    COALESCE(p.id, e.sender) AS sender_id, e.sender AS sender_fqid, e.content, e.original_content, e.origin_ts, e.edited_at, e.redacted_at, e.event_uuid,
     e.unsigned_data, e.relates_to, e.state_key,
     EXISTS (SELECT 1 FROM reactions x WHERE x.target_event_id = e.event_id) AS has_reactions
-  FROM events e JOIN participants p ON p.id = e.sender_id";
+  FROM events e LEFT JOIN participants p ON p.fqid = e.sender";
 
 /// A row of a page: the message and whether any reaction points at it.
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -67,13 +67,14 @@ impl Store {
     /// through sqlx every one of the up to 201 rows would cross threads on its own.
     pub async fn message_page(&self, q: &PageQuery<'_>) -> Result<Vec<PageRow>, rusqlite::Error> {
         let sql = if q.forward {
-            "WHERE e.room_id = ?1 AND e.event_type = 'swp.room.message' AND e.stream_position > ?2
+            "WHERE e.room_id = ?1 AND e.event_type = 'swp.room.message' AND e.status = 0 AND e.stream_position > ?2
              ORDER BY e.stream_position ASC LIMIT ?3"
         } else {
-            "WHERE e.room_id = ?1 AND e.event_type = 'swp.room.message' AND e.stream_position < ?2
+            "WHERE e.room_id = ?1 AND e.event_type = 'swp.room.message' AND e.status = 0 AND e.stream_position < ?2
              ORDER BY e.stream_position DESC LIMIT ?3"
         };
-        let from = q.from.unwrap_or(if q.forward { 0 } else { i64::MAX });
+        // Backfilled history sits at negative positions: the oldest end is below zero.
+        let from = q.from.unwrap_or(if q.forward { i64::MIN } else { i64::MAX });
         let (room_id, limit) = (q.room_id.to_string(), q.limit);
         self.read_direct(move |conn| {
             let mut stmt = conn.prepare_cached(&format!("{PAGE_SELECT} {sql}"))?;
@@ -149,7 +150,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<MessageRow>, sqlx::Error> {
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "{MESSAGE_SELECT} WHERE e.stream_position > $1 AND (
+            "{MESSAGE_SELECT} WHERE e.stream_position > $1 AND e.status = 0 AND (
                 e.room_id IN (SELECT room_id FROM memberships WHERE participant_id = $2 AND membership = 'join')
                 OR (e.event_type = 'swp.room.member' AND e.state_key = $3))
              ORDER BY e.stream_position LIMIT $4"

@@ -7,6 +7,7 @@
 
 mod dag;
 mod export;
+mod graph;
 mod identity;
 mod media;
 mod messages;
@@ -15,6 +16,9 @@ mod rooms;
 mod writer;
 
 pub use export::{ExportEventRow, ExportMember, ExportReader};
+pub use graph::{
+    EventStatus, GraphHead, GraphRows, GroupRef, Incoming, LocalAppend, PersistError, Persisted, SNAPSHOT_EVERY,
+};
 pub use media::MediaRow;
 pub use messages::{MessageRow, PageQuery, PageRow, ReactionCount};
 pub use models::*;
@@ -44,6 +48,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "write_path", include_str!("../../../migrations/sqlite/0005_write_path.sql")),
     (6, "lean_send_writes", include_str!("../../../migrations/sqlite/0006_lean_send_writes.sql")),
     (7, "tenant_registration_tokens", include_str!("../../../migrations/sqlite/0007_tenant_registration_tokens.sql")),
+    (8, "event_graph", include_str!("../../../migrations/sqlite/0008_event_graph.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +135,10 @@ impl Store {
             tracing::info!(from, to = latest, "upgrading the database schema; rewriting large tables can take minutes");
         }
         migrator(i64::MAX).run(&pool).await?;
+        let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM graph_upgrade_pending").fetch_one(&pool).await?;
+        if pending > 0 {
+            graph::upgrade(&pool).await?;
+        }
         if upgrading.is_some() {
             tracing::info!(seconds = started.elapsed().as_secs_f64(), "database schema upgraded");
         }
@@ -228,6 +237,9 @@ impl WriteTx {
 }
 
 #[cfg(test)]
+mod graph_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -275,8 +287,8 @@ mod tests {
             ]
         );
         let next: i64 = sqlx::query_scalar(
-            "INSERT INTO events (event_id, room_id, event_type, sender_id, content, origin_ts)
-             VALUES ('evt-c', 'r', 'swp.room.message', 'p', '{}', 3) RETURNING stream_position",
+            "INSERT INTO events (event_id, room_id, event_type, sender, content, origin_ts)
+             VALUES ('evt-c', 'r', 'swp.room.message', '@al:a.test', '{}', 3) RETURNING stream_position",
         )
         .fetch_one(&store.pool)
         .await
@@ -310,8 +322,8 @@ mod tests {
         assert_eq!(sequences, 0, "events keeps no AUTOINCREMENT sequence");
         // The unique keys still hold.
         let duplicate = sqlx::query(
-            "INSERT INTO events (event_id, room_id, event_type, sender_id, content, origin_ts, event_uuid)
-             VALUES ('evt-d', 'r', 'swp.room.message', 'p', '{}', 3, 'u1')",
+            "INSERT INTO events (event_id, room_id, event_type, sender, content, origin_ts, event_uuid)
+             VALUES ('evt-d', 'r', 'swp.room.message', '@al:a.test', '{}', 3, 'u1')",
         )
         .execute(&store.pool)
         .await;

@@ -28,12 +28,13 @@ pub struct NewEvent<'a> {
     pub room_id: &'a str,
     pub event_type: &'a str,
     pub state_key: Option<&'a str>,
-    pub sender_id: &'a str,
+    /// The sender's fqid.
+    pub sender: &'a str,
     /// Canonical JSON of the content.
     pub content: &'a str,
     pub origin_ts: i64,
-    /// Idempotency key; unique per sender.
-    pub event_uuid: &'a str,
+    /// Idempotency key; unique per sender. None for events built by a peer.
+    pub event_uuid: Option<&'a str>,
     /// The event an edit, reaction or redaction is about.
     pub relates_to: Option<&'a str>,
     /// Server-local annotations (e.g. `sent_by`), never signed.
@@ -42,21 +43,6 @@ pub struct NewEvent<'a> {
     pub pdu: &'a str,
     pub depth: i64,
 }
-
-/// Appends an event (`NewEvent`'s fields in order); `stream_position` is its rowid.
-macro_rules! insert_event_sql {
-    () => {
-        "INSERT INTO events (event_id, room_id, event_type, state_key, sender_id, content, origin_ts, event_uuid,
-                             relates_to, unsigned_data, pdu, depth)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-    };
-}
-/// Appends an event and answers its stream position (portable: PostgreSQL has no rowid).
-pub(super) const INSERT_EVENT_SQL: &str = concat!(insert_event_sql!(), " RETURNING stream_position");
-/// Appends an event; its stream position is then `last_insert_rowid()`. For SQLite's send
-/// writer: a `RETURNING` clause makes SQLite keep a statement journal (a copy of every page the
-/// insert touches, so the statement can be undone alone), which cost ~4 % of a send's CPU.
-pub(super) const INSERT_EVENT_ROWID_SQL: &str = insert_event_sql!();
 
 pub(super) const TENANT_SQL: &str =
     "SELECT id, name, max_participants, send_rate_per_s, send_burst, created_at FROM tenants WHERE id = $1";
@@ -179,7 +165,8 @@ impl Store {
     pub async fn unread_count(&self, room_id: &str, reader_id: &str, after_pos: i64) -> Result<i64, sqlx::Error> {
         sqlx::query_scalar(
             "SELECT COUNT(*) FROM events WHERE room_id = $1 AND event_type = 'swp.room.message'
-             AND stream_position > $2 AND sender_id <> $3",
+             AND stream_position > $2 AND status = 0
+             AND sender <> (SELECT fqid FROM participants WHERE id = $3)",
         )
         .bind(room_id)
         .bind(after_pos)
@@ -241,8 +228,10 @@ impl Store {
 
     pub async fn events_of_room(&self, room_id: &str) -> Result<Vec<EventRow>, sqlx::Error> {
         sqlx::query_as(
-            "SELECT stream_position, event_id, room_id, event_type, state_key, sender_id, content, origin_ts
-             FROM events WHERE room_id = $1 ORDER BY stream_position",
+            "SELECT e.stream_position, e.event_id, e.room_id, e.event_type, e.state_key,
+                    COALESCE(p.id, e.sender) AS sender_id, e.content, e.origin_ts
+             FROM events e LEFT JOIN participants p ON p.fqid = e.sender
+             WHERE e.room_id = $1 ORDER BY e.stream_position",
         )
         .bind(room_id)
         .fetch_all(&self.pool)
@@ -401,25 +390,5 @@ impl WriteTx {
             .execute(&mut *self.tx)
             .await?;
         Ok(())
-    }
-
-    /// Appends an event and answers its stream position.
-    pub async fn insert_event(&mut self, e: &NewEvent<'_>) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar(INSERT_EVENT_SQL)
-            .bind(e.event_id)
-            .bind(e.room_id)
-            .bind(e.event_type)
-            .bind(e.state_key)
-            .bind(e.sender_id)
-            .bind(e.content)
-            .bind(e.origin_ts)
-            .bind(e.event_uuid)
-            .bind(e.relates_to)
-            .bind(e.unsigned.map(|u| u.to_string()))
-            .bind(e.pdu)
-            .bind(e.depth)
-            .fetch_one(&mut *self.tx)
-            .await
-            .inspect(|pos| self.last_position = self.last_position.max(*pos))
     }
 }

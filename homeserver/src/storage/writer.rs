@@ -17,7 +17,11 @@ use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ValueRef};
 use rusqlite::{Connection, OptionalExtension, params_from_iter};
 
 use super::dag::{FQID_OF_SQL, auth_state_sql};
-use super::rooms::{INSERT_EVENT_ROWID_SQL, TENANT_SQL};
+use super::graph::{
+    DELETE_EXTREMITIES_SQL, EventStatus, GraphHead, GraphRows, HEAD_SQL, INSERT_EVENT_ROWID_SQL, INSERT_EXTREMITY_SQL,
+    auth_edges_by_id_sql, edges_sql,
+};
+use super::rooms::TENANT_SQL;
 use super::*;
 
 /// The writer connection's page cache: pages the batch touches (index leaves, the room's state)
@@ -52,7 +56,8 @@ impl Store {
         let conn = self.direct_connection()?;
         // Its commits never checkpoint: the checkpointer thread does, beside it.
         conn.execute_batch(&format!("PRAGMA cache_size = -{WRITER_CACHE_KIB}; PRAGMA wal_autocheckpoint = 0;"))?;
-        conn.set_prepared_statement_cache_capacity(32);
+        // Room for the multi-row edge INSERTs too, one statement per batch size seen.
+        conn.set_prepared_statement_cache_capacity(64);
         let checkpointer =
             start_checkpointer(self.direct_connection()?, self.write_lock.clone(), self.wal_restart_frames)
                 .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
@@ -365,20 +370,20 @@ impl<'w> BatchTx<'w> {
         Ok(found)
     }
 
-    /// The room's auth state for `members` (see [`WriteTx::auth_state_many`]) and its forward
-    /// extremities with their depths.
+    /// The room's auth state for `members` (see [`WriteTx::auth_state_many`]) and its graph
+    /// head (forward extremities, their positions, the current state group).
     #[allow(clippy::type_complexity)]
-    pub fn auth_state_and_extremities(
+    pub fn auth_state_and_head(
         &self,
         room_id: &str,
         members: &[&str],
-    ) -> Result<(Vec<(String, String, String)>, Vec<(String, i64)>), rusqlite::Error> {
+    ) -> Result<(Vec<(String, String, String)>, GraphHead), rusqlite::Error> {
         let state = self.auth_state_many(room_id, members)?;
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT event_id, depth FROM room_extremities WHERE room_id = ?1 ORDER BY event_id")?;
-        let extremities = stmt.query_map([room_id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
-        Ok((state, extremities))
+        let mut stmt = self.conn.prepare_cached(HEAD_SQL)?;
+        let rows = stmt
+            .query_map([room_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
+            .collect::<Result<_, _>>()?;
+        Ok((state, GraphHead::from_rows(rows)))
     }
 
     /// `(type, state_key, event_id)` of the room's auth state for `members`.
@@ -392,15 +397,16 @@ impl<'w> BatchTx<'w> {
         stmt.query_map(params_from_iter(args), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect()
     }
 
-    /// `(event_id, room_id)` of the event a sender already sent with this idempotency key.
+    /// `(event_id, room_id)` of the event a participant already sent with this idempotency key.
     pub fn event_by_uuid(
         &self,
         sender_id: &str,
         event_uuid: &str,
     ) -> Result<Option<(String, String)>, rusqlite::Error> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT event_id, room_id FROM events WHERE sender_id = ?1 AND event_uuid = ?2")?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT e.event_id, e.room_id FROM participants p JOIN events e ON e.event_uuid = ?2 AND e.sender = p.fqid
+             WHERE p.id = ?1",
+        )?;
         stmt.query_row([sender_id, event_uuid], |r| Ok((r.get(0)?, r.get(1)?))).optional()
     }
 
@@ -423,16 +429,25 @@ impl<'w> BatchTx<'w> {
         self.conn.prepare_cached(FQID_OF_SQL)?.query_row([participant_id], |r| r.get(0)).optional()
     }
 
-    /// Appends an event and answers its stream position. A failed append changes nothing (a
-    /// statement is atomic), unless SQLite ended the whole transaction: see [`Self::is_alive`].
-    pub fn insert_event(&mut self, e: &NewEvent<'_>) -> Result<i64, rusqlite::Error> {
+    /// Appends a message on top of its room's head (a message starts no state group: it shares
+    /// the head's) and answers its stream position; its edges go to `rows`, written by
+    /// [`Self::write_graph_rows`] once per batch. A failed append changes nothing (a statement
+    /// is atomic), unless SQLite ended the whole transaction: see [`Self::is_alive`].
+    pub fn append_message(
+        &mut self,
+        e: &NewEvent<'_>,
+        head: &GraphHead,
+        auth_events: &[String],
+        rows: &mut GraphRows,
+    ) -> Result<i64, rusqlite::Error> {
         let mut stmt = self.conn.prepare_cached(INSERT_EVENT_ROWID_SQL)?;
         stmt.execute(rusqlite::params![
+            None::<i64>,
             e.event_id,
             e.room_id,
             e.event_type,
             e.state_key,
-            e.sender_id,
+            e.sender,
             e.content,
             e.origin_ts,
             e.event_uuid,
@@ -440,19 +455,36 @@ impl<'w> BatchTx<'w> {
             e.unsigned.map(|u| u.to_string()),
             e.pdu,
             e.depth,
+            EventStatus::Accepted.code(),
+            head.state.map(|g| g.id),
         ])?;
         let pos = self.conn.last_insert_rowid();
         self.last_position = self.last_position.max(pos);
+        rows.add_local(pos, head, auth_events);
         Ok(pos)
+    }
+
+    /// Writes a batch's edges: one multi-row INSERT per table.
+    pub fn write_graph_rows(&self, rows: &GraphRows) -> Result<(), rusqlite::Error> {
+        // SQLite allows 32,766 parameters a statement; a batch of 64 sends uses a few hundred.
+        for chunk in rows.edges.chunks(8192) {
+            let mut stmt = self.conn.prepare_cached(&edges_sql(chunk.len()))?;
+            stmt.execute(params_from_iter(chunk.iter().flat_map(|(a, b)| [*a, *b])))?;
+        }
+        for chunk in rows.auth_edges.chunks(8192) {
+            let mut stmt = self.conn.prepare_cached(&auth_edges_by_id_sql(chunk.len()))?;
+            let args: Vec<&dyn rusqlite::ToSql> =
+                chunk.iter().flat_map(|(pos, id)| [pos as &dyn rusqlite::ToSql, id as &dyn rusqlite::ToSql]).collect();
+            stmt.execute(args.as_slice())?;
+        }
+        Ok(())
     }
 
     /// Makes `event_id` the room's only forward extremity: right after local events, whose
     /// `prev_events` were all the previous extremities.
     pub fn replace_extremities(&self, room_id: &str, event_id: &str, depth: i64) -> Result<(), rusqlite::Error> {
-        self.conn.prepare_cached("DELETE FROM room_extremities WHERE room_id = ?1")?.execute([room_id])?;
-        self.conn
-            .prepare_cached("INSERT INTO room_extremities (room_id, event_id, depth) VALUES (?1, ?2, ?3)")?
-            .execute(rusqlite::params![room_id, event_id, depth])?;
+        self.conn.prepare_cached(DELETE_EXTREMITIES_SQL)?.execute([room_id])?;
+        self.conn.prepare_cached(INSERT_EXTREMITY_SQL)?.execute(rusqlite::params![room_id, event_id, depth])?;
         Ok(())
     }
 }
