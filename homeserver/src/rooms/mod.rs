@@ -127,7 +127,7 @@ pub struct NewEventSpec<'a> {
 /// The state events the rules read for one event, parsed: a [`federation::auth::AuthState`]
 /// over a handful of events, found by a scan.
 #[derive(Default)]
-pub(crate) struct AuthEvents(pub Vec<Arc<Pdu>>);
+pub struct AuthEvents(pub Vec<Arc<Pdu>>);
 
 impl AuthState for AuthEvents {
     fn state_event(&self, key: &StateKey) -> Option<&Pdu> {
@@ -136,7 +136,7 @@ impl AuthState for AuthEvents {
 }
 
 impl AuthEvents {
-    fn create(&self) -> Option<&Pdu> {
+    pub fn create(&self) -> Option<&Pdu> {
         self.state_event(&(event_types::CREATE.to_owned(), String::new()))
     }
 }
@@ -992,3 +992,6 @@ pub async fn reading_state(store: &Store, caller: &Participant, room_id: &str) -
     let unread_count = store.unread_count(room_id, &caller.id, me.last_read_pos).await?;
     Ok(ReadingState { room, members, me, unread_count })
 }
+
+#[cfg(test)]
+mod tests;

@@ -71,6 +71,13 @@ impl PduCache {
     }
 }
 
+impl Store {
+    /// The parsed auth events this process shares (see [`PduCache`]).
+    pub fn pdu_cache(&self) -> Arc<PduCache> {
+        self.pdus.clone()
+    }
+}
+
 impl WriteTx {
     pub fn pdu_cache(&self) -> &PduCache {
         &self.pdus
