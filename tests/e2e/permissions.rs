@@ -651,4 +651,15 @@ async fn the_service_participant_stays_out_of_sight() {
     assert_eq!(s.get(&r, Some(&owner.token)).await.ok()["members_count"], 2);
     let taken = s.post("/v1/auth/register", None, json!({"username": "_server", "password": "password123"})).await;
     assert_eq!(taken.status, 400, "{}", taken.body);
+    // Nobody invites, kicks or bans it, or opens a DM with it.
+    let service = format!("@_server:{}", owner.fqid.split_once(':').unwrap().1);
+    s.post(&format!("{r}/invitations"), Some(&owner.token), json!({"fqid": service}))
+        .await
+        .expect(404, "SW_PARTICIPANT_NOT_FOUND");
+    for op in ["kick", "ban"] {
+        s.post(&format!("{r}/{op}"), Some(&owner.token), json!({"fqid": service}))
+            .await
+            .expect(404, "SW_PARTICIPANT_NOT_FOUND");
+    }
+    s.post("/v1/rooms/dm", Some(&owner.token), json!({"fqid": service})).await.expect(404, "SW_PARTICIPANT_NOT_FOUND");
 }

@@ -616,6 +616,9 @@ pub async fn open_dm(
     if other.id == caller.id {
         return Err(ApiError::RoomTypeInvariant("a direct message needs two different participants".into()));
     }
+    if service::is_service(&other.fqid) {
+        return Err(ApiError::ParticipantNotFound("the server's service participant is not a person".into()));
+    }
     let key = rules::dm_key(&caller.id, &other.id);
     let now = now_secs();
     let mut tx = store.write().await?;
@@ -779,6 +782,10 @@ pub async fn moderate(
         Moderation::Unban => "unbanning",
     };
     rules::require_not_dm(&room, what)?;
+    // Its seat is the server's, taken when the room is created: nobody moves it.
+    if service::is_service(&target.fqid) {
+        return Err(ApiError::ParticipantNotFound("the server's service participant is not a person".into()));
+    }
     let levels = thresholds(&mut tx, room_id).await?;
     let target_row = tx.member(room_id, &target.id).await?;
     let target_seat = Seat::of(target_row.as_ref());
