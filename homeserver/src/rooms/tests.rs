@@ -139,6 +139,52 @@ async fn a_projection_out_of_step_with_the_events_lets_nothing_through() {
     assert!(send(&alice).await.is_ok());
 }
 
+/// A DM made before the rules existed: its create event names no `room_version` and no
+/// `dm_parties`, so the rules could never accept its events. It is not checked by them, and
+/// keeps working under the homeserver's own checks (joins, leaves, sends).
+#[tokio::test]
+async fn a_room_made_before_the_rules_keeps_working() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let alice;
+    let bob;
+    {
+        let store = store(dir.path()).await;
+        alice = person(&store, "alice").await;
+        bob = person(&store, "bob").await;
+        let dm = Room {
+            room_type: RoomType::Dm,
+            name: None,
+            topic: None,
+            room_alias: None,
+            dm_key: Some(rules::dm_key(&alice.id, &bob.id)),
+            ..group_room(&alice)
+        };
+        let mut tx = store.write().await.expect("tx");
+        populate_new_room(&mut tx, &dm, &alice, &[&bob]).await.expect("dm");
+        // Rewrite the stored create event as the code before the rules wrote it.
+        let (id, pdu) = tx.state_pdu("room-t1", event_types::CREATE).await.expect("read").expect("create");
+        let mut old: Value = serde_json::from_str(&pdu.expect("wire form")).expect("json");
+        for key in ["room_version", "dm_parties", "dm_service"] {
+            old["content"].as_object_mut().expect("content").remove(key);
+        }
+        tx.set_pdu(&id, &old.to_string()).await.expect("rewrite");
+        tx.commit().await.expect("commit");
+    }
+    // A new process: nothing of the rewritten event is cached.
+    let store = store(dir.path()).await;
+    leave(&store, &bob, "room-t1").await.expect("bob leaves");
+    let back = join(&store, &bob, "room-t1").await.expect("bob comes back");
+    assert_eq!((back.my_membership, back.my_power_level), (Some(Membership::Join), Some(100)));
+    let sends = GroupCommit::start(&store, Arc::new(SendLimiter::default())).expect("writer");
+    let content = json!({"msgtype": "swp.text", "body": "still here"});
+    let checked = CheckedSend {
+        req: SendRequest { content: content.clone(), event_uuid: None, as_participant_id: None },
+        content_json: crypto::to_canonical_string(&content).expect("canonical"),
+        references: References::new(true),
+    };
+    assert!(sends.send(&alice, "room-t1", checked).await.is_ok());
+}
+
 #[test]
 fn a_redaction_drops_the_cached_event() {
     let cache = crate::storage::PduCache::default();
