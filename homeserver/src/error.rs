@@ -30,6 +30,8 @@ pub enum ApiError {
     #[error("{0}")]
     RoomFrozen(String),
     #[error("{0}")]
+    RoomLastOwner(String),
+    #[error("{0}")]
     RoomTypeInvariant(String),
     #[error("{0}")]
     RoomCapacity(String),
@@ -101,6 +103,7 @@ impl ApiError {
             RoomNotFound => (StatusCode::NOT_FOUND, "SW_ROOM_NOT_FOUND"),
             RoomForbidden(_) => (StatusCode::FORBIDDEN, "SW_ROOM_FORBIDDEN"),
             RoomFrozen(_) => (StatusCode::CONFLICT, "SW_ROOM_FROZEN"),
+            RoomLastOwner(_) => (StatusCode::CONFLICT, "SW_ROOM_LAST_OWNER"),
             RoomTypeInvariant(_) => (StatusCode::BAD_REQUEST, "SW_ROOM_TYPE_INVARIANT"),
             RoomCapacity(_) => (StatusCode::CONFLICT, "SW_ROOM_CAPACITY"),
             EventNotFound => (StatusCode::NOT_FOUND, "SW_EVENT_NOT_FOUND"),

@@ -19,6 +19,11 @@
 //! - the tenant's limits come from a cache that lives [`TENANT_TTL`];
 //! - each send runs the same checks in the same order as a single send did; one that fails
 //!   (frozen room, rate limit, not a member) is answered with its own error and writes nothing;
+//! - each signed send then passes the room's authorization rules (`federation::auth::check`)
+//!   over the batch's view of the room's auth state, as every local event does. The auth
+//!   events are parsed once per process ([`PduCache`], by event id; a redaction drops its
+//!   entry) and looked up once per room and batch, and the send's own event is built from its
+//!   parts, not parsed: no query and no JSON parse per send;
 //! - the sends that passed are signed in order and appended one by one. An append the database
 //!   refuses fails alone: a statement is atomic, and the next send chains onto the event before
 //!   it. If SQLite ended the whole transaction (disk full, I/O error), the batch fails;
@@ -48,9 +53,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::error::{ApiError, ApiResult};
 use crate::ids;
 use crate::ratelimit::SendLimiter;
-use crate::rooms::{self, NewEventSpec, SignedEvent, event_types, rules};
+use crate::rooms::{self, AuthEvents, NewEventSpec, SignedEvent, event_types, rules};
 use crate::storage::{
-    BatchTx, BatchWriter, GraphHead, GraphRows, Membership, MessageRow, Participant, Room, Store, Tenant,
+    BatchTx, BatchWriter, GraphHead, GraphRows, Membership, MessageRow, Participant, PduCache, Room, Store, Tenant,
 };
 
 /// The most sends committed together.
@@ -129,6 +134,7 @@ struct Writer {
     db: BatchWriter,
     limiter: Arc<SendLimiter>,
     tenants: HashMap<String, (Tenant, Instant)>,
+    pdus: Arc<PduCache>,
 }
 
 impl GroupCommit {
@@ -137,7 +143,7 @@ impl GroupCommit {
     pub fn start(store: &Store, limiter: Arc<SendLimiter>) -> std::io::Result<GroupCommit> {
         let db = store.batch_writer().map_err(std::io::Error::other)?;
         let (jobs, rx) = mpsc::unbounded_channel::<Job>();
-        let writer = Writer { db, limiter, tenants: HashMap::new() };
+        let writer = Writer { db, limiter, tenants: HashMap::new(), pdus: store.pdu_cache() };
         std::thread::Builder::new().name("send-writer".into()).spawn(move || writer.serve(rx))?;
         Ok(GroupCommit { jobs })
     }
@@ -162,6 +168,9 @@ struct RoomBatch {
     auth: Vec<(String, String, String)>,
     /// The fqids whose membership events `auth` covers.
     auth_fqids: Vec<String>,
+    /// The events of `auth`, parsed; filled by the first send of the room that passes the
+    /// homeserver's own checks.
+    auth_events: Option<AuthEvents>,
     /// The room's forward extremities and current state group as stored so far in this batch.
     head: GraphHead,
     /// Whether an event was appended, so the extremity must be written.
@@ -226,11 +235,11 @@ impl Writer {
 
     fn run(&mut self, jobs: Vec<Job>) {
         let mut results: Vec<Option<ApiResult<Sent>>> = jobs.iter().map(|_| None).collect();
-        let Writer { db, limiter, tenants } = self;
+        let Writer { db, limiter, tenants, pdus } = self;
         let outcome = match db.begin() {
             Err(e) => Err(ApiError::from(e)),
             Ok(mut tx) => {
-                let mut checks = Checks { limiter, tenants };
+                let mut checks = Checks { limiter, tenants, pdus };
                 match run_in(&mut tx, &mut checks, &jobs, &mut results) {
                     Ok(()) => tx.commit().map_err(ApiError::from),
                     Err(e) => Err(e),
@@ -298,6 +307,10 @@ fn run_in(
                 continue;
             }
         };
+        if let Err(e) = authorize(st, &spec, &s, &ready.sender_fqid, &signer.server_name) {
+            results[i] = Some(Err(e));
+            continue;
+        }
         match tx.append_message(
             &s.new_event(&spec, &ready.event_uuid, &ready.sender_fqid),
             &st.head,
@@ -332,10 +345,44 @@ fn alive(tx: &BatchTx<'_>) -> ApiResult<()> {
     if tx.is_alive() { Ok(()) } else { Err(ApiError::internal("the database ended the transaction")) }
 }
 
+/// The room's authorization rules on a signed send, over the batch's view of the room's auth
+/// state (see [`rooms::authorize`]).
+fn authorize(
+    st: &RoomBatch,
+    spec: &NewEventSpec<'_>,
+    s: &SignedEvent,
+    sender_fqid: &str,
+    origin: &str,
+) -> ApiResult<()> {
+    let state = st.auth_events.as_ref().ok_or_else(|| ApiError::internal("the room's auth state was not read"))?;
+    rooms::authorize(&s.to_pdu(spec, sender_fqid, origin), state, state.create())
+}
+
+/// The parsed events of `rows` (`(type, state_key, event_id)`), from the cache, reading the wire
+/// forms of those it lacks in one query.
+fn parsed_auth_events(tx: &BatchTx<'_>, pdus: &PduCache, rows: &[(String, String, String)]) -> ApiResult<AuthEvents> {
+    let mut events = AuthEvents(Vec::with_capacity(rows.len()));
+    let mut missing: Vec<&str> = Vec::new();
+    for (_, _, id) in rows {
+        match pdus.get(id) {
+            Some(p) => events.0.push(p),
+            None => missing.push(id),
+        }
+    }
+    for (id, pdu) in tx.pdus_by_ids(&missing)? {
+        // Events stored before migration 4 have no wire form: their rooms are not checked.
+        if let Some(pdu) = pdu {
+            events.0.push(pdus.get_or_parse(&id, &pdu).map_err(|e| ApiError::internal(e.to_string()))?);
+        }
+    }
+    Ok(events)
+}
+
 /// What the per-send checks need beyond the transaction.
 struct Checks<'a> {
     limiter: &'a SendLimiter,
     tenants: &'a mut HashMap<String, (Tenant, Instant)>,
+    pdus: &'a PduCache,
 }
 
 impl Checks<'_> {
@@ -376,8 +423,15 @@ impl Checks<'_> {
         };
         if !st.auth_fqids.contains(&sender_fqid) {
             let more = tx.auth_state_many(room_id, &[sender_fqid.as_str()])?;
-            st.auth.extend(more.into_iter().filter(|(t, _, _)| t == event_types::MEMBER));
+            let more: Vec<_> = more.into_iter().filter(|(t, _, _)| t == event_types::MEMBER).collect();
+            if let Some(events) = &mut st.auth_events {
+                events.0.extend(parsed_auth_events(tx, self.pdus, &more)?.0);
+            }
+            st.auth.extend(more);
             st.auth_fqids.push(sender_fqid.clone());
+        }
+        if st.auth_events.is_none() {
+            st.auth_events = Some(parsed_auth_events(tx, self.pdus, &st.auth)?);
         }
         let auth_events = rooms::pick_auth_events(&st.auth, &sender_fqid, &sender_fqid, false);
         let event_uuid = match &req.event_uuid {
@@ -450,6 +504,7 @@ fn load_room(tx: &BatchTx<'_>, room_id: &str, jobs: &[Job]) -> ApiResult<RoomBat
             members: HashMap::new(),
             auth: Vec::new(),
             auth_fqids: Vec::new(),
+            auth_events: None,
             head: GraphHead::default(),
             appended: false,
         });
@@ -461,6 +516,7 @@ fn load_room(tx: &BatchTx<'_>, room_id: &str, jobs: &[Job]) -> ApiResult<RoomBat
         members,
         auth,
         auth_fqids: fqids.into_iter().map(str::to_string).collect(),
+        auth_events: None,
         head,
         appended: false,
     })

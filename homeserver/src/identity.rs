@@ -220,6 +220,9 @@ pub async fn create_participant(
     if !ids::is_local_id(username) {
         return Err(ApiError::bad_request("username must match [a-z0-9._=-]{1,64}"));
     }
+    if crate::rooms::service::is_reserved_local_id(username) {
+        return Err(ApiError::bad_request("usernames starting with _ are kept for the server's own participants"));
+    }
     if let Some(p) = password {
         validate_password(p)?;
     }

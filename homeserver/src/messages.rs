@@ -296,10 +296,10 @@ pub async fn redact(
     if target.sender_id != caller.id {
         let sender_power = tx.member(room_id, &target.sender_id).await?.map(|m| m.power_level).unwrap_or(0);
         let mine = seat.effective_power();
-        if mine < rules::POWER_MODERATOR || mine <= sender_power {
+        let needed = rooms::thresholds(&mut tx, room_id).await?.redact;
+        if mine < needed || mine <= sender_power {
             return Err(ApiError::RedactForbidden(format!(
-                "redacting another's message needs power level {} and above the sender's",
-                rules::POWER_MODERATOR
+                "redacting another's message needs power level {needed} and above the sender's"
             )));
         }
     }

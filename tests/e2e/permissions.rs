@@ -32,6 +32,8 @@ const AU: Want = Want::Fail(401, "SW_AUTH_INVALID_TOKEN");
 const EV: Want = Want::Fail(404, "SW_EVENT_NOT_FOUND");
 const FROZEN: Want = Want::Fail(409, "SW_ROOM_FROZEN");
 const DM_INVARIANT: Want = Want::Fail(400, "SW_ROOM_TYPE_INVARIANT");
+/// The last owner (100) leaving members behind.
+const LO: Want = Want::Fail(409, "SW_ROOM_LAST_OWNER");
 
 const UNKNOWN_EVENT: &str = "evt-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 
@@ -85,7 +87,8 @@ const TABLE: &[(Op, [Want; 8])] = &[
     (Op::Members,          [OK,     OK,  OK,    NF,     NM,     FB,    NF,   AU]),
     // Joining again answers 200 unchanged; public rooms are joinable by their tenant.
     (Op::Join,             [OK,     OK,  OK,    NF,     OK,     FB,    NF,   AU]),
-    (Op::Leave,            [OK,     OK,  OK,    NF,     NM,     FB,    NF,   AU]),
+    // The creator is the room's only owner, and others are joined.
+    (Op::Leave,            [LO,     OK,  OK,    NF,     NM,     FB,    NF,   AU]),
     // Invite needs level 0 only.
     (Op::Invite,           [OK,     OK,  OK,    NF,     NM,     FB,    NF,   AU]),
     // The member kicks or bans itself: nobody is strictly above themselves (403).
@@ -602,4 +605,61 @@ async fn a_kicked_moderator_comes_back_at_the_level_set_while_out() {
     s.post(&format!("{r}/unban"), Some(&owner.token), json!({"participant_id": member.id})).await.ok();
     s.add_member(&room, &owner, &member).await;
     assert_eq!(s.get(&r, Some(&member.token)).await.ok()["power_level"], 10);
+}
+
+/// The last owner (100) cannot leave members behind (409 `SW_ROOM_LAST_OWNER`); another owner,
+/// or an empty room, lets them go. The server's service participant, at 100 in every room this
+/// server creates, counts neither as an owner nor as a member.
+#[tokio::test]
+async fn the_last_owner_cannot_leave_members_behind() {
+    let s = Server::start().await;
+    let owner = s.register("owner").await;
+    let member = s.register("member").await;
+    let room = s.team_room(&owner, &[&member]).await;
+    let r = format!("/v1/rooms/{room}");
+    s.post(&format!("{r}/leave"), Some(&owner.token), json!({})).await.expect(409, "SW_ROOM_LAST_OWNER");
+    // A second owner frees the first.
+    s.set_power(&room, &owner, &member, 100).await;
+    s.post(&format!("{r}/leave"), Some(&owner.token), json!({})).await.ok();
+
+    // Alone in a room (the service participant aside), the owner may leave.
+    let solo = s.create_room(&owner, "group", "solo").await;
+    s.post(&format!("/v1/rooms/{solo}/leave"), Some(&owner.token), json!({})).await.ok();
+
+    // Once the others have gone, the owner may go too; a DM has two owners.
+    let third = s.team_room(&owner, &[&member]).await;
+    s.post(&format!("/v1/rooms/{third}/leave"), Some(&member.token), json!({})).await.ok();
+    s.post(&format!("/v1/rooms/{third}/leave"), Some(&owner.token), json!({})).await.ok();
+    let dm = s.post("/v1/rooms/dm", Some(&owner.token), json!({"participant_id": member.id})).await;
+    let dm = dm.ok()["id"].as_str().unwrap().to_string();
+    s.post(&format!("/v1/rooms/{dm}/leave"), Some(&owner.token), json!({})).await.ok();
+}
+
+/// The service participant is not a person: no member list, count or search shows it, and
+/// nobody can register its name.
+#[tokio::test]
+async fn the_service_participant_stays_out_of_sight() {
+    let s = Server::start().await;
+    let owner = s.register("owner").await;
+    let member = s.register("member").await;
+    let room = s.team_room(&owner, &[&member]).await;
+    let r = format!("/v1/rooms/{room}");
+    let members = s.get(&format!("{r}/members"), Some(&owner.token)).await;
+    let fqids: Vec<&str> = members.ok().as_array().unwrap().iter().map(|m| m["fqid"].as_str().unwrap_or("")).collect();
+    assert_eq!(members.ok().as_array().unwrap().len(), 2, "{}", members.body);
+    assert!(fqids.iter().all(|f| !f.starts_with("@_")), "{fqids:?}");
+    assert_eq!(s.get(&r, Some(&owner.token)).await.ok()["members_count"], 2);
+    let taken = s.post("/v1/auth/register", None, json!({"username": "_server", "password": "password123"})).await;
+    assert_eq!(taken.status, 400, "{}", taken.body);
+    // Nobody invites, kicks or bans it, or opens a DM with it.
+    let service = format!("@_server:{}", owner.fqid.split_once(':').unwrap().1);
+    s.post(&format!("{r}/invitations"), Some(&owner.token), json!({"fqid": service}))
+        .await
+        .expect(404, "SW_PARTICIPANT_NOT_FOUND");
+    for op in ["kick", "ban"] {
+        s.post(&format!("{r}/{op}"), Some(&owner.token), json!({"fqid": service}))
+            .await
+            .expect(404, "SW_PARTICIPANT_NOT_FOUND");
+    }
+    s.post("/v1/rooms/dm", Some(&owner.token), json!({"fqid": service})).await.expect(404, "SW_PARTICIPANT_NOT_FOUND");
 }

@@ -17,7 +17,8 @@ use super::error::{AuthError, malformed};
 /// The `room_type` whose seats belong to `dm_parties`.
 pub const ROOM_TYPE_DM: &str = "dm";
 
-/// `swp.room.create` content: `{creator?, room_type?, room_version?, dm_parties?, tenant_id?}`.
+/// `swp.room.create` content: `{creator?, room_type?, room_version?, dm_parties?, dm_service?,
+/// tenant_id?}`.
 ///
 /// The creator is the create event's sender; `creator`, which today's rooms carry, must name
 /// the same fqid. `tenant_id` is local bookkeeping and never read here.
@@ -28,6 +29,11 @@ pub struct CreateContent {
     pub room_type: Option<String>,
     /// The two parties of a DM (`room_type` `"dm"`), the creator one of them.
     pub dm_parties: Option<[String; 2]>,
+    /// A DM's third seat: the service participant of the creator's server, through which that
+    /// server's admins act (close, archive). It is not a person and takes no party's seat; only
+    /// the creator's server can name one, and only at creation, so no server gains a seat in a
+    /// DM it did not create.
+    pub dm_service: Option<String>,
 }
 
 impl CreateContent {
@@ -54,16 +60,31 @@ impl CreateContent {
             (_, Some(_)) => return Err(malformed("dm_parties outside a dm")),
             (_, None) => None,
         };
-        Ok(CreateContent { room_version, creator: create.sender.clone(), room_type, dm_parties })
+        let dm_service = match (&dm_parties, content.get("dm_service")) {
+            (_, None) => None,
+            (Some(parties), Some(Value::String(service))) => {
+                let creator_server = parse_fqid(&create.sender).map(|(_, server)| server);
+                let service_server = parse_fqid(service).map(|(_, server)| server);
+                if service_server.is_none() || service_server != creator_server || parties.contains(service) {
+                    return Err(malformed("dm_service must be an fqid of the creator's server, not a party"));
+                }
+                Some(service.clone())
+            }
+            (Some(_), Some(_)) => return Err(malformed("dm_service is not a string")),
+            (None, Some(_)) => return Err(malformed("dm_service outside a dm")),
+        };
+        Ok(CreateContent { room_version, creator: create.sender.clone(), room_type, dm_parties, dm_service })
     }
 
     pub fn is_dm(&self) -> bool {
         self.dm_parties.is_some()
     }
 
-    /// Whether `fqid` holds a seat: everyone outside a DM, only the two parties inside one.
+    /// Whether `fqid` holds a seat: everyone outside a DM, only the two parties (and the
+    /// creator's service participant, if the create event names one) inside one.
     pub fn may_be_seated(&self, fqid: &str) -> bool {
         self.dm_parties.as_ref().is_none_or(|parties| parties.iter().any(|p| p == fqid))
+            || self.dm_service.as_deref() == Some(fqid)
     }
 }
 

@@ -274,6 +274,50 @@ fn a_dm_seats_its_two_parties_and_has_no_moderation() {
     room.join("evt-bob-back", BOB);
 }
 
+/// The creator's server's service participant, named by a DM's create event, takes a third
+/// seat: it joins without an invitation and, at 100, can archive the DM; it is no party, so
+/// the parties' seats stay theirs, and no other server can name one.
+#[test]
+fn a_dm_seats_the_service_participant_its_create_event_names() {
+    const SERVICE: &str = "@_server:alpha.test";
+    let parties = json!([ALICE, BOB]);
+    let with = |service: serde_json::Value| {
+        create_event(json!({"room_type": "dm", "dm_parties": parties, "dm_service": service}), |_| {})
+    };
+    assert_eq!(with(json!(SERVICE)), Ok(()));
+    // Another server's participant, a party, or not an fqid: refused.
+    for bad in [json!("@_server:beta.test"), json!(BOB), json!(ALICE), json!("_server"), json!(1)] {
+        assert!(matches!(with(bad.clone()), Err(AuthError::Malformed(_))), "{bad}");
+    }
+    assert!(matches!(
+        create_event(json!({"room_type": "group", "dm_service": SERVICE}), |_| {}),
+        Err(AuthError::Malformed(_))
+    ));
+
+    let mut room = Room::created(
+        ALICE,
+        json!({"creator": ALICE, "room_type": "dm", "dm_parties": [ALICE, BOB], "dm_service": SERVICE}),
+    );
+    room.join("evt-alice-join", ALICE);
+    room.join("evt-bob-join", BOB);
+    room.join("evt-service-join", SERVICE);
+    room.send(
+        "evt-pl",
+        ALICE,
+        types::POWER_LEVELS,
+        Some(""),
+        power_levels(&[(ALICE, 100), (BOB, 100), (SERVICE, 100)]),
+    );
+    // Still no fourth seat, and no moderation through the service participant either.
+    assert_eq!(room.try_send("evt-j", DAVE, types::MEMBER, Some(DAVE), member("join")), Err(AuthError::DmSeatsTaken));
+    assert_eq!(
+        room.try_send("evt-k", SERVICE, types::MEMBER, Some(BOB), member("leave")),
+        Err(AuthError::DmNoModeration)
+    );
+    room.send("evt-archive", SERVICE, types::LIFECYCLE, Some(""), json!({"state": "archived"}));
+    room.send("evt-restore", SERVICE, types::LIFECYCLE, Some(""), json!({"state": "open"}));
+}
+
 #[test]
 fn other_events_need_a_joined_sender_with_the_level_for_the_type() {
     let mut room = room_with_moderator();

@@ -212,7 +212,6 @@ impl Replay<'_> {
             federated: false,
             dm_key: None,
         };
-        tx.insert_room(&room).await?;
         rooms::populate_new_room(tx, &room, self.importer, &[]).await?;
         self.room_id = room.id;
         Ok(())

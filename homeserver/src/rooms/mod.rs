@@ -1,10 +1,18 @@
 //! Room operations: each reads what it needs inside one write transaction, decides with the
-//! pure rules of [`rules`], writes the change and records it as room events, then commits.
+//! pure rules of [`rules`], builds the change as a room event, runs the room's authorization
+//! rules on it, appends it, lets [`project`] apply it to the rooms and memberships rows, then
+//! commits.
 
+pub mod project;
 pub mod rules;
+pub mod service;
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Instant;
+
+use federation::auth::{AuthError, AuthState, RoomVersion};
+use federation::event::{Pdu, StateKey};
 
 use serde_json::{Value, json};
 
@@ -17,6 +25,7 @@ use crate::storage::{
     EventSigner, LocalAppend, MemberRow, MemberWithParticipant, Membership, NewEvent, NotificationMode, Participant,
     Room, RoomState, RoomType, RoomView, Store, WriteTx,
 };
+use project::LocalFacts;
 use rules::Seat;
 
 pub const MAX_NAME_CHARS: usize = 255;
@@ -115,11 +124,33 @@ pub struct NewEventSpec<'a> {
     pub unsigned: Option<&'a Value>,
 }
 
+/// The state events the rules read for one event, parsed: a [`federation::auth::AuthState`]
+/// over a handful of events, found by a scan.
+#[derive(Default)]
+pub struct AuthEvents(pub Vec<Arc<Pdu>>);
+
+impl AuthState for AuthEvents {
+    fn state_event(&self, key: &StateKey) -> Option<&Pdu> {
+        self.0.iter().find(|e| e.event_type == key.0 && e.state_key.as_deref() == Some(key.1.as_str())).map(|e| &**e)
+    }
+}
+
+impl AuthEvents {
+    pub fn create(&self) -> Option<&Pdu> {
+        self.state_event(&(event_types::CREATE.to_owned(), String::new()))
+    }
+}
+
 /// The state events an event is authorised by, as the room's rules pick them
 /// (`federation::auth::auth_types_for`): the create event, power levels, lifecycle and server
 /// ACL, the sender's membership; for a membership event the target's too, and the join rule
-/// for a join or an invite.
-async fn auth_events_for(tx: &mut WriteTx, spec: &NewEventSpec<'_>, sender_fqid: &str) -> ApiResult<Vec<String>> {
+/// for a join or an invite. Answers their ids (the event's `auth_events`) and the room's
+/// current auth state for the rules, parsed.
+async fn auth_events_for(
+    tx: &mut WriteTx,
+    spec: &NewEventSpec<'_>,
+    sender_fqid: &str,
+) -> ApiResult<(Vec<String>, AuthEvents)> {
     let (target, joins_or_invites) = match (spec.event_type, spec.state_key) {
         (event_types::MEMBER, Some(t)) => {
             let membership = spec.content.get("membership").and_then(Value::as_str);
@@ -127,8 +158,18 @@ async fn auth_events_for(tx: &mut WriteTx, spec: &NewEventSpec<'_>, sender_fqid:
         }
         _ => (sender_fqid, false),
     };
-    let found = tx.auth_state_many(spec.room_id, &[sender_fqid, target]).await?;
-    Ok(pick_auth_events(&found, sender_fqid, target, joins_or_invites))
+    let rows = tx.state_pdus(spec.room_id, &[sender_fqid, target]).await?;
+    let found: Vec<(String, String, String)> =
+        rows.iter().map(|(t, k, id, _)| (t.clone(), k.clone(), id.clone())).collect();
+    let ids = pick_auth_events(&found, sender_fqid, target, joins_or_invites);
+    let mut state = AuthEvents::default();
+    for (_, _, id, pdu) in &rows {
+        // Events stored before migration 4 have no wire form: their rooms are not checked.
+        if let Some(pdu) = pdu {
+            state.0.push(tx.pdu_cache().get_or_parse(id, pdu).map_err(|e| ApiError::internal(e.to_string()))?);
+        }
+    }
+    Ok((ids, state))
 }
 
 /// Picks, from `(type, state_key, event_id)` rows of the room's current state, the auth events
@@ -160,6 +201,43 @@ pub(crate) fn pick_auth_events(
     out
 }
 
+/// Runs the room's authorization rules (`federation::auth::check`, the version its create
+/// event names) on a local event about to be appended, over the room's current state. A
+/// refusal maps to the `SW_` code a client already gets for the same reason.
+///
+/// Rooms whose create event names no `room_version` (made before the rules existed) are not
+/// checked: their first events (a DM without `dm_parties`, a join rule named everywhere) could
+/// never pass, so they stay under the homeserver's own checks and are never federated.
+pub(crate) fn authorize(event: &Pdu, state: &impl AuthState, create: Option<&Pdu>) -> ApiResult<()> {
+    let create = if event.event_type == event_types::CREATE { Some(event) } else { create };
+    let Some(create) = create.filter(|c| c.content.contains_key("room_version")) else {
+        return Ok(());
+    };
+    let version = RoomVersion::of_create(create).map_err(refusal)?;
+    federation::auth::check(version, event, state).map_err(refusal)
+}
+
+/// The `SW_` code for a refusal of the rules (`docs/federation.md`, "Suggested codes").
+pub(crate) fn refusal(e: AuthError) -> ApiError {
+    let why = e.to_string();
+    match e {
+        AuthError::RoomFrozen { .. } => ApiError::RoomFrozen(why),
+        AuthError::NotJoined => ApiError::NotMember(why),
+        AuthError::Banned
+        | AuthError::NotInvited
+        | AuthError::NotForOthers
+        | AuthError::InsufficientPower { .. }
+        | AuthError::NotAboveTarget { .. }
+        | AuthError::ServerDenied { .. }
+        | AuthError::AclDeniesSender => ApiError::RoomForbidden(why),
+        AuthError::DmSeatsTaken | AuthError::DmNoModeration => ApiError::RoomTypeInvariant(why),
+        AuthError::AlreadyJoined => ApiError::Conflict(why),
+        AuthError::Malformed(_) => ApiError::bad_request(why),
+        // The server built the event from its own state: anything else is its own fault.
+        _ => ApiError::internal(format!("the room's rules refuse an event built here: {why}")),
+    }
+}
+
 /// Appends an event in its signed wire form: `prev_events` are the room's forward extremities,
 /// `auth_events` the state it depends on, `depth` one more than its deepest parent; the content
 /// hash and signature come from the crypto crate and the id is the reference hash. Answers the
@@ -186,6 +264,18 @@ pub async fn append(tx: &mut WriteTx, spec: NewEventSpec<'_>) -> ApiResult<Appen
 
 /// [`append`] when the caller already knows the sender's fqid (saves a read).
 pub async fn append_by(tx: &mut WriteTx, spec: NewEventSpec<'_>, sender_fqid: String) -> ApiResult<Appended> {
+    append_projected(tx, spec, sender_fqid, None).await
+}
+
+/// Every local event's way in: built and signed, checked by the room's rules against the
+/// current state, stored, then applied to the projections ([`project::apply`]) when it is a
+/// state event. `local` carries what a create event's `rooms` row needs beyond the event.
+async fn append_projected(
+    tx: &mut WriteTx,
+    spec: NewEventSpec<'_>,
+    sender_fqid: String,
+    local: Option<&LocalFacts<'_>>,
+) -> ApiResult<Appended> {
     let generated_uuid;
     let event_uuid = match spec.event_uuid {
         Some(u) => u,
@@ -194,17 +284,24 @@ pub async fn append_by(tx: &mut WriteTx, spec: NewEventSpec<'_>, sender_fqid: St
             &generated_uuid
         }
     };
+    let is_create = spec.event_type == event_types::CREATE;
     let head = tx.graph_head(spec.room_id).await?;
-    let auth_events = if spec.event_type == event_types::CREATE {
-        Vec::new()
-    } else {
-        auth_events_for(tx, &spec, &sender_fqid).await?
-    };
+    let (auth_events, auth_state) =
+        if is_create { (Vec::new(), AuthEvents::default()) } else { auth_events_for(tx, &spec, &sender_fqid).await? };
     let signer = tx.signer().ok_or_else(|| ApiError::internal("no signing key loaded"))?;
     let signed = sign_event(signer, &spec, None, event_uuid, &sender_fqid, &head.extremities, auth_events)?;
+    let pdu = signed.to_pdu(&spec, &sender_fqid, &signer.server_name);
+    authorize(&pdu, &auth_state, auth_state.create())?;
+    if is_create {
+        tx.defer_foreign_keys().await?;
+    }
     let event = signed.new_event(&spec, event_uuid, &sender_fqid);
     let auth_events = signed.auth_events.as_slice();
     let (pos, _) = tx.append_local(LocalAppend { event: &event, head: &head, auth_events }).await?;
+    if pdu.is_state() {
+        project::apply(tx, &pdu, local).await?;
+        tx.pdu_cache().insert(Arc::new(pdu));
+    }
     Ok(Appended {
         event_id: signed.event_id,
         stream_position: pos,
@@ -222,6 +319,7 @@ pub(crate) struct SignedEvent<'a> {
     pub content_json: Cow<'a, str>,
     pub origin_ts: i64,
     pub depth: i64,
+    pub prev_events: Vec<String>,
     pub auth_events: Vec<String>,
 }
 
@@ -239,6 +337,24 @@ impl<'a> SignedEvent<'a> {
             relates_to: spec.relates_to,
             unsigned: spec.unsigned,
             pdu: &self.pdu,
+            depth: self.depth,
+        }
+    }
+
+    /// The event as the rules see it, from the parts it was built from rather than by parsing
+    /// its wire form again (the send path checks every message).
+    pub fn to_pdu(&self, spec: &NewEventSpec<'_>, sender_fqid: &str, origin: &str) -> Pdu {
+        Pdu {
+            event_id: self.event_id.clone(),
+            room_id: spec.room_id.to_owned(),
+            sender: sender_fqid.to_owned(),
+            origin: origin.to_owned(),
+            origin_ts: self.origin_ts,
+            event_type: spec.event_type.to_owned(),
+            content: spec.content.as_object().cloned().unwrap_or_default(),
+            state_key: spec.state_key.map(str::to_owned),
+            prev_events: self.prev_events.clone(),
+            auth_events: self.auth_events.clone(),
             depth: self.depth,
         }
     }
@@ -280,7 +396,7 @@ pub(crate) fn sign_event<'a>(
         draft.string("state_key", k);
     }
     let (event_id, pdu) = draft.prepare().map_err(unsignable)?.sign(&signer.server_name, &signer.key);
-    Ok(SignedEvent { event_id, pdu, content_json, origin_ts, depth, auth_events })
+    Ok(SignedEvent { event_id, pdu, content_json, origin_ts, depth, prev_events, auth_events })
 }
 
 /// Replaces the stored wire forms of a redacted event (and of its edits) by their redacted
@@ -290,6 +406,8 @@ pub async fn redact_stored_pdus(tx: &mut WriteTx, event_id: &str) -> ApiResult<(
         let value: Value = serde_json::from_str(&pdu).map_err(ApiError::internal)?;
         let redacted = crypto::redact(&value).map_err(ApiError::internal)?;
         tx.set_pdu(&id, &crypto::to_canonical_string(&redacted).map_err(ApiError::internal)?).await?;
+        // The rules must read what peers read: the redacted form, parsed again when next used.
+        tx.pdu_cache().forget(&id);
     }
     Ok(())
 }
@@ -310,22 +428,21 @@ async fn emit_membership(
     Ok(())
 }
 
-/// Records the room's whole power map, as federation peers will need it.
-async fn emit_power_levels(tx: &mut WriteTx, room_id: &str, sender: &Participant) -> ApiResult<()> {
-    let users: serde_json::Map<String, Value> =
-        tx.power_users(room_id).await?.into_iter().map(|(fqid, level)| (fqid, json!(level))).collect();
-    let content = json!({
-        "users": users,
-        "users_default": 0,
-        "events_default": 0,
-        "state_default": rules::POWER_MODERATOR,
-        "invite": rules::POWER_INVITE,
-        "kick": rules::POWER_MODERATOR,
-        "ban": rules::POWER_MODERATOR,
-        "redact": rules::POWER_MODERATOR,
-    });
-    emit(tx, room_id, sender, event_types::POWER_LEVELS, Some(""), content).await?;
-    Ok(())
+/// The thresholds of the room's current power-levels event (the defaults of [`rules`] for
+/// what it leaves out, or when its wire form predates migration 4).
+pub(crate) async fn thresholds(tx: &mut WriteTx, room_id: &str) -> ApiResult<rules::Thresholds> {
+    let event = project::state_event(tx, room_id, event_types::POWER_LEVELS).await?;
+    Ok(event.and_then(|e| rules::Thresholds::of(&e.content)).unwrap_or_default())
+}
+
+/// The content of the room's current power-levels event, to change one entry of: rebuilt from
+/// the members' levels when its wire form predates migration 4.
+async fn power_levels_content(tx: &mut WriteTx, room_id: &str) -> ApiResult<Value> {
+    if let Some(event) = project::state_event(tx, room_id, event_types::POWER_LEVELS).await? {
+        return Ok(Value::Object(event.content.clone()));
+    }
+    let users = tx.power_users(room_id).await?.into_iter().map(|(fqid, level)| (fqid, json!(level))).collect();
+    Ok(rules::default_power_levels(users))
 }
 
 async fn view(store: &Store, room_id: &str, caller: &Participant) -> ApiResult<RoomView> {
@@ -410,46 +527,74 @@ pub async fn create_room(
         federated: false,
         dm_key: None,
     };
-    tx.insert_room(&room).await?;
     populate_new_room(&mut tx, &room, caller, &[]).await?;
     tx.commit().await?;
     view(store, &room_id, caller).await
 }
 
-/// The opening events of a room: create, the creator's join, power levels, join rule, name,
-/// topic; `also_joined` are joined alongside the creator (the other side of a DM).
+/// The opening events of a room: create, the creator's join, power levels, join rule, the
+/// service participant's seat, name, topic; `also_joined` are joined alongside the creator
+/// (the other side of a DM). `room` is the room as intended: the projector makes its row from
+/// the create event and the local facts, then from each event in turn.
 pub(crate) async fn populate_new_room(
     tx: &mut WriteTx,
     room: &Room,
     creator: &Participant,
     also_joined: &[&Participant],
 ) -> ApiResult<()> {
-    let now = room.created_at;
-    let creator_power = rules::POWER_MAX;
+    let service = service::ensure(tx, &room.tenant_id).await?;
+    let dm = room.room_type == RoomType::Dm;
     // The room version picks the rules every replica applies (`federation::auth`); a DM names
-    // its two parties, the only ones its rules seat.
+    // its two parties, the only people its rules seat, and this server's service participant.
     let mut create = json!({
         "creator": creator.fqid,
         "room_type": room.room_type,
         "tenant_id": room.tenant_id,
         "room_version": federation::auth::RoomVersion::V1.as_str(),
     });
-    if room.room_type == RoomType::Dm {
+    if dm {
         let parties: Vec<&str> =
             std::iter::once(creator.fqid.as_str()).chain(also_joined.iter().map(|p| p.fqid.as_str())).collect();
         create["dm_parties"] = json!(parties);
+        create["dm_service"] = json!(service.fqid);
     }
-    emit(tx, &room.id, creator, event_types::CREATE, Some(""), create).await?;
-    tx.set_membership(&room.id, &creator.id, Membership::Join, creator_power, now).await?;
+    let local = LocalFacts {
+        tenant_id: &room.tenant_id,
+        workspace_id: &room.workspace_id,
+        room_alias: room.room_alias.as_deref(),
+        dm_key: room.dm_key.as_deref(),
+    };
+    let spec = NewEventSpec {
+        room_id: &room.id,
+        sender_id: &creator.id,
+        event_type: event_types::CREATE,
+        state_key: Some(""),
+        content: &create,
+        event_uuid: None,
+        relates_to: None,
+        unsigned: None,
+    };
+    append_projected(tx, spec, creator.fqid.clone(), Some(&local)).await?;
     emit_membership(tx, &room.id, creator, creator, Membership::Join, None).await?;
     for other in also_joined {
-        tx.set_membership(&room.id, &other.id, Membership::Join, creator_power, now).await?;
         // A join is its joiner's own event: the rules refuse one member joining another.
         emit_membership(tx, &room.id, other, other, Membership::Join, None).await?;
     }
-    emit_power_levels(tx, &room.id, creator).await?;
+    // The creator (and a DM's other party) and the service participant hold the top level.
+    let users: serde_json::Map<String, Value> = std::iter::once(creator)
+        .chain(also_joined.iter().copied())
+        .chain(std::iter::once(&service))
+        .map(|p| (p.fqid.clone(), json!(rules::POWER_MAX)))
+        .collect();
+    emit(tx, &room.id, creator, event_types::POWER_LEVELS, Some(""), rules::default_power_levels(users)).await?;
     let join_rule = if room.room_type == RoomType::Public { "public" } else { "invite" };
     emit(tx, &room.id, creator, event_types::JOIN_RULES, Some(""), json!({"join_rule": join_rule})).await?;
+    // A DM's rules seat the service participant as its create event names it; elsewhere it
+    // comes in as anyone does: invited, unless the room is public.
+    if !dm && join_rule == "invite" {
+        emit_membership(tx, &room.id, creator, &service, Membership::Invite, None).await?;
+    }
+    emit_membership(tx, &room.id, &service, &service, Membership::Join, None).await?;
     if let Some(name) = &room.name {
         emit(tx, &room.id, creator, event_types::NAME, Some(""), json!({"name": name})).await?;
     }
@@ -471,6 +616,9 @@ pub async fn open_dm(
     if other.id == caller.id {
         return Err(ApiError::RoomTypeInvariant("a direct message needs two different participants".into()));
     }
+    if service::is_service(&other.fqid) {
+        return Err(ApiError::ParticipantNotFound("the server's service participant is not a person".into()));
+    }
     let key = rules::dm_key(&caller.id, &other.id);
     let now = now_secs();
     let mut tx = store.write().await?;
@@ -478,7 +626,6 @@ pub async fn open_dm(
         for p in [caller, other] {
             let seat = Seat::of(tx.member(&room.id, &p.id).await?.as_ref());
             if !seat.joined() {
-                tx.set_membership(&room.id, &p.id, Membership::Join, rules::POWER_MAX, now).await?;
                 emit_membership(&mut tx, &room.id, p, p, Membership::Join, None).await?;
             }
         }
@@ -501,7 +648,6 @@ pub async fn open_dm(
         federated: false,
         dm_key: Some(key),
     };
-    tx.insert_room(&room).await?;
     populate_new_room(&mut tx, &room, caller, &[other]).await?;
     tx.commit().await?;
     Ok((view(store, &room.id, caller).await?, true))
@@ -530,7 +676,6 @@ pub async fn members(
 }
 
 pub async fn join(store: &Store, caller: &Participant, room_id: &str) -> ApiResult<RoomView> {
-    let now = now_secs();
     let mut tx = store.write().await?;
     let (room, me) = load(&mut tx, room_id, caller).await?;
     let seat = Seat::of(me.as_ref());
@@ -554,22 +699,26 @@ pub async fn join(store: &Store, caller: &Participant, room_id: &str) -> ApiResu
     rules::require_open(&room)?;
     let tenant = tx.tenant(&room.tenant_id).await?.ok_or(ApiError::TenantNotFound)?;
     rules::require_capacity(tx.count_members(room_id, false).await?, tenant.max_participants)?;
-    let power = if room.room_type == RoomType::Dm { rules::POWER_MAX } else { seat.power };
-    tx.set_membership(room_id, &caller.id, Membership::Join, power, now).await?;
+    // The level comes back from the power-levels event, where it stayed while out.
     emit_membership(&mut tx, room_id, caller, caller, Membership::Join, None).await?;
     tx.commit().await?;
     view(store, room_id, caller).await
 }
 
-/// Leaving a joined room, or declining an invitation.
+/// Leaving a joined room, or declining an invitation. The last owner (level 100) of a room
+/// with other joined members must hand the room over first: 409 `SW_ROOM_LAST_OWNER`.
 pub async fn leave(store: &Store, caller: &Participant, room_id: &str) -> ApiResult<()> {
-    let now = now_secs();
     let mut tx = store.write().await?;
     let (room, me) = load(&mut tx, room_id, caller).await?;
     let seat = Seat::of(me.as_ref());
     rules::require_joined_or_invited(&room, seat, caller)?;
     rules::require_open(&room)?;
-    tx.set_membership(room_id, &caller.id, Membership::Leave, seat.power, now).await?;
+    if seat.effective_power() >= rules::POWER_OWNER {
+        // The service participant has no membership row: it is neither an owner nor a member.
+        let others = tx.count_members(room_id, false).await? - 1;
+        let other_owners = tx.count_joined_at_least(room_id, rules::POWER_OWNER).await? - 1;
+        rules::require_not_last_owner(others, other_owners)?;
+    }
     emit_membership(&mut tx, room_id, caller, caller, Membership::Leave, None).await?;
     tx.commit().await?;
     Ok(())
@@ -584,15 +733,30 @@ pub async fn set_lifecycle(store: &Store, caller: &Participant, room_id: &str, o
         Lifecycle::Archive => ("archiving the room", RoomState::Archived),
         Lifecycle::Restore => ("restoring the room", RoomState::Open),
     };
-    rules::require_owner(&room, seat, caller, what)?;
+    let needed = thresholds(&mut tx, room_id).await?.state(event_types::LIFECYCLE);
+    rules::require_owner(&room, seat, caller, what, needed)?;
     let changes = match (room.state, target) {
         (RoomState::Closed, _) => return Err(ApiError::RoomFrozen("the room is closed for good".into())),
         (from, to) if from == to => false,
         _ => true,
     };
     if changes {
-        tx.set_room_state(room_id, target).await?;
-        emit(&mut tx, room_id, caller, event_types::LIFECYCLE, Some(""), json!({"state": target})).await?;
+        let mut content = json!({"state": target});
+        // A server admin without the room's own power acts through this server's service
+        // participant, which the room's rules know; `sent_by` names the admin.
+        let service = if caller.is_admin && seat.effective_power() < needed {
+            let service = service::joined_in(&mut tx, room_id).await?.ok_or_else(|| {
+                ApiError::RoomForbidden(format!(
+                    "{what} needs power level {needed} in the room: this server has no seat in it to act through"
+                ))
+            })?;
+            content[crate::messages::SENT_BY] = json!(caller.fqid);
+            Some(service)
+        } else {
+            None
+        };
+        let sender = service.as_ref().unwrap_or(caller);
+        emit(&mut tx, room_id, sender, event_types::LIFECYCLE, Some(""), content).await?;
         tx.commit().await?;
     }
     view(store, room_id, caller).await
@@ -607,7 +771,6 @@ pub async fn moderate(
     op: Moderation,
     reason: Option<&str>,
 ) -> ApiResult<MemberRow> {
-    let now = now_secs();
     let mut tx = store.write().await?;
     let (room, me) = load(&mut tx, room_id, caller).await?;
     let seat = Seat::of(me.as_ref());
@@ -619,12 +782,17 @@ pub async fn moderate(
         Moderation::Unban => "unbanning",
     };
     rules::require_not_dm(&room, what)?;
+    // Its seat is the server's, taken when the room is created: nobody moves it.
+    if service::is_service(&target.fqid) {
+        return Err(ApiError::ParticipantNotFound("the server's service participant is not a person".into()));
+    }
+    let levels = thresholds(&mut tx, room_id).await?;
     let target_row = tx.member(room_id, &target.id).await?;
     let target_seat = Seat::of(target_row.as_ref());
     let target_power = target_row.as_ref().map(|m| m.power_level).unwrap_or(0);
     let new_membership = match op {
         Moderation::Invite => {
-            rules::require_power(seat, rules::POWER_INVITE, what)?;
+            rules::require_power(seat, levels.invite, what)?;
             rules::require_open(&room)?;
             match target_seat.membership {
                 Some(Membership::Join) => return Err(ApiError::Conflict("already a member of the room".into())),
@@ -639,7 +807,7 @@ pub async fn moderate(
             Membership::Invite
         }
         Moderation::Kick => {
-            rules::require_above(seat, target_power, what)?;
+            rules::require_above(seat, levels.kick, target_power, what)?;
             rules::require_open(&room)?;
             if !matches!(target_seat.membership, Some(Membership::Join | Membership::Invite)) {
                 return Err(ApiError::ParticipantNotFound("the participant is not in this room".into()));
@@ -647,7 +815,7 @@ pub async fn moderate(
             Membership::Leave
         }
         Moderation::Ban => {
-            rules::require_above(seat, target_power, what)?;
+            rules::require_above(seat, levels.ban, target_power, what)?;
             rules::require_open(&room)?;
             if target_seat.membership == Some(Membership::Ban) {
                 return Ok(target_row.expect("ban row exists"));
@@ -655,7 +823,7 @@ pub async fn moderate(
             Membership::Ban
         }
         Moderation::Unban => {
-            rules::require_above(seat, target_power, what)?;
+            rules::require_above(seat, levels.ban, target_power, what)?;
             rules::require_open(&room)?;
             if target_seat.membership != Some(Membership::Ban) {
                 return Err(ApiError::ParticipantNotFound("the participant is not banned from this room".into()));
@@ -663,7 +831,6 @@ pub async fn moderate(
             Membership::Leave
         }
     };
-    tx.set_membership(room_id, &target.id, new_membership, target_power, now).await?;
     emit_membership(&mut tx, room_id, caller, target, new_membership, reason).await?;
     let row = tx.member(room_id, &target.id).await?.ok_or_else(|| ApiError::internal("membership vanished"))?;
     tx.commit().await?;
@@ -677,10 +844,10 @@ pub async fn rename(store: &Store, caller: &Participant, room_id: &str, name: &s
     let seat = Seat::of(me.as_ref());
     rules::require_joined(&room, seat, caller)?;
     rules::require_not_dm(&room, "renaming")?;
-    rules::require_power(seat, rules::POWER_MODERATOR, "renaming the room")?;
+    let needed = thresholds(&mut tx, room_id).await?.state(event_types::NAME);
+    rules::require_power(seat, needed, "renaming the room")?;
     rules::require_open(&room)?;
     if room.name.as_deref() != Some(name.as_str()) {
-        tx.set_room_name(room_id, &name).await?;
         emit(&mut tx, room_id, caller, event_types::NAME, Some(""), json!({"name": name})).await?;
         tx.commit().await?;
     }
@@ -693,10 +860,10 @@ pub async fn set_topic(store: &Store, caller: &Participant, room_id: &str, topic
     let (room, me) = load(&mut tx, room_id, caller).await?;
     let seat = Seat::of(me.as_ref());
     rules::require_joined(&room, seat, caller)?;
-    rules::require_power(seat, rules::POWER_MODERATOR, "setting the topic")?;
+    let needed = thresholds(&mut tx, room_id).await?.state(event_types::TOPIC);
+    rules::require_power(seat, needed, "setting the topic")?;
     rules::require_open(&room)?;
     if room.topic != topic {
-        tx.set_room_topic(room_id, topic.as_deref()).await?;
         emit(&mut tx, room_id, caller, event_types::TOPIC, Some(""), json!({"topic": topic})).await?;
         tx.commit().await?;
     }
@@ -714,7 +881,8 @@ pub async fn move_to_workspace(
     let workspace_id = workspace_of_caller(store, caller, Some(workspace_id)).await?;
     let mut tx = store.write().await?;
     let (room, me) = load(&mut tx, room_id, caller).await?;
-    rules::require_owner(&room, Seat::of(me.as_ref()), caller, "moving the room")?;
+    let needed = thresholds(&mut tx, room_id).await?.state(event_types::LIFECYCLE);
+    rules::require_owner(&room, Seat::of(me.as_ref()), caller, "moving the room", needed)?;
     tx.set_room_workspace(room_id, &workspace_id).await?;
     tx.commit().await?;
     view(store, room_id, caller).await
@@ -735,18 +903,32 @@ pub async fn set_power_level(
     let seat = Seat::of(me.as_ref());
     rules::require_joined(&room, seat, caller)?;
     rules::require_not_dm(&room, "changing power levels")?;
-    // Members who are out (left, kicked, banned) keep their level for a re-join, so it can be
-    // set while they are out, by the same rules as for members.
+    // Members who are out (left, kicked, banned) keep their level for a re-join, in the
+    // power-levels event, so it can be set while they are out, by the same rules as for members.
     let target_row = tx.member(room_id, &target.id).await?;
     rules::require_power_target(target_row.as_ref().map(|m| m.membership))?;
     let target_row = target_row.expect("checked above");
-    rules::check_power_change(seat, target.id == caller.id, target_row.power_level, level)?;
+    let needed = thresholds(&mut tx, room_id).await?.state(event_types::POWER_LEVELS);
+    rules::check_power_change(seat, needed, target.id == caller.id, target_row.power_level, level)?;
     rules::require_open(&room)?;
     if target_row.power_level == level {
         return Ok(target_row);
     }
-    tx.set_power_level(room_id, &target.id, level).await?;
-    emit_power_levels(&mut tx, room_id, caller).await?;
+    let mut content = power_levels_content(&mut tx, room_id).await?;
+    let users_default = content.get("users_default").and_then(Value::as_i64).unwrap_or(0);
+    let users = content
+        .as_object_mut()
+        .ok_or_else(|| ApiError::internal("power levels content is not an object"))?
+        .entry("users")
+        .or_insert_with(|| json!({}));
+    let users = users.as_object_mut().ok_or_else(|| ApiError::internal("power levels users is not an object"))?;
+    // The default level needs no entry: the map stays as long as the list of raised members.
+    if level == users_default {
+        users.remove(&target.fqid);
+    } else {
+        users.insert(target.fqid.clone(), json!(level));
+    }
+    emit(&mut tx, room_id, caller, event_types::POWER_LEVELS, Some(""), content).await?;
     let row = tx.member(room_id, &target.id).await?.ok_or_else(|| ApiError::internal("membership vanished"))?;
     tx.commit().await?;
     Ok(row)
@@ -817,3 +999,6 @@ pub async fn reading_state(store: &Store, caller: &Participant, room_id: &str) -
     let unread_count = store.unread_count(room_id, &caller.id, me.last_read_pos).await?;
     Ok(ReadingState { room, members, me, unread_count })
 }
+
+#[cfg(test)]
+mod tests;

@@ -5,17 +5,95 @@
 //! when banned), does the room type allow the operation (`SW_ROOM_TYPE_INVARIANT`), do they
 //! have the power (`SW_ROOM_FORBIDDEN`), is the room open (`SW_ROOM_FROZEN`), is there room
 //! (`SW_ROOM_CAPACITY`).
+//!
+//! These run before the room's authorization rules (`federation::auth::check`, over the
+//! event that the operation builds), so every refusal keeps its code; the levels they compare
+//! with come from the room's power-levels event ([`Thresholds`]).
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value, json};
+
+use federation::auth::power::PowerLevelsContent;
+use federation::event::types;
 
 use crate::error::{ApiError, ApiResult};
 use crate::storage::{MemberRow, Membership, Participant, Room, RoomState, RoomType};
 
-/// Kick, ban, unban, rename, topic, and granting power.
+/// Kick, ban, unban, rename, topic, and granting power: the default `state_default`, `kick`,
+/// `ban` and `redact` of a new room's power-levels event.
 pub const POWER_MODERATOR: i64 = 50;
-/// Close, archive, restore, move between workspaces.
+/// Close, archive, restore, move between workspaces: the level the rules require for the
+/// lifecycle (and federation switch, server ACL) unless the power-levels event says otherwise.
 pub const POWER_OWNER: i64 = 100;
-/// Inviting is open to every joined member.
+/// Inviting is open to every joined member: the default `invite`.
 pub const POWER_INVITE: i64 = 0;
 pub const POWER_MAX: i64 = 100;
+
+/// The event types whose level is [`POWER_OWNER`] unless the power-levels event names them.
+const OWNER_TYPES: [&str; 3] = [types::LIFECYCLE, types::FEDERATION, types::SERVER_ACL];
+
+/// The content of a new room's power-levels event: the defaults above, and `users`.
+pub fn default_power_levels(users: Map<String, Value>) -> Value {
+    json!({
+        "users": users,
+        "users_default": 0,
+        "events_default": 0,
+        "state_default": POWER_MODERATOR,
+        "invite": POWER_INVITE,
+        "kick": POWER_MODERATOR,
+        "ban": POWER_MODERATOR,
+        "redact": POWER_MODERATOR,
+    })
+}
+
+/// The levels a room's power-levels event sets for what the homeserver checks before the
+/// rules do; a key it leaves out has the rules' default, which is the constant above.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Thresholds {
+    pub invite: i64,
+    pub kick: i64,
+    pub ban: i64,
+    pub redact: i64,
+    state_default: i64,
+    events: BTreeMap<String, i64>,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            invite: POWER_INVITE,
+            kick: POWER_MODERATOR,
+            ban: POWER_MODERATOR,
+            redact: POWER_MODERATOR,
+            state_default: POWER_MODERATOR,
+            events: BTreeMap::new(),
+        }
+    }
+}
+
+impl Thresholds {
+    /// From a power-levels event's content; `None` if the rules would not read it.
+    pub fn of(content: &Map<String, Value>) -> Option<Thresholds> {
+        let levels = PowerLevelsContent::parse(content).ok()?;
+        let d = Thresholds::default();
+        let get = |key: &str, default: i64| levels.thresholds.get(key).copied().unwrap_or(default);
+        Some(Thresholds {
+            invite: get("invite", d.invite),
+            kick: get("kick", d.kick),
+            ban: get("ban", d.ban),
+            redact: get("redact", d.redact),
+            state_default: get("state_default", d.state_default),
+            events: levels.events,
+        })
+    }
+
+    /// The level needed to send a state event of `event_type`.
+    pub fn state(&self, event_type: &str) -> i64 {
+        let owner = OWNER_TYPES.contains(&event_type).then_some(POWER_OWNER);
+        self.events.get(event_type).copied().or(owner).unwrap_or(self.state_default)
+    }
+}
 
 /// Where the caller stands in a room.
 #[derive(Clone, Copy, Debug, Default)]
@@ -98,23 +176,38 @@ pub fn require_not_dm(room: &Room, what: &str) -> ApiResult<()> {
     }
 }
 
-/// Owner operations: the creator while joined, a joined member at power 100, or a server admin.
-pub fn require_owner(room: &Room, seat: Seat, caller: &Participant, what: &str) -> ApiResult<()> {
+/// Owner operations: the creator while joined, a joined member at the `needed` level (the
+/// lifecycle's, 100 by default), or a server admin, who acts through the service participant
+/// (`rooms::service`) where the room's own power does not reach. The room's rules then judge
+/// the event: a creator who lowered their own level is refused there.
+pub fn require_owner(room: &Room, seat: Seat, caller: &Participant, what: &str, needed: i64) -> ApiResult<()> {
     require_visible(room, seat, caller)?;
     if caller.is_admin {
         return Ok(());
     }
     require_joined(room, seat, caller)?;
-    if room.creator_id == caller.id || seat.effective_power() >= POWER_OWNER {
+    if room.creator_id == caller.id || seat.effective_power() >= needed {
         Ok(())
     } else {
-        Err(ApiError::RoomForbidden(format!("{what} needs the room's creator or power level {POWER_OWNER}")))
+        Err(ApiError::RoomForbidden(format!("{what} needs the room's creator or power level {needed}")))
     }
 }
 
-/// Kick and ban: at least moderator, and strictly above the target.
-pub fn require_above(seat: Seat, target_power: i64, what: &str) -> ApiResult<()> {
-    require_power(seat, POWER_MODERATOR, what)?;
+/// Leaving as an owner: refused while other members are joined and no other owner is
+/// (`others` and `other_owners` count joined members besides the caller).
+pub fn require_not_last_owner(others: i64, other_owners: i64) -> ApiResult<()> {
+    if others > 0 && other_owners <= 0 {
+        Err(ApiError::RoomLastOwner(format!(
+            "you are the room's last owner (power level {POWER_OWNER}): give another member that level first"
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+/// Kick and ban: at least the room's `needed` level for it, and strictly above the target.
+pub fn require_above(seat: Seat, needed: i64, target_power: i64, what: &str) -> ApiResult<()> {
+    require_power(seat, needed, what)?;
     if seat.effective_power() > target_power {
         Ok(())
     } else {
@@ -122,10 +215,17 @@ pub fn require_above(seat: Seat, target_power: i64, what: &str) -> ApiResult<()>
     }
 }
 
-/// Setting a member's power: caller ≥ 50, never above their own level, and never over someone
-/// at or above them (lowering one's own level is allowed).
-pub fn check_power_change(seat: Seat, target_is_self: bool, target_current: i64, new_level: i64) -> ApiResult<()> {
-    require_power(seat, POWER_MODERATOR, "changing power levels")?;
+/// Setting a member's power: caller at the level of the power-levels event (`needed`, 50 by
+/// default), never above their own level, and never over someone at or above them (lowering
+/// one's own level is allowed).
+pub fn check_power_change(
+    seat: Seat,
+    needed: i64,
+    target_is_self: bool,
+    target_current: i64,
+    new_level: i64,
+) -> ApiResult<()> {
+    require_power(seat, needed, "changing power levels")?;
     let mine = seat.effective_power();
     if new_level > mine {
         return Err(ApiError::RoomForbidden("cannot grant a power level above your own".into()));
@@ -240,16 +340,19 @@ mod tests {
     #[test]
     fn power() {
         let joined = |p| seat(Some(Membership::Join), p);
-        assert!(require_above(joined(50), 0, "kick").is_ok());
-        assert!(require_above(joined(50), 50, "kick").is_err());
-        assert!(require_above(joined(40), 0, "kick").is_err());
+        assert!(require_above(joined(50), 50, 0, "kick").is_ok());
+        assert!(require_above(joined(50), 50, 50, "kick").is_err());
+        assert!(require_above(joined(40), 50, 0, "kick").is_err());
+        // The room's own level for the action counts, not the default.
+        assert!(require_above(joined(40), 30, 0, "kick").is_ok());
         // Power held while not joined does not count.
-        assert!(require_above(seat(Some(Membership::Invite), 100), 0, "kick").is_err());
-        assert!(check_power_change(joined(50), false, 0, 50).is_ok());
-        assert!(check_power_change(joined(50), false, 0, 51).is_err());
-        assert!(check_power_change(joined(50), false, 50, 0).is_err());
-        assert!(check_power_change(joined(50), true, 50, 0).is_ok());
-        assert!(check_power_change(joined(0), true, 0, 0).is_err());
+        assert!(require_above(seat(Some(Membership::Invite), 100), 50, 0, "kick").is_err());
+        assert!(check_power_change(joined(50), 50, false, 0, 50).is_ok());
+        assert!(check_power_change(joined(50), 50, false, 0, 51).is_err());
+        assert!(check_power_change(joined(50), 50, false, 50, 0).is_err());
+        assert!(check_power_change(joined(50), 50, true, 50, 0).is_ok());
+        assert!(check_power_change(joined(0), 50, true, 0, 0).is_err());
+        assert!(check_power_change(joined(50), 60, false, 0, 10).is_err());
     }
 
     #[test]
@@ -258,11 +361,12 @@ mod tests {
         let creator = person("creator", "default", false);
         let admin = person("root", "default", true);
         let member = person("m", "default", false);
-        assert!(require_owner(&r, seat(Some(Membership::Join), 0), &creator, "close").is_ok());
-        assert!(require_owner(&r, seat(Some(Membership::Leave), 100), &creator, "close").is_err());
-        assert!(require_owner(&r, Seat::default(), &admin, "close").is_ok());
-        assert!(require_owner(&r, seat(Some(Membership::Join), 99), &member, "close").is_err());
-        assert!(require_owner(&r, seat(Some(Membership::Join), 100), &member, "close").is_ok());
+        assert!(require_owner(&r, seat(Some(Membership::Join), 0), &creator, "close", 100).is_ok());
+        assert!(require_owner(&r, seat(Some(Membership::Leave), 100), &creator, "close", 100).is_err());
+        assert!(require_owner(&r, Seat::default(), &admin, "close", 100).is_ok());
+        assert!(require_owner(&r, seat(Some(Membership::Join), 99), &member, "close", 100).is_err());
+        assert!(require_owner(&r, seat(Some(Membership::Join), 100), &member, "close", 100).is_ok());
+        assert!(require_owner(&r, seat(Some(Membership::Join), 90), &member, "close", 90).is_ok());
         r.state = RoomState::Closed;
         assert!(matches!(require_open(&r), Err(ApiError::RoomFrozen(_))));
     }
@@ -310,8 +414,29 @@ mod tests {
         assert!(matches!(require_power_target(None), Err(ApiError::ParticipantNotFound(_))));
         // The same level rules as for members: an owner lowers a kicked moderator.
         let owner = seat(Some(Membership::Join), 100);
-        assert!(check_power_change(owner, false, 50, 0).is_ok());
-        assert!(check_power_change(seat(Some(Membership::Join), 50), false, 50, 0).is_err());
+        assert!(check_power_change(owner, 50, false, 50, 0).is_ok());
+        assert!(check_power_change(seat(Some(Membership::Join), 50), 50, false, 50, 0).is_err());
+    }
+
+    #[test]
+    fn thresholds_come_from_the_power_levels_event() {
+        let defaults = Thresholds::default();
+        assert_eq!(defaults.state(types::NAME), POWER_MODERATOR);
+        assert_eq!(defaults.state(types::LIFECYCLE), POWER_OWNER);
+        let written = default_power_levels(Map::new());
+        assert_eq!(Thresholds::of(written.as_object().unwrap()), Some(Thresholds::default()));
+        let custom = json!({"kick": 30, "state_default": 70, "events": {"swp.room.lifecycle": 80}});
+        let t = Thresholds::of(custom.as_object().unwrap()).unwrap();
+        assert_eq!((t.kick, t.ban, t.invite), (30, POWER_MODERATOR, POWER_INVITE));
+        assert_eq!((t.state(types::TOPIC), t.state(types::LIFECYCLE), t.state(types::SERVER_ACL)), (70, 80, 100));
+        assert_eq!(Thresholds::of(json!({"kick": "x"}).as_object().unwrap()), None);
+    }
+
+    #[test]
+    fn the_last_owner_stays_while_others_are_joined() {
+        assert!(matches!(require_not_last_owner(2, 0), Err(ApiError::RoomLastOwner(_))));
+        assert!(require_not_last_owner(2, 1).is_ok());
+        assert!(require_not_last_owner(0, 0).is_ok());
     }
 
     #[test]

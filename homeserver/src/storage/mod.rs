@@ -12,6 +12,7 @@ mod identity;
 mod media;
 mod messages;
 mod models;
+mod project;
 mod rooms;
 mod writer;
 
@@ -22,6 +23,7 @@ pub use graph::{
 pub use media::MediaRow;
 pub use messages::{MessageRow, PageQuery, PageRow, ReactionCount};
 pub use models::*;
+pub use project::{PduCache, StateRow};
 pub use rooms::{DirectoryQuery, NewEvent};
 pub use writer::{BatchTx, BatchWriter};
 
@@ -78,6 +80,8 @@ pub struct Store {
     /// The write-ahead log's length, in frames, past which the checkpointer starts it over.
     wal_restart_frames: i64,
     readers: std::sync::Arc<writer::DirectReaders>,
+    /// Parsed auth events, shared by every writer of this process.
+    pdus: std::sync::Arc<PduCache>,
 }
 
 /// WAL frames (a 4 KiB page and its 24-byte header) in `mib` MiB.
@@ -101,6 +105,7 @@ pub struct WriteTx {
     committed: std::sync::Arc<tokio::sync::watch::Sender<i64>>,
     signer: Option<std::sync::Arc<EventSigner>>,
     last_position: i64,
+    pdus: std::sync::Arc<PduCache>,
 }
 
 impl Store {
@@ -154,12 +159,20 @@ impl Store {
             durability,
             wal_restart_frames: wal_frames(crate::config::Config::default().wal_restart_mib),
             readers: Default::default(),
+            pdus: Default::default(),
         })
     }
 
     pub async fn write(&self) -> Result<WriteTx, sqlx::Error> {
         let (_turn, tx) = self.begin_write().await?;
-        Ok(WriteTx { tx, _turn, committed: self.committed.clone(), signer: self.signer.clone(), last_position: 0 })
+        Ok(WriteTx {
+            tx,
+            _turn,
+            committed: self.committed.clone(),
+            signer: self.signer.clone(),
+            last_position: 0,
+            pdus: self.pdus.clone(),
+        })
     }
 
     /// Waits for this process's write turn, then begins an immediate transaction.

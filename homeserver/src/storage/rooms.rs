@@ -262,6 +262,17 @@ impl WriteTx {
         sqlx::query_scalar(sql).bind(room_id).fetch_one(&mut *self.tx).await
     }
 
+    /// Joined members at `level` or above.
+    pub async fn count_joined_at_least(&mut self, room_id: &str, level: i64) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT COUNT(*) FROM memberships WHERE room_id = $1 AND membership = 'join' AND power_level >= $2",
+        )
+        .bind(room_id)
+        .bind(level)
+        .fetch_one(&mut *self.tx)
+        .await
+    }
+
     pub async fn alias_taken(&mut self, alias: &str) -> Result<bool, sqlx::Error> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM rooms WHERE room_alias = $1")
             .bind(alias)
@@ -305,22 +316,24 @@ impl WriteTx {
     }
 
     /// Sets a participant's membership, keeping their personal settings (mode, mute, marker).
-    /// `joined_at` is set when the membership becomes `join` and kept while it stays so.
+    /// `joined_at` is set when the membership becomes `join` and kept while it stays so. A
+    /// `power_level` of `None` keeps the stored level (0 for a new row): rooms whose
+    /// power-levels event predates stored wire forms.
     pub async fn set_membership(
         &mut self,
         room_id: &str,
         participant_id: &str,
         membership: Membership,
-        power_level: i64,
+        power_level: Option<i64>,
         now: i64,
     ) -> Result<(), sqlx::Error> {
         let joined_at = (membership == Membership::Join).then_some(now);
         sqlx::query(
             "INSERT INTO memberships (room_id, participant_id, membership, power_level, joined_at)
-             VALUES ($1, $2, $3, $4, $5)
+             VALUES ($1, $2, $3, COALESCE($4, 0), $5)
              ON CONFLICT (room_id, participant_id) DO UPDATE SET
                membership = excluded.membership,
-               power_level = excluded.power_level,
+               power_level = COALESCE($4, memberships.power_level),
                joined_at = CASE WHEN memberships.membership = 'join' AND excluded.membership = 'join'
                                 THEN memberships.joined_at ELSE excluded.joined_at END",
         )
@@ -334,22 +347,8 @@ impl WriteTx {
         Ok(())
     }
 
-    pub async fn set_power_level(
-        &mut self,
-        room_id: &str,
-        participant_id: &str,
-        level: i64,
-    ) -> Result<(), sqlx::Error> {
-        sqlx::query("UPDATE memberships SET power_level = $3 WHERE room_id = $1 AND participant_id = $2")
-            .bind(room_id)
-            .bind(participant_id)
-            .bind(level)
-            .execute(&mut *self.tx)
-            .await?;
-        Ok(())
-    }
-
-    /// `fqid → level` for every member above level 0: the `users` map of the power-levels event.
+    /// `fqid → level` for every member above level 0: the `users` map of a room whose current
+    /// power-levels event has no stored wire form (stored before migration 4).
     pub async fn power_users(&mut self, room_id: &str) -> Result<Vec<(String, i64)>, sqlx::Error> {
         sqlx::query_as(
             "SELECT p.fqid, m.power_level FROM memberships m JOIN participants p ON p.id = m.participant_id
@@ -360,7 +359,7 @@ impl WriteTx {
         .await
     }
 
-    pub async fn set_room_name(&mut self, room_id: &str, name: &str) -> Result<(), sqlx::Error> {
+    pub async fn set_room_name(&mut self, room_id: &str, name: Option<&str>) -> Result<(), sqlx::Error> {
         sqlx::query("UPDATE rooms SET name = $2 WHERE id = $1").bind(room_id).bind(name).execute(&mut *self.tx).await?;
         Ok(())
     }

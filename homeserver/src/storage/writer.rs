@@ -397,6 +397,17 @@ impl<'w> BatchTx<'w> {
         stmt.query_map(params_from_iter(args), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect()
     }
 
+    /// The stored wire forms of `event_ids` (those stored before migration 4 have none).
+    pub fn pdus_by_ids(&self, event_ids: &[&str]) -> Result<Vec<(String, Option<String>)>, rusqlite::Error> {
+        if event_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders: Vec<String> = (0..event_ids.len()).map(|i| format!("?{}", i + 1)).collect();
+        let sql = format!("SELECT event_id, pdu FROM events WHERE event_id IN ({})", placeholders.join(", "));
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        stmt.query_map(params_from_iter(event_ids.iter().copied()), |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
+    }
+
     /// `(event_id, room_id)` of the event a participant already sent with this idempotency key.
     pub fn event_by_uuid(
         &self,
