@@ -35,18 +35,19 @@ pub async fn list(
     let limit = page_limit(p.limit.as_deref(), 50, messages::MAX_PAGE)?;
     let from = match p.from.as_deref() {
         None | Some("") => None,
-        Some(f) => Some(
-            f.parse::<i64>()
-                .ok()
-                .filter(|f| *f >= 0)
-                .ok_or_else(|| ApiError::bad_request("from must be a stream position (a non-negative integer)"))?,
-        ),
+        // Any integer: history fetched from peers sits at negative positions.
+        Some(f) => {
+            Some(f.parse::<i64>().map_err(|_| ApiError::bad_request("from must be a stream position (an integer)"))?)
+        }
     };
     let forward = match p.direction.as_deref() {
         None | Some("back") | Some("b") => false,
         Some("forward") | Some("f") => true,
         Some(_) => return Err(ApiError::bad_request("direction must be back or forward")),
     };
+    // `direction=forward&from=0` starts at the beginning of the room (contract section 5), which
+    // is below zero once older history was backfilled; no event has position 0.
+    let from = from.filter(|f| !(forward && *f == 0));
     let page = messages::list(&st.store, &caller.participant, &room_id, from, forward, limit).await?;
     #[derive(serde::Serialize)]
     struct Meta<'a> {

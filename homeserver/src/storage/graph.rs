@@ -135,6 +135,11 @@ pub(super) fn edges_sql(rows: usize) -> String {
     values_sql("INSERT INTO event_edges (event_pos, prev_pos)", rows, 2, " ON CONFLICT DO NOTHING")
 }
 
+/// Auth edges of `rows` `(event_pos, auth_pos)` pairs.
+pub(super) fn auth_edges_sql(rows: usize) -> String {
+    values_sql("INSERT INTO event_auth_edges (event_pos, auth_pos)", rows, 2, " ON CONFLICT DO NOTHING")
+}
+
 /// Auth edges of `rows` `(event_pos, auth event id)` pairs: the ids are looked up in the same
 /// statement, so the caller needs no position of its auth events.
 pub(super) fn auth_edges_by_id_sql(rows: usize) -> String {

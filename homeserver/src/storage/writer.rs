@@ -11,6 +11,7 @@
 //! It shares the database with the [`Store`] pool and serialises with every other writer of
 //! this process through the same in-process write lock, taken before `BEGIN IMMEDIATE`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ValueRef};
@@ -19,10 +20,13 @@ use rusqlite::{Connection, OptionalExtension, params_from_iter};
 use super::dag::{FQID_OF_SQL, auth_state_sql};
 use super::graph::{
     DELETE_EXTREMITIES_SQL, EventStatus, GraphHead, GraphRows, HEAD_SQL, INSERT_EVENT_ROWID_SQL, INSERT_EXTREMITY_SQL,
-    auth_edges_by_id_sql, edges_sql,
+    auth_edges_sql, edges_sql,
 };
 use super::rooms::TENANT_SQL;
 use super::*;
+
+/// Rows of one multi-row edge INSERT in the send batch.
+const EDGE_CHUNK: usize = 16;
 
 /// The writer connection's page cache: pages the batch touches (index leaves, the room's state)
 /// stay in memory from one batch to the next.
@@ -475,18 +479,40 @@ impl<'w> BatchTx<'w> {
         Ok(pos)
     }
 
-    /// Writes a batch's edges: one multi-row INSERT per table.
+    /// Writes a batch's edges, a few multi-row INSERTs per table.
+    ///
+    /// Statements come in two sizes only ([`EDGE_CHUNK`] rows and one row), so the few prepared
+    /// statements stay cached: a statement per batch size would be parsed again in most
+    /// batches. The auth events of a batch are few (a room's create and power-levels events,
+    /// its senders' memberships), so each one's position is looked up once per batch, not once
+    /// per send.
     pub fn write_graph_rows(&self, rows: &GraphRows) -> Result<(), rusqlite::Error> {
-        // SQLite allows 32,766 parameters a statement; a batch of 64 sends uses a few hundred.
-        for chunk in rows.edges.chunks(8192) {
-            let mut stmt = self.conn.prepare_cached(&edges_sql(chunk.len()))?;
+        self.insert_pairs(&rows.edges, edges_sql)?;
+        let mut ids: Vec<&str> = rows.auth_edges.iter().map(|(_, id)| id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut positions: HashMap<&str, i64> = HashMap::with_capacity(ids.len());
+        let mut stmt = self.conn.prepare_cached("SELECT stream_position FROM events WHERE event_id = ?1")?;
+        for id in ids {
+            // An auth event not stored has no edge (as a join on it would give none).
+            if let Some(pos) = stmt.query_row([id], |r| r.get::<_, i64>(0)).optional()? {
+                positions.insert(id, pos);
+            }
+        }
+        let pairs: Vec<(i64, i64)> =
+            rows.auth_edges.iter().filter_map(|(pos, id)| positions.get(id.as_str()).map(|a| (*pos, *a))).collect();
+        self.insert_pairs(&pairs, auth_edges_sql)
+    }
+
+    fn insert_pairs(&self, pairs: &[(i64, i64)], sql: fn(usize) -> String) -> Result<(), rusqlite::Error> {
+        let mut chunks = pairs.chunks_exact(EDGE_CHUNK);
+        for chunk in &mut chunks {
+            let mut stmt = self.conn.prepare_cached(&sql(EDGE_CHUNK))?;
             stmt.execute(params_from_iter(chunk.iter().flat_map(|(a, b)| [*a, *b])))?;
         }
-        for chunk in rows.auth_edges.chunks(8192) {
-            let mut stmt = self.conn.prepare_cached(&auth_edges_by_id_sql(chunk.len()))?;
-            let args: Vec<&dyn rusqlite::ToSql> =
-                chunk.iter().flat_map(|(pos, id)| [pos as &dyn rusqlite::ToSql, id as &dyn rusqlite::ToSql]).collect();
-            stmt.execute(args.as_slice())?;
+        let mut one = self.conn.prepare_cached(&sql(1))?;
+        for (a, b) in chunks.remainder() {
+            one.execute([*a, *b])?;
         }
         Ok(())
     }
