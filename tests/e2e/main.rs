@@ -13,5 +13,6 @@ mod names;
 mod permissions;
 mod realtime;
 mod rooms;
+mod rules_replay;
 mod signing;
 mod tenants;
