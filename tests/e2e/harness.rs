@@ -231,6 +231,17 @@ impl Server {
         self.raw(Method::PUT, path, token, Some(RawBody::Json(body))).await
     }
 
+    /// Makes a server admin with the CLI (as an operator does) and answers their access token.
+    pub async fn server_admin(&self, name: &str) -> String {
+        let password = "admin-password-1";
+        let (ok, out) = self.cli(&["admin", "create-user", name, "--password", password, "--admin"]);
+        assert!(ok, "{out}");
+        let login = self
+            .post("/v1/auth/token", None, json!({"grant_type": "password", "username": name, "password": password}))
+            .await;
+        login.ok()["access_token"].as_str().expect("an access token").to_string()
+    }
+
     pub async fn register(&self, name: &str) -> User {
         self.register_in(name, None).await
     }

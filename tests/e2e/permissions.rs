@@ -477,12 +477,7 @@ async fn direct_messages_keep_their_invariants() {
 #[tokio::test]
 async fn a_server_admin_can_close_and_archive_rooms_they_are_not_in() {
     let s = Server::start().await;
-    let (ok, out) = s.cli(&["admin", "create-user", "root", "--password", "rootpass1", "--admin"]);
-    assert!(ok, "{out}");
-    let login = s
-        .post("/v1/auth/token", None, json!({"grant_type": "password", "username": "root", "password": "rootpass1"}))
-        .await;
-    let root = login.ok()["access_token"].as_str().unwrap().to_string();
+    let root = s.server_admin("root").await;
     let alice = s.register("alice").await;
     let mallory = s.register("mallory").await;
     let archived = s.create_room(&alice, "group", "to archive").await;
@@ -513,12 +508,7 @@ async fn a_server_admin_can_close_and_archive_rooms_they_are_not_in() {
 #[tokio::test]
 async fn a_server_admin_cannot_take_a_seat_in_a_dm() {
     let s = Server::start().await;
-    let (ok, out) = s.cli(&["admin", "create-user", "root", "--password", "rootpass1", "--admin"]);
-    assert!(ok, "{out}");
-    let login = s
-        .post("/v1/auth/token", None, json!({"grant_type": "password", "username": "root", "password": "rootpass1"}))
-        .await;
-    let root_token = login.ok()["access_token"].as_str().unwrap().to_string();
+    let root_token = s.server_admin("root").await;
     let root_id = s.get("/v1/auth/whoami", Some(&root_token)).await.ok()["participant_id"].clone();
     let a = s.register("dm-a").await;
     let b = s.register("dm-b").await;

@@ -4,15 +4,40 @@
 
 use std::collections::BTreeMap;
 
+use federation::auth::{self, RoomVersion};
+use federation::event::{Pdu, StateMap};
 use serde_json::json;
 
 use crate::bundle::{events, export, manifest};
 use crate::harness::Server;
 
+/// Replays a bundle's events in order as a peer checks each one: against the state its own
+/// `auth_events` name (which must name exactly what the rules read), and against the state
+/// before it in the room. Panics on the first refusal; answers every event and the final state.
+fn replay(bundle: &[u8]) -> (Vec<Pdu>, StateMap<Pdu>) {
+    let mut known: BTreeMap<String, Pdu> = BTreeMap::new();
+    let mut state: StateMap<Pdu> = StateMap::new();
+    let mut replayed = Vec::new();
+    for e in events(bundle) {
+        let pdu = Pdu::from_wire(&e["pdu"]).expect("a well-formed event");
+        let what = format!("{} by {} about {:?}", pdu.event_type, pdu.sender, pdu.state_key);
+        let own = auth::auth_state_from_auth_events(&pdu, &known)
+            .unwrap_or_else(|why| panic!("{what}: its auth_events do not fit the rules: {why:?}"));
+        auth::check(RoomVersion::V1, &pdu, &own)
+            .unwrap_or_else(|why| panic!("{what}: refused by its own auth_events: {why:?}"));
+        auth::check(RoomVersion::V1, &pdu, &state)
+            .unwrap_or_else(|why| panic!("{what}: refused by the state before it: {why:?}"));
+        if let Some(key) = pdu.state_entry() {
+            state.insert(key, pdu.clone());
+        }
+        known.insert(pdu.event_id.clone(), pdu.clone());
+        replayed.push(pdu);
+    }
+    (replayed, state)
+}
+
 #[tokio::test]
 async fn a_dm_opens_with_events_the_room_rules_accept() {
-    use federation::auth::{self, RoomVersion};
-    use federation::event::{Pdu, StateMap};
     let s = Server::start().await;
     let a = s.register("alice").await;
     let b = s.register("bob").await;
@@ -27,18 +52,9 @@ async fn a_dm_opens_with_events_the_room_rules_accept() {
     assert_eq!(create["event_type"], "swp.room.create");
     assert_eq!(create["content"]["room_version"], "1");
     assert_eq!(create["content"]["dm_parties"], json!([a.fqid, b.fqid]));
-    // Replayed in order, every event passes the room version 1 rules against the state before
-    // it, as a peer holding a replica would check it.
-    let mut state: StateMap<Pdu> = StateMap::new();
-    for e in &evs {
-        let pdu = Pdu::from_wire(&e["pdu"]).expect("a well-formed event");
-        if let Err(why) = auth::check(RoomVersion::V1, &pdu, &state) {
-            panic!("{} by {} refused by the rules: {why:?}", pdu.event_type, pdu.sender);
-        }
-        if let Some(key) = pdu.state_entry() {
-            state.insert(key, pdu);
-        }
-    }
+    // Replayed in order, every event passes the room version 1 rules, as a peer holding a
+    // replica would check it.
+    replay(&bundle);
     let bobs_join = evs
         .iter()
         .find(|e| e["pdu"]["event_type"] == "swp.room.member" && e["pdu"]["state_key"] == b.fqid.as_str())
@@ -48,8 +64,6 @@ async fn a_dm_opens_with_events_the_room_rules_accept() {
 
 #[tokio::test]
 async fn a_room_replays_through_the_rules_by_its_own_auth_events() {
-    use federation::auth::{self, RoomVersion};
-    use federation::event::{Pdu, StateMap};
     let s = Server::start().await;
     let a = s.register("alice").await;
     let b = s.register("bob").await;
@@ -65,25 +79,7 @@ async fn a_room_replays_through_the_rules_by_its_own_auth_events() {
     s.send_text(&a, &room, "back").await;
     let (status, bundle, _) = export(&s, &a, &room).await;
     assert_eq!(status, 200);
-    // Each event passes the rules twice, as a peer checks it: against the state its own
-    // `auth_events` name (and they name exactly what the rules read), and against the state
-    // before it in the room.
-    let mut known: BTreeMap<String, Pdu> = BTreeMap::new();
-    let mut state: StateMap<Pdu> = StateMap::new();
-    for e in events(&bundle) {
-        let pdu = Pdu::from_wire(&e["pdu"]).expect("a well-formed event");
-        let what = format!("{} by {}", pdu.event_type, pdu.sender);
-        let own = auth::auth_state_from_auth_events(&pdu, &known)
-            .unwrap_or_else(|why| panic!("{what}: its auth_events do not fit the rules: {why:?}"));
-        auth::check(RoomVersion::V1, &pdu, &own)
-            .unwrap_or_else(|why| panic!("{what}: refused by its own auth_events: {why:?}"));
-        auth::check(RoomVersion::V1, &pdu, &state)
-            .unwrap_or_else(|why| panic!("{what}: refused by the state before it: {why:?}"));
-        if let Some(key) = pdu.state_entry() {
-            state.insert(key, pdu.clone());
-        }
-        known.insert(pdu.event_id.clone(), pdu);
-    }
+    replay(&bundle);
 }
 
 /// A room that went through everything a peer must accept: a server admin's archive, restore
@@ -92,15 +88,8 @@ async fn a_room_replays_through_the_rules_by_its_own_auth_events() {
 /// exported event passes the rules by its own auth events and by the state before it.
 #[tokio::test]
 async fn a_room_with_admin_actions_and_moderation_replays_through_the_rules() {
-    use federation::auth::{self, RoomVersion};
-    use federation::event::{Pdu, StateMap};
     let s = Server::start().await;
-    let (ok, out) = s.cli(&["admin", "create-user", "root", "--password", "rootpass1", "--admin"]);
-    assert!(ok, "{out}");
-    let login = s
-        .post("/v1/auth/token", None, json!({"grant_type": "password", "username": "root", "password": "rootpass1"}))
-        .await;
-    let root = login.ok()["access_token"].as_str().unwrap().to_string();
+    let root = s.server_admin("root").await;
     let root_fqid = s.get("/v1/auth/whoami", Some(&root)).await.ok()["fqid"].clone();
     let a = s.register("alice").await;
     let b = s.register("bob").await;
@@ -130,26 +119,12 @@ async fn a_room_with_admin_actions_and_moderation_replays_through_the_rules() {
     let (status, bundle, _) = export(&s, &a, &room).await;
     assert_eq!(status, 200);
 
-    let mut known: BTreeMap<String, Pdu> = BTreeMap::new();
-    let mut state: StateMap<Pdu> = StateMap::new();
-    let mut lifecycle_senders = Vec::new();
-    for e in events(&bundle) {
-        let pdu = Pdu::from_wire(&e["pdu"]).expect("a well-formed event");
-        let what = format!("{} by {} about {:?}", pdu.event_type, pdu.sender, pdu.state_key);
-        let own = auth::auth_state_from_auth_events(&pdu, &known)
-            .unwrap_or_else(|why| panic!("{what}: its auth_events do not fit the rules: {why:?}"));
-        auth::check(RoomVersion::V1, &pdu, &own)
-            .unwrap_or_else(|why| panic!("{what}: refused by its own auth_events: {why:?}"));
-        auth::check(RoomVersion::V1, &pdu, &state)
-            .unwrap_or_else(|why| panic!("{what}: refused by the state before it: {why:?}"));
-        if pdu.event_type == "swp.room.lifecycle" {
-            lifecycle_senders.push((pdu.sender.clone(), pdu.content.get("sent_by").cloned()));
-        }
-        if let Some(key) = pdu.state_entry() {
-            state.insert(key, pdu.clone());
-        }
-        known.insert(pdu.event_id.clone(), pdu);
-    }
+    let (replayed, state) = replay(&bundle);
+    let lifecycle_senders: Vec<_> = replayed
+        .iter()
+        .filter(|pdu| pdu.event_type == "swp.room.lifecycle")
+        .map(|pdu| (pdu.sender.clone(), pdu.content.get("sent_by").cloned()))
+        .collect();
     let service = format!("@_server:{}", a.fqid.split_once(':').unwrap().1);
     assert_eq!(lifecycle_senders.len(), 3, "{lifecycle_senders:?}");
     for (sender, sent_by) in &lifecycle_senders {

@@ -610,20 +610,7 @@ async fn a_send_batch_writes_its_edges_and_shares_the_state_group() {
         let mut positions = Vec::new();
         for i in 0..3 {
             let id = format!("evt-batch{i}");
-            let e = NewEvent {
-                event_id: &id,
-                room_id: ROOM,
-                event_type: types::MESSAGE,
-                state_key: None,
-                sender: BOB,
-                content: "{}",
-                origin_ts: 1,
-                event_uuid: None,
-                relates_to: None,
-                unsigned: None,
-                pdu: "{}",
-                depth: 10 + i,
-            };
+            let e = bobs_message(&id, 10 + i);
             let pos = tx.append_message(&e, &head, &auth, &mut rows).expect("append");
             head.advance(&id, e.depth, pos, None);
             positions.push(pos);
@@ -728,20 +715,7 @@ async fn storage_cost() {
             for i in 0..64.min(MESSAGES - batch * 64) {
                 let id = format!("evt-m{batch}x{i}");
                 let depth = head.extremities.iter().map(|(_, d)| *d).max().unwrap_or(0) + 1;
-                let e = NewEvent {
-                    event_id: &id,
-                    room_id: ROOM,
-                    event_type: types::MESSAGE,
-                    state_key: None,
-                    sender: BOB,
-                    content: "{}",
-                    origin_ts: 1,
-                    event_uuid: None,
-                    relates_to: None,
-                    unsigned: None,
-                    pdu: "{}",
-                    depth,
-                };
+                let e = bobs_message(&id, depth);
                 let pos = tx.append_message(&e, &head, &auth, &mut rows).expect("append");
                 head.advance(&id, depth, pos, None);
                 last = Some((id, depth));
@@ -763,4 +737,22 @@ async fn storage_cost() {
         rows_of(&store, "event_auth_edges").await
     );
     store.close().await;
+}
+
+/// A message by Bob in the test room, as the send batch stores one (no wire form needed).
+fn bobs_message(id: &str, depth: i64) -> NewEvent<'_> {
+    NewEvent {
+        event_id: id,
+        room_id: ROOM,
+        event_type: types::MESSAGE,
+        state_key: None,
+        sender: BOB,
+        content: "{}",
+        origin_ts: 1,
+        event_uuid: None,
+        relates_to: None,
+        unsigned: None,
+        pdu: "{}",
+        depth,
+    }
 }

@@ -460,17 +460,7 @@ impl WriteTx {
             }
             let group = match same_as_parent {
                 Some(g) => g.id,
-                None => {
-                    let id: i64 = sqlx::query_scalar(INSERT_GROUP_SQL)
-                        .bind(room_id)
-                        .bind(None::<i64>)
-                        .bind(0i64)
-                        .fetch_one(&mut *self.tx)
-                        .await?;
-                    let entries: Vec<_> = after.iter().map(|(k, (p, _))| (k.clone(), Some(*p))).collect();
-                    self.insert_group_entries(id, &entries).await?;
-                    id
-                }
+                None => self.insert_snapshot_group(room_id, &after).await?,
             };
             sqlx::query("UPDATE events SET state_group = $2 WHERE stream_position = $1")
                 .bind(pos)
@@ -490,6 +480,19 @@ impl WriteTx {
             queue.extend(next);
         }
         Ok(())
+    }
+
+    /// Stores `state` as a new full-snapshot group of the room; answers its id.
+    async fn insert_snapshot_group(&mut self, room_id: &str, state: &PositionState) -> Result<i64, sqlx::Error> {
+        let id: i64 = sqlx::query_scalar(INSERT_GROUP_SQL)
+            .bind(room_id)
+            .bind(None::<i64>)
+            .bind(0i64)
+            .fetch_one(&mut *self.tx)
+            .await?;
+        let entries: Vec<_> = state.iter().map(|(k, (p, _))| (k.clone(), Some(*p))).collect();
+        self.insert_group_entries(id, &entries).await?;
+        Ok(id)
     }
 
     /// Sets the room's current state to the resolution of the states at its forward
@@ -524,14 +527,7 @@ impl WriteTx {
                     states.iter().flat_map(|s| s.values().map(|(_, id)| id.clone())).collect();
                 let events = self.events_with_auth_chains(&wanted).await?;
                 let state = resolve_states(version, &states, &events)?;
-                let id: i64 = sqlx::query_scalar(INSERT_GROUP_SQL)
-                    .bind(room_id)
-                    .bind(None::<i64>)
-                    .bind(0i64)
-                    .fetch_one(&mut *self.tx)
-                    .await?;
-                let entries: Vec<_> = state.iter().map(|(k, (p, _))| (k.clone(), Some(*p))).collect();
-                self.insert_group_entries(id, &entries).await?;
+                let id = self.insert_snapshot_group(room_id, &state).await?;
                 (state, id)
             }
         };
