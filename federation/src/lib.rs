@@ -28,10 +28,13 @@
 //! `rustls-no-provider` feature already brings in, plus an optional extra CA.
 
 pub mod auth;
+pub mod client;
 pub mod event;
+pub mod keys;
 pub mod state_res;
 #[cfg(test)]
 mod testing;
+pub mod wire;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -270,7 +273,7 @@ pub fn check_well_known(doc: &Value, expected_name: &str, now_ms: u64) -> Result
 }
 
 /// The current time in Unix milliseconds.
-fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
@@ -292,6 +295,7 @@ pub struct Discovery {
     http: reqwest::Client,
     pinned: Arc<Mutex<HashMap<String, Vec<IpAddr>>>>,
     timeout: Duration,
+    extra_ca: Option<Vec<reqwest::Certificate>>,
 }
 
 impl std::fmt::Debug for Discovery {
@@ -373,16 +377,43 @@ impl Discovery {
             .timeout(timeout)
             // Discovery answers "can I reach this peer now": never reuse a pooled connection.
             .pool_max_idle_per_host(0);
+        let mut extra_ca = None;
         if let Some(pem) = &config.extra_ca_pem {
             let certs = reqwest::Certificate::from_pem_bundle(pem)
                 .map_err(|e| DiscoveryError::Setup(format!("extra CA: {e}")))?;
             if certs.is_empty() {
                 return Err(DiscoveryError::Setup("extra CA: no certificate in the PEM".into()));
             }
-            http = http.tls_certs_merge(certs);
+            http = http.tls_certs_merge(certs.clone());
+            extra_ca = Some(certs);
         }
         let http = http.build().map_err(|e| DiscoveryError::Setup(format!("HTTPS client: {}", error_chain(&e))))?;
-        Ok(Discovery { resolver, http, pinned, timeout })
+        Ok(Discovery { resolver, http, pinned, timeout, extra_ca })
+    }
+
+    /// Makes requests to `resolved.host` connect to its resolved addresses.
+    pub fn pin(&self, resolved: &Resolved) {
+        if let Ok(mut m) = self.pinned.lock() {
+            m.insert(resolved.host.clone(), resolved.addresses.clone());
+        }
+    }
+
+    /// An HTTPS client that pools connections, trusts what discovery trusts and connects where
+    /// [`Discovery::pin`] says: for signed requests to peers ([`crate::client::FedClient`]).
+    pub fn pooled_client(&self, timeout: Duration) -> Result<reqwest::Client, DiscoveryError> {
+        let mut http = reqwest::Client::builder()
+            .https_only(true)
+            .dns_resolver(Arc::new(PinnedResolver { pinned: self.pinned.clone() }))
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(8);
+        if let Some(certs) = &self.extra_ca {
+            http = http.tls_certs_merge(certs.clone());
+        }
+        http.build().map_err(|e| DiscoveryError::Setup(format!("HTTPS client: {}", error_chain(&e))))
     }
 
     /// DNS only: where does `server_name` point?

@@ -169,6 +169,41 @@ pub struct Config {
     pub tenant_defaults: TenantLimits,
     /// Connection, time and abuse limits.
     pub limits: Limits,
+    /// Federation tuning: delivery back-off, limits on peers, trusted notaries.
+    pub federation: FederationSettings,
+}
+
+/// The `[federation]` table (`docs/configuration.md`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FederationSettings {
+    /// Servers whose `keys/query` answers are trusted for peers that cannot be reached.
+    pub notaries: Vec<String>,
+    /// First retry delay after a failed delivery, in milliseconds; doubled per failure.
+    pub backoff_base_ms: u64,
+    /// Longest delay between delivery attempts to a peer, in seconds.
+    pub backoff_cap_secs: u64,
+    /// Bound on one request to a peer, in seconds.
+    pub request_timeout_secs: u64,
+    /// Requests one peer may have in flight here at once.
+    pub max_inflight_per_origin: u32,
+    /// Requests one peer may make here per second (sustained) and in a burst.
+    pub requests_per_origin_per_s: u32,
+    pub requests_per_origin_burst: u32,
+}
+
+impl Default for FederationSettings {
+    fn default() -> Self {
+        FederationSettings {
+            notaries: Vec::new(),
+            backoff_base_ms: 500,
+            backoff_cap_secs: 300,
+            request_timeout_secs: 30,
+            max_inflight_per_origin: 32,
+            requests_per_origin_per_s: 100,
+            requests_per_origin_burst: 400,
+        }
+    }
 }
 
 impl Default for Config {
@@ -196,6 +231,7 @@ impl Default for Config {
             log: "info".into(),
             tenant_defaults: TenantLimits::default(),
             limits: Limits::default(),
+            federation: FederationSettings::default(),
         }
     }
 }

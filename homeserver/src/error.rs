@@ -71,6 +71,14 @@ pub enum ApiError {
     Unavailable(String),
     #[error("peer unavailable: {0}")]
     FedUnavailable(String),
+    #[error("{0}")]
+    FedSignatureMismatch(String),
+    #[error("{0}")]
+    FedPeerUnknown(String),
+    #[error("{0}")]
+    FedDisabled(String),
+    #[error("{0}")]
+    FedProtocolVersion(String),
     #[error("internal error")]
     Internal(#[source] anyhow_like::Internal),
 }
@@ -124,6 +132,10 @@ impl ApiError {
             MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "SW_METHOD_NOT_ALLOWED"),
             Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "SW_UNAVAILABLE"),
             FedUnavailable(_) => (StatusCode::BAD_GATEWAY, "SW_FED_UNAVAILABLE"),
+            FedSignatureMismatch(_) => (StatusCode::UNAUTHORIZED, "SW_FED_SIGNATURE_MISMATCH"),
+            FedPeerUnknown(_) => (StatusCode::FORBIDDEN, "SW_FED_PEER_UNKNOWN"),
+            FedDisabled(_) => (StatusCode::CONFLICT, "SW_FED_DISABLED"),
+            FedProtocolVersion(_) => (StatusCode::BAD_REQUEST, "SW_FED_PROTOCOL_VERSION"),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "SW_INTERNAL"),
         }
     }

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod fed;
 pub mod group_commit;
 pub mod identity;
 pub mod ids;

@@ -45,6 +45,7 @@ pub async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     crate::bundle::sweep_stale_temp_files(&config.data_dir);
     let config = Arc::new(config);
     let limiter: Arc<crate::ratelimit::SendLimiter> = Default::default();
+    let fed = Arc::new(crate::fed::Federation::start(&config, &store, &keys).await);
     let state = AppState::new(api::Shared {
         store: store.clone(),
         config: config.clone(),
@@ -58,6 +59,7 @@ pub async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         presence_throttle: Arc::new(Throttle::new(config.limits.presence_per_participant)),
         room_creation: Arc::new(Throttle::new(config.limits.room_creation_per_participant)),
         passwords: Arc::new(identity::Passwords::new(&config.limits)),
+        fed,
     });
 
     let fd_budget = crate::listener::raise_fd_limit();

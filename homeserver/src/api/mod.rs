@@ -65,6 +65,8 @@ pub struct Shared {
     pub room_creation: Arc<crate::ratelimit::Throttle>,
     /// Password hashing and the login limits.
     pub passwords: Arc<crate::identity::Passwords>,
+    /// Federation: the signed-request client, peers' keys.
+    pub fed: Arc<crate::fed::Federation>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -208,6 +210,7 @@ pub fn federation_router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/.well-known/scaiwave/server", get(well_known))
+        .merge(crate::fed::endpoints::routes())
         .fallback(|| async { ApiError::UnknownEndpoint })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)

@@ -7,6 +7,7 @@
 
 mod dag;
 mod export;
+mod fed;
 mod graph;
 mod identity;
 mod media;
@@ -51,6 +52,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (6, "lean_send_writes", include_str!("../../../migrations/sqlite/0006_lean_send_writes.sql")),
     (7, "tenant_registration_tokens", include_str!("../../../migrations/sqlite/0007_tenant_registration_tokens.sql")),
     (8, "event_graph", include_str!("../../../migrations/sqlite/0008_event_graph.sql")),
+    (9, "federation", include_str!("../../../migrations/sqlite/0009_federation.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]
