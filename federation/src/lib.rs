@@ -34,6 +34,7 @@ pub mod keys;
 pub mod state_res;
 #[cfg(test)]
 mod testing;
+pub mod verify;
 pub mod wire;
 
 use std::collections::{BTreeMap, HashMap};

@@ -196,4 +196,35 @@ impl WriteTx {
         .await?;
         self.participant_by_fqid(&fqid).await?.ok_or(sqlx::Error::RowNotFound)
     }
+
+    /// The local record of a foreign participant (`fqid` of another server), created if it
+    /// does not exist yet with `display_name` (its local id when unknown). Foreign records have
+    /// no password and no workspace; their tenant is the default one, else `fallback_tenant`.
+    pub async fn ensure_foreign_participant(
+        &mut self,
+        fqid: &str,
+        display_name: Option<&str>,
+        fallback_tenant: &str,
+        now: i64,
+    ) -> Result<Participant, sqlx::Error> {
+        if let Some(p) = self.participant_by_fqid(fqid).await? {
+            return Ok(p);
+        }
+        let (local_id, server_name) = federation::event::parse_fqid(fqid).ok_or(sqlx::Error::RowNotFound)?;
+        sqlx::query(
+            "INSERT INTO participants (id, tenant_id, local_id, server_name, fqid, display_name, password_hash, is_admin, created_at)
+             VALUES ($1, COALESCE((SELECT id FROM tenants WHERE id = 'default'), $2), $3, $4, $5, $6, NULL, FALSE, $7)
+             ON CONFLICT (fqid) DO NOTHING",
+        )
+        .bind(crate::ids::new_participant_id())
+        .bind(fallback_tenant)
+        .bind(local_id)
+        .bind(server_name)
+        .bind(fqid)
+        .bind(display_name.unwrap_or(local_id))
+        .bind(now)
+        .execute(&mut *self.tx)
+        .await?;
+        self.participant_by_fqid(fqid).await?.ok_or(sqlx::Error::RowNotFound)
+    }
 }
