@@ -104,10 +104,16 @@ async fn member(tx: &mut WriteTx, event: &Pdu, target: &str) -> ApiResult<()> {
         federation::auth::Membership::Leave => Membership::Leave,
         federation::auth::Membership::Ban => Membership::Ban,
     };
-    let participant = tx
-        .participant_id_by_fqid(target)
-        .await?
-        .ok_or_else(|| ApiError::internal("a member event about someone who is not a participant here"))?;
+    let participant = match tx.participant_id_by_fqid(target).await? {
+        Some(id) => id,
+        // A member of another server (a remote join, or an invite of a remote participant)
+        // gets its local record here; its display name comes with the event when it says one.
+        None if federation::event::parse_fqid(target).is_some_and(|(_, server)| Some(server) != tx.server_name()) => {
+            let display_name = event.content.get("display_name").and_then(Value::as_str);
+            tx.ensure_foreign_participant(target, display_name, "default", crate::clock::now_secs()).await?.id
+        }
+        None => return Err(ApiError::internal("a member event about someone who is not a participant here")),
+    };
     let power = level_of(tx, &event.room_id, target).await?;
     tx.set_membership(&event.room_id, &participant, membership, power, event.origin_ts).await?;
     Ok(())

@@ -79,6 +79,11 @@ impl Store {
 }
 
 impl WriteTx {
+    /// This server's name, when the store signs events (a serving process).
+    pub fn server_name(&self) -> Option<&str> {
+        self.signer.as_deref().map(|s| s.server_name.as_str())
+    }
+
     pub fn pdu_cache(&self) -> &PduCache {
         &self.pdus
     }
