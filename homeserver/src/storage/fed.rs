@@ -38,3 +38,31 @@ impl Store {
         Ok(())
     }
 }
+
+impl Store {
+    /// The servers with a joined member in the room's current state (this one included when
+    /// it has one), sorted: where the room's events go, and who may ask about it.
+    pub async fn room_servers(&self, room_id: &str) -> StoreResult<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT DISTINCT p.server_name FROM memberships m JOIN participants p ON p.id = m.participant_id
+             WHERE m.room_id = $1 AND m.membership = 'join' ORDER BY p.server_name",
+        )
+        .bind(room_id)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Whether `server` has or had any membership (join, invite, leave, ban) in the room: the
+    /// servers that may read the room's history over federation.
+    pub async fn server_ever_in_room(&self, room_id: &str, server: &str) -> StoreResult<bool> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM memberships m JOIN participants p ON p.id = m.participant_id
+             WHERE m.room_id = $1 AND p.server_name = $2",
+        )
+        .bind(room_id)
+        .bind(server)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n > 0)
+    }
+}
