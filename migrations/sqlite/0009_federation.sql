@@ -32,6 +32,12 @@ CREATE TABLE fed_retry_events (
     PRIMARY KEY (server_name, event_pos)
 );
 
+-- Events of other servers that this server delivers too, like its own: the joins and leaves it
+-- accepted through send_join / send_leave (the other resident servers learn of them from it).
+CREATE TABLE fed_relay_events (
+    event_pos BIGINT PRIMARY KEY
+);
+
 -- Transactions received, for de-duplication: the same (origin, txn_id) gets the first answer.
 CREATE TABLE fed_received_txns (
     origin      TEXT NOT NULL,

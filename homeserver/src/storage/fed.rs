@@ -66,3 +66,16 @@ impl Store {
         Ok(n > 0)
     }
 }
+
+impl super::WriteTx {
+    /// Has the sender deliver the event at `event_pos` (another server's) to the room's other
+    /// servers, as it does this server's own events: for joins and leaves accepted through
+    /// send_join / send_leave.
+    pub async fn mark_for_relay(&mut self, event_pos: i64) -> StoreResult<()> {
+        sqlx::query("INSERT INTO fed_relay_events (event_pos) VALUES ($1) ON CONFLICT (event_pos) DO NOTHING")
+            .bind(event_pos)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+}
