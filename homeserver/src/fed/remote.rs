@@ -119,9 +119,9 @@ pub async fn refresh_participant(st: &AppState, id_or_fqid: &str, fallback_tenan
     refresh(st, &fqid, cached, fallback_tenant, true).await
 }
 
-/// Where a media id this server does not hold lives, and who uploaded it: the server named by
-/// the client (`?server=`), else the origin of the newest event naming it in a room the caller
-/// is joined to. `None`: nothing says.
+/// Where a media id this server does not hold lives, and who uploaded it (an fqid): the
+/// server named by the client (`?server=`), else the origin of the newest accepted event naming
+/// it in a room the caller is joined to. `None`: nothing says.
 async fn media_source(
     st: &AppState,
     caller: &Participant,
@@ -129,9 +129,13 @@ async fn media_source(
     server: Option<&str>,
 ) -> ApiResult<Option<(String, Option<String>)>> {
     let mentions = st.store.events_mentioning_media(&caller.id, media_id, MEDIA_MENTIONS_READ).await?;
-    let from_event = mentions.into_iter().find_map(|(content, sender_id, origin)| {
+    let from_event = mentions.into_iter().find_map(|(content, sender)| {
         let content: serde_json::Value = serde_json::from_str(&content).ok()?;
-        (crate::messages::media_id_of(&content) == Some(media_id)).then_some((origin, sender_id))
+        if crate::messages::media_id_of(&content) != Some(media_id) {
+            return None;
+        }
+        let origin = crate::ids::parse_fqid(&sender)?.1.to_string();
+        Some((origin, sender))
     });
     Ok(match (server, from_event) {
         (Some(s), Some((origin, sender))) if origin == s => Some((origin, Some(sender))),
@@ -184,15 +188,14 @@ pub async fn media_row(
     let mut upload = Upload::begin(&st.config.data_dir, st.config.max_upload_bytes).await?;
     upload.write(&answer.body).await?;
     let content = upload.finish().await?;
-    let uploader_id = match uploader {
-        Some(id) => id,
-        None => {
-            let fqid = format!("@{}:{origin}", crate::rooms::service::LOCAL_ID);
-            let mut tx = st.store.write().await?;
-            let p = tx.ensure_foreign_participant(&fqid, None, &caller.tenant_id, now_secs()).await?;
-            tx.commit().await?;
-            p.id
-        }
+    // The sender of the event that named it, else the origin's service participant: the
+    // federation endpoint does not say who uploaded it.
+    let uploader = uploader.unwrap_or_else(|| format!("@{}:{origin}", crate::rooms::service::LOCAL_ID));
+    let uploader_id = {
+        let mut tx = st.store.write().await?;
+        let p = tx.ensure_foreign_participant(&uploader, None, &caller.tenant_id, now_secs()).await?;
+        tx.commit().await?;
+        p.id
     };
     let row = MediaRow {
         media_id: media_id.to_string(),

@@ -26,20 +26,19 @@ impl Store {
     }
 
     /// Events naming `media_id` in their content, in rooms where `participant_id` is joined:
-    /// `(content, sender_id, sender's server)`, newest first, at most `limit`. The text match is only a
+    /// `(content, sender fqid)` of accepted events, newest first, at most `limit`. The text match is only a
     /// prefilter (media ids are random, so false hits are rare); the caller reads the content.
     pub async fn events_mentioning_media(
         &self,
         participant_id: &str,
         media_id: &str,
         limit: i64,
-    ) -> StoreResult<Vec<(String, String, String)>> {
+    ) -> StoreResult<Vec<(String, String)>> {
         let pattern = format!("%{media_id}%");
         sqlx::query_as(
-            "SELECT e.content, e.sender_id, p.server_name FROM events e
+            "SELECT e.content, e.sender FROM events e
              JOIN memberships m ON m.room_id = e.room_id AND m.participant_id = $1 AND m.membership = 'join'
-             JOIN participants p ON p.id = e.sender_id
-             WHERE e.content LIKE $2
+             WHERE e.content LIKE $2 AND e.status = 0
              ORDER BY e.stream_position DESC LIMIT $3",
         )
         .bind(participant_id)
