@@ -153,6 +153,32 @@ async fn get_fed(http: &reqwest::Client, to: &str, path: &str, authorization: Op
     Answer { status, headers, bytes }
 }
 
+/// A signed `POST https://{to}{path}` with a JSON body.
+async fn post_fed(http: &reqwest::Client, s: &Signed<'_>, path: &str, body: &Value) -> Answer {
+    let auth = crypto::RequestToSign {
+        method: "POST",
+        uri: path,
+        origin: s.origin,
+        destination: s.destination,
+        ts: s.ts,
+        content: Some(body),
+    }
+    .authorization_header(s.key)
+    .unwrap();
+    let resp = http
+        .post(format!("https://{}:{}{path}", s.destination, testnet::FEDERATION_PORT))
+        .header("authorization", auth)
+        .header("content-type", "application/json")
+        .body(crypto::to_canonical_bytes(body).unwrap())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let bytes = resp.bytes().await.unwrap().to_vec();
+    Answer { status, headers, bytes }
+}
+
 fn sign(s: &Signed<'_>, method: &str, uri: &str) -> String {
     crypto::RequestToSign { method, uri, origin: s.origin, destination: s.destination, ts: s.ts, content: None }
         .authorization_header(s.key)
@@ -246,6 +272,17 @@ async fn peers_forgeries_participants_media_and_limits() {
         let a = get_fed(&http, "alpha.test", path, header).await;
         assert_eq!((a.status, a.code().as_str()), (401, "SW_FED_SIGNATURE_MISMATCH"), "{what}: {}", a.json());
     }
+
+    // --- Alpha as a notary: it answers beta's document (signed by beta, and by alpha added)
+    // and its own, as the key ring holds them.
+    let q = json!({"server_keys": {"beta.test": {}, "alpha.test": {}}});
+    let a = post_fed(&http, &honest, "/_scaiwave/federation/v1/keys/query", &q).await;
+    assert_eq!(a.status, 200, "{}", a.json());
+    let docs = a.json()["data"]["server_keys"].as_array().cloned().unwrap_or_default();
+    let beta_doc = docs.iter().find(|d| d["server_name"] == "beta.test").expect("beta's document");
+    assert!(beta_doc["verify_keys"].get(beta_key.key_id()).is_some(), "{beta_doc}");
+    assert!(beta_doc["signatures"]["beta.test"].is_object() && beta_doc["signatures"]["alpha.test"].is_object());
+    assert!(docs.iter().any(|d| d["server_name"] == "alpha.test"), "{docs:?}");
 
     // --- Identity and the well-known endpoints.
     let admin = net.admin_token("alpha").await.unwrap();
