@@ -73,6 +73,19 @@ pub fn check_media_hash(announced: Option<&str>, computed: &str) -> Result<(), M
     Ok(())
 }
 
+/// Where to fetch media this server does not hold, and who uploaded it: `hint` is the server
+/// the client named (`?server=`), `mention` the `(origin, sender fqid)` of the newest event
+/// naming the media in a room the client is in. The client's hint wins; the sender is known
+/// only when the event's origin is the server fetched from.
+pub fn media_source(hint: Option<&str>, mention: Option<(String, String)>) -> Option<(String, Option<String>)> {
+    match (hint, mention) {
+        (Some(s), Some((origin, sender))) if origin == s => Some((origin, Some(sender))),
+        (Some(s), _) => Some((s.to_string(), None)),
+        (None, Some((origin, sender))) => Some((origin, Some(sender))),
+        (None, None) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,6 +111,19 @@ mod tests {
         let long = "é".repeat(400);
         let p = parse_profile(&json!({"fqid": "@bob:beta.test", "display_name": long}), "@bob:beta.test").unwrap();
         assert_eq!(p.display_name.chars().count(), MAX_DISPLAY_NAME_CHARS);
+    }
+
+    #[test]
+    fn media_sources() {
+        let mention = || Some(("beta.test".to_string(), "@bob:beta.test".to_string()));
+        assert_eq!(media_source(None, None), None);
+        assert_eq!(media_source(None, mention()), Some(("beta.test".into(), Some("@bob:beta.test".into()))));
+        assert_eq!(
+            media_source(Some("beta.test"), mention()),
+            Some(("beta.test".into(), Some("@bob:beta.test".into())))
+        );
+        assert_eq!(media_source(Some("gamma.test"), mention()), Some(("gamma.test".into(), None)));
+        assert_eq!(media_source(Some("gamma.test"), None), Some(("gamma.test".into(), None)));
     }
 
     #[test]

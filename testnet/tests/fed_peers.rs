@@ -227,11 +227,47 @@ fn sha256_hex(bytes: &[u8]) -> String {
     sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A stand-in origin on `ip:8448` (TLS from the testnet CA) whose `media/` answers `bytes` with
+/// `announced` as their hash, true or not.
+async fn lying_media_origin(
+    net: &Testnet,
+    name: &str,
+    ip: Ipv4Addr,
+    bytes: Vec<u8>,
+    announced: String,
+) -> axum_server::Handle<std::net::SocketAddr> {
+    let dir = net.dir.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert = net.ca.node_cert(&dir, name).unwrap();
+    let app = axum::Router::new().route(
+        "/_scaiwave/federation/v1/media/{id}",
+        axum::routing::get(move || {
+            let (bytes, announced) = (bytes.clone(), announced.clone());
+            async move { ([("content-type", "text/plain".to_string()), ("x-scaiwave-sha256", announced)], bytes) }
+        }),
+    );
+    let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
+        std::fs::read(&cert.cert_path).unwrap(),
+        std::fs::read(&cert.key_path).unwrap(),
+    )
+    .await
+    .unwrap();
+    let listener = std::net::TcpListener::bind((ip, testnet::FEDERATION_PORT)).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let handle = axum_server::Handle::new();
+    let server = axum_server::from_tcp_rustls(listener, tls).unwrap().handle(handle.clone());
+    tokio::spawn(async move { server.serve(app.into_make_service()).await });
+    net.add_host(name, std::net::IpAddr::V4(ip), testnet::FEDERATION_PORT);
+    handle
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_forgeries_participants_media_and_limits() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
-    let mut net = Testnet::start_with(options(2, dir.path(), 1)).await.expect("testnet starts");
+    let opts = options(2, dir.path(), 1);
+    let subnet = opts.subnet;
+    let mut net = Testnet::start_with(opts).await.expect("testnet starts");
     let http = tls_client(&net);
     let alpha = net.client("alpha").unwrap();
     let beta = net.client("beta").unwrap();
@@ -363,6 +399,26 @@ async fn peers_forgeries_participants_media_and_limits() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.data()["sha256"], sha256_hex(&bytes));
     assert_eq!(r.data()["size"], bytes.len());
+
+    // An origin whose bytes do not match its hash: 502, and nothing is stored.
+    let liar =
+        lying_media_origin(&net, "liar.test", Ipv4Addr::new(127, subnet, 0, 90), b"evil".to_vec(), sha256_hex(b"good"))
+            .await;
+    let lied = "med-LiedAboutItsHash0000";
+    for _ in 0..2 {
+        let (status, _, body) =
+            get_bytes(&alpha.base, &format!("/v1/media/download/{lied}?server=liar.test"), &alice.access_token).await;
+        assert_eq!(
+            (status, code_of(&body).as_str()),
+            (502, "SW_FED_UNAVAILABLE"),
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+        assert!(String::from_utf8_lossy(&body).contains("hash"), "{}", String::from_utf8_lossy(&body));
+    }
+    let r = alpha.get(&format!("/v1/media/{lied}/info"), Some(&alice.access_token)).await.unwrap();
+    assert_eq!(r.status, 404, "nothing stored, and no hint now: {}", r.body);
+    liar.shutdown();
 
     // --- beta down: cached answers where there is a cache, 502 where there is none.
     net.stop_node("beta").await.unwrap();

@@ -137,12 +137,7 @@ async fn media_source(
         let origin = crate::ids::parse_fqid(&sender)?.1.to_string();
         Some((origin, sender))
     });
-    Ok(match (server, from_event) {
-        (Some(s), Some((origin, sender))) if origin == s => Some((origin, Some(sender))),
-        (Some(s), _) => Some((s.to_string(), None)),
-        (None, Some((origin, sender))) => Some((origin, Some(sender))),
-        (None, None) => None,
-    })
+    Ok(peers::media_source(server, from_event))
 }
 
 /// The media row for `media_id`: the local one, or, for media of another server, fetched from
