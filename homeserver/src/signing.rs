@@ -156,7 +156,7 @@ impl Keys {
     }
 
     /// `GET /.well-known/scaiwave/server`: who we are and our keys, signed by the current key.
-    /// `endpoints` lists only federation endpoints this server serves: none yet, so it is empty.
+    /// `endpoints.federation` is the prefix of the server-to-server API (contract 8.1).
     pub fn well_known(&self, server_name: &str) -> Value {
         let now = now_ms();
         // Old keys are listed for ever, expired ones too (contract section 8): an event verifies
@@ -170,7 +170,7 @@ impl Keys {
             "server_name": server_name,
             "public_key": self.current.public_key_base64(),
             "protocol_versions": ["v1"],
-            "endpoints": {},
+            "endpoints": {"federation": federation::wire::PREFIX},
             "verify_keys": {self.current.key_id(): {"key": self.current.public_key_base64()}},
             "old_verify_keys": old,
             "valid_until_ts": now + KEY_VALIDITY_MS,
@@ -198,7 +198,7 @@ mod tests {
         assert_eq!(k2.old[0].key_id, k1.current.key_id());
         assert_eq!(k2.old[0].public_key, k1.current.public_key_base64());
         let doc = k2.well_known("alpha.test");
-        assert_eq!(doc["endpoints"], json!({}), "no federation endpoint is served yet");
+        assert_eq!(doc["endpoints"], json!({"federation": "/_scaiwave/federation/v1"}));
         assert!(doc["old_verify_keys"][k1.current.key_id()]["expired_ts"].as_i64().unwrap() > now_ms());
         let pk = crypto::PublicKey::from_base64(doc["public_key"].as_str().unwrap()).unwrap();
         crypto::verify_json(&doc, "alpha.test", k2.current.key_id(), &pk).unwrap();

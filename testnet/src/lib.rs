@@ -318,6 +318,8 @@ pub struct Testnet {
     tokens: std::sync::Mutex<HashMap<usize, String>>,
     /// Where the control socket listens, when the CLI runs one (recorded in `testnet.json`).
     pub control: Option<SocketAddr>,
+    /// Extra environment per node index ([`Testnet::set_node_env`]).
+    extra_env: std::sync::Mutex<HashMap<usize, Vec<(String, String)>>>,
 }
 
 impl Drop for Testnet {
@@ -430,6 +432,7 @@ impl Testnet {
             tls,
             tokens: Default::default(),
             control: None,
+            extra_env: Default::default(),
         };
         // Admin accounts first (in parallel), then every node (in parallel).
         let admins = futures_join(net.nodes.iter().map(|node| net.ensure_admin(node))).await;
@@ -521,13 +524,27 @@ impl Testnet {
     }
 
     fn node_env(&self, node: &Node) -> Vec<(String, String)> {
-        vec![
+        let mut env: Vec<(String, String)> = vec![
             ("HOMESERVER_FEDERATION_TLS_CERT".into(), node.cert.cert_path.display().to_string()),
             ("HOMESERVER_FEDERATION_TLS_KEY".into(), node.cert.key_path.display().to_string()),
             ("HOMESERVER_FEDERATION_DNS_SERVER".into(), node.dns.to_string()),
             ("HOMESERVER_FEDERATION_CA_FILE".into(), self.ca.cert_path.display().to_string()),
             ("HOMESERVER_REGISTRATION".into(), "open".into()),
-        ]
+        ];
+        let extra = self.extra_env.lock().unwrap_or_else(|e| e.into_inner());
+        env.extend(extra.get(&node.index).into_iter().flatten().cloned());
+        env
+    }
+
+    /// Sets an environment variable (a `HOMESERVER_…` setting) for node `name` from its next
+    /// start on: stop and start the node for it to take effect.
+    pub fn set_node_env(&self, name: &str, key: &str, value: &str) -> Result<()> {
+        let i = self.index(name)?;
+        let mut extra = self.extra_env.lock().unwrap_or_else(|e| e.into_inner());
+        let list = extra.entry(i).or_default();
+        list.retain(|(k, _)| k != key);
+        list.push((key.to_string(), value.to_string()));
+        Ok(())
     }
 
     fn spawn(&self, i: usize) -> Result<Child> {

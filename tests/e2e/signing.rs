@@ -27,8 +27,8 @@ async fn well_known_document_verifies_against_its_own_key() {
     let doc = doc.body;
     assert_eq!(doc["server_name"], "localhost");
     assert_eq!(doc["protocol_versions"], json!(["v1"]));
-    // Only endpoints that are served are advertised, and no federation endpoint is yet.
-    assert_eq!(doc["endpoints"], json!({}));
+    // The server-to-server API's prefix (contract 8.1).
+    assert_eq!(doc["endpoints"], json!({"federation": "/_scaiwave/federation/v1"}));
     assert!(doc["valid_until_ts"].as_i64().unwrap() > 0);
     let (key_id, key) = doc["verify_keys"].as_object().unwrap().iter().next().unwrap();
     assert!(key_id.starts_with("ed25519:"));

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::extract::{Caller, Path};
+use super::extract::{Caller, Path, Query};
 use super::views::data;
 use crate::clock::iso8601;
 use crate::config::Config;
@@ -88,18 +88,30 @@ pub async fn upload(
     Ok((StatusCode::CREATED, data(view(&row))))
 }
 
-pub async fn info(State(st): State<AppState>, _caller: Caller, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
-    let row = media::get(&st.store, &media_id(id)?).await?;
+/// `?server=`: where media this server does not hold lives (its origin), for a first download.
+#[derive(serde::Deserialize)]
+pub struct Source {
+    server: Option<String>,
+}
+
+pub async fn info(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(source): Query<Source>,
+) -> ApiResult<impl IntoResponse> {
+    let row = crate::fed::remote::media_row(&st, &caller.participant, &media_id(id)?, source.server.as_deref()).await?;
     Ok(data(view(&row)))
 }
 
 pub async fn download(
     State(st): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path(id): Path<String>,
+    Query(source): Query<Source>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let row = media::get(&st.store, &media_id(id)?).await?;
+    let row = crate::fed::remote::media_row(&st, &caller.participant, &media_id(id)?, source.server.as_deref()).await?;
     let size = u64::try_from(row.size).map_err(|_| ApiError::internal("negative media size"))?;
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok()).and_then(|v| media::parse_range(v, size));
     let (start, len) = match range {

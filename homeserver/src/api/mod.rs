@@ -5,6 +5,7 @@ pub mod auth;
 pub mod bundle;
 pub mod discovery;
 pub mod extract;
+pub mod fed_peers;
 pub mod media;
 pub mod messages;
 pub mod realtime;
@@ -137,6 +138,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/participants/{participant_id}", get(workspaces::participant))
         .route("/v1/directory/rooms", get(rooms::directory))
         .route("/v1/admin/federation/resolve", post(discovery::resolve))
+        .route("/v1/admin/federation/identity", get(fed_peers::identity))
+        .route("/v1/admin/federation/foreign/{participant_id}/refresh", post(fed_peers::refresh_foreign))
         .route("/v1/sync", get(realtime::sync))
         .route("/v1/stream", get(realtime::stream))
         .route("/v1/typing", put(realtime::typing))
@@ -216,8 +219,8 @@ pub fn federation_router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// `GET /.well-known/scaiwave/server`: our name, protocol versions and keys, self-signed. It
-/// advertises no federation endpoint: none is served yet.
+/// `GET /.well-known/scaiwave/server`: our name, protocol versions, endpoints and keys,
+/// self-signed.
 async fn well_known(axum::extract::State(st): axum::extract::State<AppState>) -> impl IntoResponse {
     axum::Json(st.keys.well_known(&st.config.server_name))
 }

@@ -64,9 +64,10 @@ pub async fn resolve_participant(store: &Store, id_or_fqid: &str) -> ApiResult<P
 
 pub async fn participant(
     State(st): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
-    let p = resolve_participant(&st.store, &id).await?;
+    // A foreign fqid is looked up on its server (and cached), see `fed::remote`.
+    let p = crate::fed::remote::resolve_participant(&st, &id, &caller.participant.tenant_id).await?;
     Ok(data(views::participant(&p)))
 }

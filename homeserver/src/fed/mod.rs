@@ -7,6 +7,8 @@
 //!   sender and the client API's federation operations.
 
 pub mod endpoints;
+pub mod limits;
+pub mod remote;
 pub mod request;
 
 use std::sync::Arc;
@@ -23,6 +25,8 @@ use crate::storage::Store;
 pub struct Federation {
     pub server_name: String,
     active: Result<Active, String>,
+    /// Requests in flight and per second, per verified origin.
+    pub limits: limits::PeerLimits,
 }
 
 /// Federation that can reach peers.
@@ -68,7 +72,7 @@ impl Federation {
         if let Err(e) = &active {
             tracing::warn!(error = %e, "federation is unavailable");
         }
-        Federation { server_name, active }
+        Federation { server_name, active, limits: limits::PeerLimits::new(&config.federation) }
     }
 
     /// The client and key ring, or `SW_FED_UNAVAILABLE` when they could not be built.

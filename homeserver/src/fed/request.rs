@@ -19,6 +19,8 @@ pub struct SignedRequest {
     pub origin: String,
     /// The body, if there was one (strict JSON).
     pub body: Option<Value>,
+    /// The origin's in-flight slot, held until the handler is done.
+    _permit: crate::fed::limits::Permit,
 }
 
 impl SignedRequest {
@@ -76,6 +78,7 @@ impl FromRequest<AppState> for SignedRequest {
         };
         auth.verify(&method, &uri, body.as_ref(), ours, now, &key)
             .map_err(|e| mismatch(format!("request signature: {e}")))?;
-        Ok(SignedRequest { origin: auth.origin, body })
+        let permit = st.fed.limits.admit(&auth.origin, std::time::Instant::now())?;
+        Ok(SignedRequest { origin: auth.origin, body, _permit: permit })
     }
 }

@@ -4,6 +4,7 @@
 //! or done before the request's signature is checked.
 
 pub mod keys_query;
+pub mod media;
 pub mod profile;
 
 use axum::Router;
@@ -16,4 +17,5 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/_scaiwave/federation/v1/keys/query", post(keys_query::handle))
         .route("/_scaiwave/federation/v1/profile/{local_id}", get(profile::handle))
+        .route("/_scaiwave/federation/v1/media/{media_id}", get(media::handle))
 }

@@ -1,0 +1,474 @@
+//! Peers on the testnet: forged requests refused, limits per origin, remote participants,
+//! remote media, this server's identity. Real processes, DNS and verified TLS; this test signs
+//! requests as one node (with that node's key file) to reach another node's federation API.
+//!
+//! The homeserver binary comes from `$TESTNET_HOMESERVER_BIN`, or is built here (see
+//! `homeserver_bin`, the same as in `testnet.rs`).
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use testnet::{Options, Testnet, poll_until};
+
+/// The newest modification time under `path` (a file or a directory tree).
+fn newest_mtime(path: &std::path::Path) -> Option<std::time::SystemTime> {
+    let meta = std::fs::metadata(path).ok()?;
+    if meta.is_file() {
+        return meta.modified().ok();
+    }
+    std::fs::read_dir(path).ok()?.flatten().filter_map(|e| newest_mtime(&e.path())).max()
+}
+
+/// Finds the homeserver binary, building it first when it is missing or older than its
+/// sources (once per test process). Under `cargo test --workspace` it is already fresh: cargo
+/// builds every target, the homeserver binary included, before it runs any test.
+fn homeserver_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("TESTNET_HOMESERVER_BIN") {
+            return PathBuf::from(p);
+        }
+        // target/<profile>/deps/testnet-…: the profile dir holds the binaries.
+        let exe = std::env::current_exe().expect("test executable");
+        let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>").to_path_buf();
+        let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
+        let bin = profile_dir.join(format!("homeserver{}", std::env::consts::EXE_SUFFIX));
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let sources = [
+            "homeserver/src",
+            "homeserver/Cargo.toml",
+            "federation",
+            "crypto/src",
+            "crypto/Cargo.toml",
+            "migrations",
+            "Cargo.lock",
+        ];
+        let newest_source = sources.iter().filter_map(|s| newest_mtime(&root.join(s))).max();
+        let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
+        if built.is_some() && built >= newest_source {
+            return bin;
+        }
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => "dev".to_string(),
+            Some(other) => other.to_string(),
+        };
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "--quiet", "-p", "homeserver", "--bin", "homeserver", "--profile", &profile])
+            .arg("--manifest-path")
+            .arg(root.join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target_dir)
+            .status()
+            .expect("run cargo build -p homeserver");
+        assert!(status.success(), "cargo build -p homeserver failed");
+        assert!(bin.is_file(), "{} missing after the build", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// A second octet no other testnet on this machine uses now: tests and test processes run
+/// side by side.
+fn free_subnet(offset: u8) -> u8 {
+    let start = 100 + (std::process::id() % 64) as u8 + offset * 64;
+    (0..120u8)
+        .map(|k| start.wrapping_add(k).max(1))
+        .find(|s| {
+            std::net::TcpListener::bind((Ipv4Addr::new(127, *s, 0, 10), testnet::CLIENT_PORT)).is_ok()
+                && std::net::TcpListener::bind((Ipv4Addr::new(127, *s, 0, 11), testnet::FEDERATION_PORT)).is_ok()
+        })
+        .expect("a free 127.x subnet")
+}
+
+fn options(nodes: usize, dir: &std::path::Path, offset: u8) -> Options {
+    Options {
+        nodes,
+        state_dir: dir.to_path_buf(),
+        subnet: free_subnet(offset),
+        homeserver_bin: Some(homeserver_bin()),
+        log: "warn".into(),
+    }
+}
+
+/// Unix milliseconds now.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// A node's current signing key, read from its key file (`signing.rs` format).
+fn node_key(net: &Testnet, name: &str) -> crypto::ServerKey {
+    let path = net.node(name).unwrap().data_dir.join("keys").join("signing_keys.json");
+    let file: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let cur = &file["current"];
+    crypto::ServerKey::from_seed_base64(cur["key_id"].as_str().unwrap(), cur["seed"].as_str().unwrap()).unwrap()
+}
+
+/// An HTTPS client that trusts the testnet CA and finds every node's federation listener.
+fn tls_client(net: &Testnet) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(net.ca.cert_pem.as_bytes()).unwrap();
+    let mut b = reqwest::Client::builder().no_proxy().tls_certs_only([ca]).timeout(Duration::from_secs(20));
+    for n in &net.nodes {
+        b = b.resolve(&n.server_name, n.federation_addr());
+    }
+    b.build().unwrap()
+}
+
+/// What a forged (or honest) request is made of.
+struct Signed<'a> {
+    origin: &'a str,
+    destination: &'a str,
+    key: &'a crypto::ServerKey,
+    ts: u64,
+}
+
+struct Answer {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    bytes: Vec<u8>,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.bytes).unwrap_or(Value::Null)
+    }
+    fn code(&self) -> String {
+        self.json()["error"]["code"].as_str().unwrap_or("").to_string()
+    }
+}
+
+/// `GET https://{to}{path}` with `authorization` (none when `None`).
+async fn get_fed(http: &reqwest::Client, to: &str, path: &str, authorization: Option<String>) -> Answer {
+    let mut req = http.get(format!("https://{to}:{}{path}", testnet::FEDERATION_PORT));
+    if let Some(a) = authorization {
+        req = req.header("authorization", a);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let bytes = resp.bytes().await.unwrap().to_vec();
+    Answer { status, headers, bytes }
+}
+
+/// A signed `POST https://{to}{path}` with a JSON body.
+async fn post_fed(http: &reqwest::Client, s: &Signed<'_>, path: &str, body: &Value) -> Answer {
+    let auth = crypto::RequestToSign {
+        method: "POST",
+        uri: path,
+        origin: s.origin,
+        destination: s.destination,
+        ts: s.ts,
+        content: Some(body),
+    }
+    .authorization_header(s.key)
+    .unwrap();
+    let resp = http
+        .post(format!("https://{}:{}{path}", s.destination, testnet::FEDERATION_PORT))
+        .header("authorization", auth)
+        .header("content-type", "application/json")
+        .body(crypto::to_canonical_bytes(body).unwrap())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let bytes = resp.bytes().await.unwrap().to_vec();
+    Answer { status, headers, bytes }
+}
+
+fn sign(s: &Signed<'_>, method: &str, uri: &str) -> String {
+    crypto::RequestToSign { method, uri, origin: s.origin, destination: s.destination, ts: s.ts, content: None }
+        .authorization_header(s.key)
+        .unwrap()
+}
+
+/// A multipart upload of `bytes` as `file` to `node`'s client API; answers the media id.
+async fn upload(base: &str, token: &str, bytes: &[u8], mime: &str) -> String {
+    let boundary = "peers-test-boundary-7d1f";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"blob.bin\"\r\nContent-Type: {mime}\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/v1/media/upload"))
+        .bearer_auth(token)
+        .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    let v: Value = resp.json().await.unwrap();
+    v["data"]["media_id"].as_str().unwrap().to_string()
+}
+
+/// `GET {base}{path}` with a bearer token: status, content type and bytes.
+async fn get_bytes(base: &str, path: &str, token: &str) -> (u16, String, Vec<u8>) {
+    let resp = reqwest::Client::new().get(format!("{base}{path}")).bearer_auth(token).send().await.unwrap();
+    let status = resp.status().as_u16();
+    let ct = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    (status, ct, resp.bytes().await.unwrap().to_vec())
+}
+
+fn code_of(bytes: &[u8]) -> String {
+    serde_json::from_slice::<Value>(bytes)
+        .ok()
+        .and_then(|v| v["error"]["code"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A stand-in origin on `ip:8448` (TLS from the testnet CA) whose `media/` answers `bytes` with
+/// `announced` as their hash, true or not.
+async fn lying_media_origin(
+    net: &Testnet,
+    name: &str,
+    ip: Ipv4Addr,
+    bytes: Vec<u8>,
+    announced: String,
+) -> axum_server::Handle<std::net::SocketAddr> {
+    let dir = net.dir.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert = net.ca.node_cert(&dir, name).unwrap();
+    let app = axum::Router::new().route(
+        "/_scaiwave/federation/v1/media/{id}",
+        axum::routing::get(move || {
+            let (bytes, announced) = (bytes.clone(), announced.clone());
+            async move { ([("content-type", "text/plain".to_string()), ("x-scaiwave-sha256", announced)], bytes) }
+        }),
+    );
+    let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
+        std::fs::read(&cert.cert_path).unwrap(),
+        std::fs::read(&cert.key_path).unwrap(),
+    )
+    .await
+    .unwrap();
+    let listener = std::net::TcpListener::bind((ip, testnet::FEDERATION_PORT)).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let handle = axum_server::Handle::new();
+    let server = axum_server::from_tcp_rustls(listener, tls).unwrap().handle(handle.clone());
+    tokio::spawn(async move { server.serve(app.into_make_service()).await });
+    net.add_host(name, std::net::IpAddr::V4(ip), testnet::FEDERATION_PORT);
+    handle
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_forgeries_participants_media_and_limits() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let opts = options(2, dir.path(), 1);
+    let subnet = opts.subnet;
+    let mut net = Testnet::start_with(opts).await.expect("testnet starts");
+    let http = tls_client(&net);
+    let alpha = net.client("alpha").unwrap();
+    let beta = net.client("beta").unwrap();
+    let alice = net.register("alpha", "alice").await.unwrap();
+    let bob_reg = beta
+        .post(
+            "/v1/auth/register",
+            None,
+            &json!({"username": "bob", "password": "password-of-bob", "display_name": "Bob Builder"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(bob_reg.status, 201, "{}", bob_reg.body);
+    let bob_token = bob_reg.data()["access_token"].as_str().unwrap().to_string();
+
+    // --- Signed requests: an honest one as beta passes, each forgery is a 401.
+    let beta_key = node_key(&net, "beta");
+    let path = "/_scaiwave/federation/v1/profile/alice";
+    let honest = Signed { origin: "beta.test", destination: "alpha.test", key: &beta_key, ts: now_ms() };
+    let a = get_fed(&http, "alpha.test", path, Some(sign(&honest, "GET", path))).await;
+    assert_eq!(a.status, 200, "{}", a.json());
+    assert_eq!(a.json()["data"]["fqid"], "@alice:alpha.test");
+
+    let mut forgeries: Vec<(&str, Option<String>)> = vec![("no header", None)];
+    // Signed over another path: the signature does not cover what is sent.
+    forgeries.push(("a bad signature", Some(sign(&honest, "GET", "/_scaiwave/federation/v1/profile/bob"))));
+    let wrong_dest = Signed { destination: "gamma.test", ..honest };
+    forgeries.push(("the wrong destination", Some(sign(&wrong_dest, "GET", path))));
+    let old = Signed { ts: now_ms() - 120_000, ..honest };
+    forgeries.push(("a ts 120 s old", Some(sign(&old, "GET", path))));
+    let unknown_key = crypto::ServerKey::from_seed_base64("ed25519:nope", &beta_key.seed_base64()).unwrap();
+    let unknown = Signed { key: &unknown_key, ..honest };
+    forgeries.push(("an unknown key id", Some(sign(&unknown, "GET", path))));
+    let other_key = crypto::ServerKey::generate(beta_key.version()).unwrap();
+    let impostor = Signed { key: &other_key, ..honest };
+    forgeries.push(("another key under beta's key id", Some(sign(&impostor, "GET", path))));
+    for (what, header) in forgeries {
+        let a = get_fed(&http, "alpha.test", path, header).await;
+        assert_eq!((a.status, a.code().as_str()), (401, "SW_FED_SIGNATURE_MISMATCH"), "{what}: {}", a.json());
+    }
+
+    // --- Alpha as a notary: it answers beta's document (signed by beta, and by alpha added)
+    // and its own, as the key ring holds them.
+    let q = json!({"server_keys": {"beta.test": {}, "alpha.test": {}}});
+    let a = post_fed(&http, &honest, "/_scaiwave/federation/v1/keys/query", &q).await;
+    assert_eq!(a.status, 200, "{}", a.json());
+    let docs = a.json()["data"]["server_keys"].as_array().cloned().unwrap_or_default();
+    let beta_doc = docs.iter().find(|d| d["server_name"] == "beta.test").expect("beta's document");
+    assert!(beta_doc["verify_keys"].get(beta_key.key_id()).is_some(), "{beta_doc}");
+    assert!(beta_doc["signatures"]["beta.test"].is_object() && beta_doc["signatures"]["alpha.test"].is_object());
+    assert!(docs.iter().any(|d| d["server_name"] == "alpha.test"), "{docs:?}");
+
+    // --- Identity and the well-known endpoints.
+    let admin = net.admin_token("alpha").await.unwrap();
+    let r = alpha.get("/v1/admin/federation/identity", Some(&admin)).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let id = r.data();
+    assert_eq!(id["server_name"], "alpha.test");
+    assert_eq!(id["key_id"], node_key(&net, "alpha").key_id());
+    assert_eq!(id["public_key"], node_key(&net, "alpha").public_key_base64());
+    assert_eq!(id["protocol_versions"], json!(["v1"]));
+    assert!(id["valid_until_ts"].as_u64().unwrap() > now_ms());
+    assert!(id["old_verify_keys"].is_object());
+    assert_eq!(id["federation_listen"], net.node("alpha").unwrap().federation_addr().to_string());
+    assert_eq!(id["well_known"]["endpoints"], json!({"federation": "/_scaiwave/federation/v1"}));
+    let r = alpha.get("/v1/admin/federation/identity", Some(&alice.access_token)).await.unwrap();
+    assert_eq!((r.status, r.code()), (403, "SW_AUTH_INSUFFICIENT_PERMISSION"));
+    assert_eq!(alpha.get("/v1/admin/federation/identity", None).await.unwrap().status, 401);
+
+    // --- Remote participants.
+    let r = alpha.get("/v1/participants/@bob:beta.test", Some(&alice.access_token)).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let bob = r.data().clone();
+    assert_eq!(bob["fqid"], "@bob:beta.test");
+    assert_eq!(bob["local_id"], "bob");
+    assert_eq!(bob["server_name"], "beta.test");
+    assert_eq!(bob["display_name"], "Bob Builder");
+    let bob_id = bob["participant_id"].as_str().unwrap().to_string();
+    // The local record answers by its id too.
+    let r = alpha.get(&format!("/v1/participants/{bob_id}"), Some(&alice.access_token)).await.unwrap();
+    assert_eq!((r.status, &r.data()["fqid"]), (200, &json!("@bob:beta.test")), "{}", r.body);
+    let r = alpha.get("/v1/participants/@nobody:beta.test", Some(&alice.access_token)).await.unwrap();
+    assert_eq!((r.status, r.code()), (404, "SW_PARTICIPANT_NOT_FOUND"), "{}", r.body);
+    let r = alpha.get("/v1/participants/@bob:nowhere.test", Some(&alice.access_token)).await.unwrap();
+    assert_eq!((r.status, r.code()), (502, "SW_FED_UNAVAILABLE"), "{}", r.body);
+    // Refresh: admins only; it answers the participant as its server has it now.
+    let refresh = format!("/v1/admin/federation/foreign/{bob_id}/refresh");
+    let r = alpha.post(&refresh, Some(&alice.access_token), &json!({})).await.unwrap();
+    assert_eq!((r.status, r.code()), (403, "SW_AUTH_INSUFFICIENT_PERMISSION"));
+    let r = alpha.post(&refresh, Some(&admin), &json!({})).await.unwrap();
+    assert_eq!((r.status, &r.data()["fqid"]), (200, &json!("@bob:beta.test")), "{}", r.body);
+    let r =
+        alpha.post("/v1/admin/federation/foreign/@alice:alpha.test/refresh", Some(&admin), &json!({})).await.unwrap();
+    assert_eq!(r.status, 400, "a local participant is not foreign: {}", r.body);
+
+    // --- Remote media: uploaded on beta, downloaded on alpha byte for byte.
+    let bytes: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let media_id = upload(&beta.base, &bob_token, &bytes, "image/png").await;
+    // beta serves it to a verified peer with its hash.
+    let mpath = format!("/_scaiwave/federation/v1/media/{media_id}");
+    let alpha_key = node_key(&net, "alpha");
+    let as_alpha = Signed { origin: "alpha.test", destination: "beta.test", key: &alpha_key, ts: now_ms() };
+    let a = get_fed(&http, "beta.test", &mpath, Some(sign(&as_alpha, "GET", &mpath))).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.bytes, bytes);
+    assert_eq!(a.headers["x-scaiwave-sha256"].to_str().unwrap(), sha256_hex(&bytes));
+    assert_eq!(a.headers["content-type"].to_str().unwrap(), "image/png");
+    assert_eq!(get_fed(&http, "beta.test", &mpath, None).await.status, 401);
+    let missing = "/_scaiwave/federation/v1/media/med-0000000000000000000000";
+    let a = get_fed(&http, "beta.test", missing, Some(sign(&as_alpha, "GET", missing))).await;
+    assert_eq!((a.status, a.code().as_str()), (404, "SW_MEDIA_NOT_FOUND"), "{}", a.json());
+
+    // Alpha has never seen it: without a hint it cannot place it.
+    let (status, _, body) =
+        get_bytes(&alpha.base, &format!("/v1/media/download/{media_id}"), &alice.access_token).await;
+    assert_eq!(
+        (status, code_of(&body).as_str()),
+        (404, "SW_MEDIA_NOT_FOUND"),
+        "{}",
+        testnet::log_tail(&net.node("alpha").unwrap().log_path, 20)
+    );
+    let (status, ct, body) =
+        get_bytes(&alpha.base, &format!("/v1/media/download/{media_id}?server=beta.test"), &alice.access_token).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body[..body.len().min(300)]));
+    assert_eq!(ct, "image/png");
+    assert!(body == bytes, "remote media differs byte for byte");
+    // Now it is local: no hint needed, and it survives its origin going away.
+    let r = alpha.get(&format!("/v1/media/{media_id}/info"), Some(&alice.access_token)).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.data()["sha256"], sha256_hex(&bytes));
+    assert_eq!(r.data()["size"], bytes.len());
+
+    // An origin whose bytes do not match its hash: 502, and nothing is stored.
+    let liar =
+        lying_media_origin(&net, "liar.test", Ipv4Addr::new(127, subnet, 0, 90), b"evil".to_vec(), sha256_hex(b"good"))
+            .await;
+    let lied = "med-LiedAboutItsHash0000";
+    for _ in 0..2 {
+        let (status, _, body) =
+            get_bytes(&alpha.base, &format!("/v1/media/download/{lied}?server=liar.test"), &alice.access_token).await;
+        assert_eq!(
+            (status, code_of(&body).as_str()),
+            (502, "SW_FED_UNAVAILABLE"),
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+        assert!(String::from_utf8_lossy(&body).contains("hash"), "{}", String::from_utf8_lossy(&body));
+    }
+    let r = alpha.get(&format!("/v1/media/{lied}/info"), Some(&alice.access_token)).await.unwrap();
+    assert_eq!(r.status, 404, "nothing stored, and no hint now: {}", r.body);
+    liar.shutdown();
+
+    // --- beta down: cached answers where there is a cache, 502 where there is none.
+    net.stop_node("beta").await.unwrap();
+    let r = alpha.get("/v1/participants/@bob:beta.test", Some(&alice.access_token)).await.unwrap();
+    assert_eq!((r.status, &r.data()["display_name"]), (200, &json!("Bob Builder")), "cached: {}", r.body);
+    let r = alpha.post(&refresh, Some(&admin), &json!({})).await.unwrap();
+    assert_eq!((r.status, r.code()), (502, "SW_FED_UNAVAILABLE"), "a refresh needs the peer: {}", r.body);
+    let r = alpha.get("/v1/participants/@carol:beta.test", Some(&alice.access_token)).await.unwrap();
+    assert_eq!((r.status, r.code()), (502, "SW_FED_UNAVAILABLE"), "{}", r.body);
+    let (status, _, body) =
+        get_bytes(&alpha.base, &format!("/v1/media/download/{media_id}"), &alice.access_token).await;
+    assert_eq!(status, 200);
+    assert!(body == bytes);
+    let other = "med-0000000000000000000000";
+    let (status, _, body) =
+        get_bytes(&alpha.base, &format!("/v1/media/download/{other}?server=beta.test"), &alice.access_token).await;
+    assert_eq!((status, code_of(&body).as_str()), (502, "SW_FED_UNAVAILABLE"), "{}", String::from_utf8_lossy(&body));
+    net.start_node("beta").await.unwrap();
+
+    // --- Limits: alpha allows beta one request per second with a burst of 2.
+    net.set_node_env("alpha", "HOMESERVER_FEDERATION__REQUESTS_PER_ORIGIN_PER_S", "1").unwrap();
+    net.set_node_env("alpha", "HOMESERVER_FEDERATION__REQUESTS_PER_ORIGIN_BURST", "2").unwrap();
+    net.stop_node("alpha").await.unwrap();
+    net.start_node("alpha").await.unwrap();
+    let mut limited = None;
+    for _ in 0..20 {
+        let s = Signed { origin: "beta.test", destination: "alpha.test", key: &beta_key, ts: now_ms() };
+        let a = get_fed(&http, "alpha.test", path, Some(sign(&s, "GET", path))).await;
+        if a.status == 429 {
+            limited = Some(a);
+            break;
+        }
+        assert_eq!(a.status, 200, "{}", a.json());
+    }
+    let a = limited.expect("a peer over its rate gets 429");
+    assert_eq!(a.code(), "SW_RATE_LIMIT_EXCEEDED");
+    let retry_after: u64 = a.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(retry_after >= 1);
+    // The limit is beta's own: forgeries naming beta do not spend it, and the client API is
+    // not affected.
+    assert_eq!(alpha.get("/v1/participants/@alice:alpha.test", Some(&alice.access_token)).await.unwrap().status, 200);
+    // After waiting as told, beta is served again.
+    let a = poll_until("beta is served again", Duration::from_secs(20), || async {
+        let s = Signed { origin: "beta.test", destination: "alpha.test", key: &beta_key, ts: now_ms() };
+        let a = get_fed(&http, "alpha.test", path, Some(sign(&s, "GET", path))).await;
+        (a.status == 200).then_some(a)
+    })
+    .await
+    .unwrap();
+    assert_eq!(a.json()["data"]["fqid"], "@alice:alpha.test");
+
+    net.down().await.unwrap();
+}
