@@ -31,6 +31,7 @@ pub mod auth;
 pub mod client;
 pub mod event;
 pub mod keys;
+pub mod sender;
 pub mod state_res;
 #[cfg(test)]
 mod testing;
