@@ -48,6 +48,15 @@ pub struct Candidate {
     pub pos: i64,
     pub event_id: String,
     pub origin: String,
+    /// Never sent, only passed by the cursor (a room that does not federate, an unreadable
+    /// pdu).
+    pub skip: bool,
+}
+
+impl Candidate {
+    fn goes_to(&self, destination: &str) -> bool {
+        !self.skip && self.origin != destination
+    }
 }
 
 /// The next transaction to a destination.
@@ -78,8 +87,8 @@ impl Plan {
 ///   was not cut by its limit, so every event up to `top` was seen;
 /// - `edus_queued`: ephemeral items waiting.
 ///
-/// An event is never sent back to its origin (a relayed join of that very server): it is
-/// skipped and the cursor passes it. Without a cut read the cursor moves to `top`; with one,
+/// An event is never sent back to its origin (a relayed join of that very server), nor one
+/// marked `skip`: the cursor passes it. Without a cut read the cursor moves to `top`; with one,
 /// to the last fresh event looked at.
 pub fn plan_batch(
     destination: &str,
@@ -91,7 +100,7 @@ pub fn plan_batch(
     edus_queued: usize,
 ) -> Plan {
     let mut plan = Plan { cursor, edus: edus_queued.min(MAX_EDUS_PER_TXN), ..Plan::default() };
-    for c in retries.iter().filter(|c| c.origin != destination) {
+    for c in retries.iter().filter(|c| c.goes_to(destination)) {
         if plan.retried.len() == MAX_RETRIES_PER_TXN {
             break;
         }
@@ -109,7 +118,7 @@ pub fn plan_batch(
             took_all = false;
             break;
         }
-        if c.origin != destination && !plan.pdus.contains(&c.pos) {
+        if c.goes_to(destination) && !plan.pdus.contains(&c.pos) {
             plan.pdus.push(c.pos);
         }
         plan.cursor = plan.cursor.max(c.pos);
@@ -125,7 +134,7 @@ mod tests {
     use super::*;
 
     fn c(pos: i64, origin: &str) -> Candidate {
-        Candidate { pos, event_id: format!("evt-{pos}"), origin: origin.into() }
+        Candidate { pos, event_id: format!("evt-{pos}"), origin: origin.into(), skip: false }
     }
 
     #[test]
@@ -195,6 +204,10 @@ mod tests {
         let p = plan_batch("peer.test", 41, 42, &[c(9, "peer.test")], &[c(42, "peer.test")], true, 0);
         assert!(p.is_empty());
         assert_eq!(p.cursor, 42);
+        // A skipped event is passed, never sent.
+        let skipped = Candidate { skip: true, ..c(3, "us.test") };
+        let p = plan_batch("peer.test", 0, 3, &[], &[c(2, "us.test"), skipped], true, 0);
+        assert_eq!((p.pdus, p.cursor), (vec![2], 3));
         // A fresh event that is also due for retry is sent once.
         let p = plan_batch("peer.test", 0, 5, &[c(5, "us.test")], &[c(5, "us.test")], true, 0);
         assert_eq!(p.pdus, vec![5]);

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod bundle;
 pub mod discovery;
 pub mod extract;
+pub mod fed_peers;
 pub mod media;
 pub mod messages;
 pub mod realtime;
@@ -137,6 +138,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/participants/{participant_id}", get(workspaces::participant))
         .route("/v1/directory/rooms", get(rooms::directory))
         .route("/v1/admin/federation/resolve", post(discovery::resolve))
+        .route("/v1/admin/federation/peers", get(fed_peers::peers))
         .route("/v1/sync", get(realtime::sync))
         .route("/v1/stream", get(realtime::stream))
         .route("/v1/typing", put(realtime::typing))

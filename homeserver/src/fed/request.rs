@@ -76,6 +76,7 @@ impl FromRequest<AppState> for SignedRequest {
         };
         auth.verify(&method, &uri, body.as_ref(), ours, now, &key)
             .map_err(|e| mismatch(format!("request signature: {e}")))?;
+        st.fed.peer_contacted(&auth.origin);
         Ok(SignedRequest { origin: auth.origin, body })
     }
 }
