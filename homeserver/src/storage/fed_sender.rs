@@ -363,3 +363,221 @@ impl Store {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::Durability;
+    use crate::rooms::{NewEventSpec, append_by, event_types, populate_new_room};
+    use crate::storage::{EventSigner, Membership, Participant, Room, RoomState, RoomType, Tenant, Workspace};
+
+    const US: &str = "hs.test";
+    const PEER: &str = "peer.test";
+
+    async fn store(dir: &std::path::Path) -> Store {
+        let url = crate::config::sqlite_url(dir);
+        let key = crypto::ServerKey::from_seed("1", &[7; 32]).expect("key");
+        let store = Store::open(&url, Durability::Normal).await.expect("store");
+        let store = store.with_signer(EventSigner { server_name: US.into(), key });
+        let tenant = Tenant {
+            id: "default".into(),
+            name: "Default".into(),
+            max_participants: 100,
+            send_rate_per_s: 1000,
+            send_burst: 1000,
+            created_at: 0,
+        };
+        store.create_tenant(&tenant).await.expect("tenant");
+        store
+    }
+
+    async fn alice(store: &Store) -> Participant {
+        let p = Participant {
+            id: "p-alice".into(),
+            tenant_id: "default".into(),
+            local_id: "alice".into(),
+            server_name: US.into(),
+            fqid: format!("@alice:{US}"),
+            display_name: "alice".into(),
+            is_admin: false,
+            created_at: 0,
+        };
+        let ws = Workspace {
+            id: "ws-alice".into(),
+            tenant_id: "default".into(),
+            owner_id: p.id.clone(),
+            name: "alice".into(),
+            personal: true,
+            created_at: 0,
+        };
+        assert!(store.create_participant(&p, None, &ws).await.expect("participant"));
+        p
+    }
+
+    fn room(creator: &Participant) -> Room {
+        Room {
+            id: "room-f1".into(),
+            tenant_id: "default".into(),
+            room_alias: None,
+            room_type: RoomType::Group,
+            name: Some("Team".into()),
+            topic: None,
+            workspace_id: "ws-alice".into(),
+            creator_id: creator.id.clone(),
+            created_at: 0,
+            state: RoomState::Open,
+            federated: false,
+            dm_key: None,
+        }
+    }
+
+    async fn say(store: &Store, who: &Participant, body: &str) -> i64 {
+        let content = json!({"msgtype": "swp.text", "body": body});
+        let mut tx = store.write().await.expect("tx");
+        let spec = NewEventSpec {
+            room_id: "room-f1",
+            sender_id: &who.id,
+            event_type: event_types::MESSAGE,
+            state_key: None,
+            content: &content,
+            event_uuid: None,
+            relates_to: None,
+            unsigned: None,
+        };
+        append_by(&mut tx, spec, who.fqid.clone()).await.expect("append");
+        tx.commit().await.expect("commit");
+        store.committed_position()
+    }
+
+    /// A room of alice's with bob of `peer.test` joined (his row set directly: the joins over
+    /// federation are another part's).
+    async fn shared_room(store: &Store, federated: bool) -> Participant {
+        let alice = alice(store).await;
+        let mut tx = store.write().await.expect("tx");
+        populate_new_room(&mut tx, &room(&alice), &alice, &[]).await.expect("room");
+        let bob = tx.ensure_foreign_participant(&format!("@bob:{PEER}"), None, "default", 0).await.expect("bob");
+        tx.set_membership("room-f1", &bob.id, Membership::Join, Some(0), 0).await.expect("seat");
+        tx.set_room_federated("room-f1", federated).await.expect("switch");
+        tx.commit().await.expect("commit");
+        alice
+    }
+
+    async fn pending(store: &Store, dest: &str, after: i64) -> Vec<i64> {
+        let top = store.committed_position();
+        store.fed_pending_events(dest, US, after, top, 1000).await.expect("pending").iter().map(|e| e.pos).collect()
+    }
+
+    #[tokio::test]
+    async fn only_federated_rooms_with_the_destination_in_them_are_delivered() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = store(dir.path()).await;
+        let alice = shared_room(&store, false).await;
+        let before = store.committed_position();
+        let m1 = say(&store, &alice, "one").await;
+        assert!(pending(&store, PEER, before).await.is_empty(), "federation off: nothing leaves");
+        assert!(store.fed_destinations_of_range(US, before, m1).await.expect("range").is_empty());
+
+        let mut tx = store.write().await.expect("tx");
+        tx.set_room_federated("room-f1", true).await.expect("switch");
+        tx.commit().await.expect("commit");
+        let m2 = say(&store, &alice, "two").await;
+        let m3 = say(&store, &alice, "three").await;
+        assert_eq!(pending(&store, PEER, m1).await, vec![m2, m3]);
+        assert!(pending(&store, "other.test", m1).await.is_empty(), "a server with no member hears nothing");
+        assert_eq!(store.fed_destinations_of_range(US, m1, m3).await.expect("range"), vec![(PEER.to_string(), m2)]);
+        // Bounded reads, in stream order.
+        let top = store.committed_position();
+        let one = store.fed_pending_events(PEER, US, m1, top, 1).await.expect("pending");
+        assert_eq!(one.iter().map(|e| e.pos).collect::<Vec<_>>(), vec![m2]);
+        assert!(serde_json::from_str::<Value>(&one[0].pdu).expect("a pdu").is_object());
+        assert_eq!(one[0].sender, alice.fqid);
+        assert_eq!(store.room_has_version("room-f1").await.expect("version"), Some(true));
+        assert_eq!(store.room_has_version("room-none").await.expect("version"), None);
+
+        // A member event about a participant of a server with nobody joined goes to it too.
+        let carol = "@carol:other.test";
+        let content = json!({"membership": "invite"});
+        let mut tx = store.write().await.expect("tx");
+        let spec = NewEventSpec {
+            room_id: "room-f1",
+            sender_id: &alice.id,
+            event_type: event_types::MEMBER,
+            state_key: Some(carol),
+            content: &content,
+            event_uuid: None,
+            relates_to: None,
+            unsigned: None,
+        };
+        append_by(&mut tx, spec, alice.fqid.clone()).await.expect("invite");
+        tx.commit().await.expect("commit");
+        let invite = store.committed_position();
+        let m4 = say(&store, &alice, "four").await;
+        assert_eq!(pending(&store, "other.test", m3).await, vec![invite], "the invite, not the room's chatter");
+        assert_eq!(pending(&store, PEER, m3).await, vec![invite, m4]);
+        let mut found = store.fed_destinations_of_range(US, m3, m4).await.expect("range");
+        found.sort();
+        assert_eq!(found, vec![("other.test".to_string(), invite), (PEER.to_string(), invite)]);
+    }
+
+    #[tokio::test]
+    async fn the_cursor_moves_forward_only_and_the_retry_list_follows_verdicts() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = store(dir.path()).await;
+        let alice = shared_room(&store, true).await;
+        let m1 = say(&store, &alice, "one").await;
+        let m2 = say(&store, &alice, "two").await;
+
+        store.fed_ensure_destinations(&[(PEER.into(), m1)]).await.expect("ensure");
+        store.fed_ensure_destinations(&[(PEER.into(), 1)]).await.expect("ensure again");
+        let row = store.fed_destination_row(PEER).await.expect("row").expect("made");
+        assert_eq!(row.delivered_pos, m1 - 1, "the first record wins; a later one never rewinds it");
+        assert_eq!(pending(&store, PEER, row.delivered_pos).await, vec![m1, m2]);
+
+        // The peer fails: back-off recorded, nothing moves.
+        store.fed_delivery_failed(PEER, 2, 5_000, "peer.test is unreachable", 1_000).await.expect("failed");
+        let row = store.fed_destination_row(PEER).await.expect("row").expect("row");
+        assert_eq!((row.failures, row.retry_at, row.delivered_pos), (2, Some(5_000), m1 - 1));
+        assert_eq!(row.last_error.as_deref(), Some("peer.test is unreachable"));
+
+        // Answered: m1 accepted, m2 to be sent again.
+        store.fed_transaction_answered(PEER, m2, &[m1], &[m2], 9_000).await.expect("answered");
+        let row = store.fed_destination_row(PEER).await.expect("row").expect("row");
+        assert_eq!((row.failures, row.retry_at, row.delivered_pos, row.last_success_at), (0, None, m2, Some(9_000)));
+        let retry = store.fed_retry_candidates(PEER, US, 10).await.expect("retries");
+        assert_eq!(retry.iter().map(|e| e.pos).collect::<Vec<_>>(), vec![m2]);
+        let peers = store.fed_peer_statuses(US, store.committed_position()).await.expect("peers");
+        assert_eq!((peers.len(), peers[0].queue_depth), (1, 1), "one event to send again");
+
+        // An older answer never moves the cursor back; a verdict for good clears the retry.
+        store.fed_transaction_answered(PEER, m1, &[m2], &[], 9_500).await.expect("answered");
+        assert_eq!(store.fed_destination_row(PEER).await.expect("row").expect("row").delivered_pos, m2);
+        assert!(store.fed_retry_candidates(PEER, US, 10).await.expect("retries").is_empty());
+        store.fed_advance_cursor(PEER, m1).await.expect("advance");
+        assert_eq!(store.fed_destination_row(PEER).await.expect("row").expect("row").delivered_pos, m2);
+
+        let m3 = say(&store, &alice, "three").await;
+        let peers = store.fed_peer_statuses(US, store.committed_position()).await.expect("peers");
+        assert_eq!(peers[0].queue_depth, 1, "one new event waiting");
+        assert_eq!(pending(&store, PEER, m2).await, vec![m3]);
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_calls_ends_its_back_off_and_a_new_one_starts_at_the_given_cursor() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = store(dir.path()).await;
+        store.fed_peer_seen("new.test", 1_000, false, 42).await.expect("seen");
+        let row = store.fed_destination_row("new.test").await.expect("row").expect("made");
+        assert_eq!((row.delivered_pos, row.last_seen_at), (42, Some(1_000)));
+
+        store.fed_delivery_failed("new.test", 4, 99_000, "boom", 2_000).await.expect("failed");
+        store.fed_peer_seen("new.test", 3_000, false, 0).await.expect("seen");
+        let row = store.fed_destination_row("new.test").await.expect("row").expect("row");
+        assert_eq!((row.failures, row.retry_at, row.delivered_pos), (4, Some(99_000), 42), "only recorded");
+        store.fed_peer_seen("new.test", 4_000, true, 0).await.expect("seen");
+        let row = store.fed_destination_row("new.test").await.expect("row").expect("row");
+        assert_eq!((row.failures, row.retry_at, row.last_seen_at), (0, None, Some(4_000)));
+        assert_eq!(store.fed_lowest_cursor().await.expect("lowest"), Some(42));
+    }
+}
