@@ -52,7 +52,8 @@ struct Inner {
     base_ms: u64,
     cap_ms: u64,
     dests: Mutex<HashMap<String, Arc<Dest>>>,
-    /// Every event up to here has had its destinations' records made.
+    /// Every event up to here has had its destinations' records made (the present, at start:
+    /// a peer first met then needs nothing older).
     dispatched: AtomicI64,
     /// Rooms known to federate (their create event names a room version), cached: it never
     /// changes.
@@ -84,13 +85,13 @@ impl Sender {
     /// cursors and back-offs).
     pub fn start(store: Store, client: FedClient, config: &crate::config::Config) -> Sender {
         let inner = Arc::new(Inner {
+            dispatched: AtomicI64::new(store.committed_position()),
             store,
             client,
             us: config.server_name.clone(),
             base_ms: config.federation.backoff_base_ms.max(1),
             cap_ms: config.federation.backoff_cap_secs.saturating_mul(1000).max(1),
             dests: Default::default(),
-            dispatched: AtomicI64::new(0),
             versioned: Default::default(),
             seen: Default::default(),
             stop: watch::channel(false).0,
@@ -272,8 +273,13 @@ impl Sender {
                 for (server, _) in &found {
                     self.dest(server).wake.notify_one();
                 }
+                let addressed: Vec<String> = found.into_iter().map(|(s, _)| s).collect();
+                if let Err(e) = store.fed_pass_idle_destinations(scanned, upto, &addressed).await {
+                    tracing::warn!(error = %e, "federation dispatcher cannot move idle cursors");
+                    break;
+                }
                 scanned = upto;
-                self.inner.dispatched.store(scanned, Ordering::Relaxed);
+                self.inner.dispatched.fetch_max(scanned, Ordering::Relaxed);
             }
             let pause = scanned < top;
             tokio::select! {

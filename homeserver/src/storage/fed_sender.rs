@@ -206,6 +206,38 @@ impl Store {
         tx.commit().await
     }
 
+    /// After the dispatcher found that no event in `(after, upto]` is addressed to any server
+    /// but `addressed`, moves the cursor of every other destination that had caught up to
+    /// `after` on to `upto`: an idle peer's cursor follows the stream, so that a room it joins
+    /// later does not send it that room's older events. A destination still behind is left to
+    /// its own task.
+    pub async fn fed_pass_idle_destinations(&self, after: i64, upto: i64, addressed: &[String]) -> StoreResult<()> {
+        let idle: Vec<String> = sqlx::query_scalar(
+            "SELECT server_name FROM fed_destinations WHERE delivered_pos >= $1 AND delivered_pos < $2",
+        )
+        .bind(after)
+        .bind(upto)
+        .fetch_all(&self.pool)
+        .await?;
+        let idle: Vec<String> = idle.into_iter().filter(|s| !addressed.contains(s)).collect();
+        if idle.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write().await?;
+        for server in idle {
+            sqlx::query(
+                "UPDATE fed_destinations SET delivered_pos = $3
+                 WHERE server_name = $1 AND delivered_pos >= $2 AND delivered_pos < $3",
+            )
+            .bind(server)
+            .bind(after)
+            .bind(upto)
+            .execute(&mut *tx.tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
     /// Moves a destination's cursor forward (never back).
     pub async fn fed_advance_cursor(&self, server: &str, cursor: i64) -> StoreResult<()> {
         let mut tx = self.write().await?;
@@ -557,8 +589,22 @@ mod tests {
         store.fed_advance_cursor(PEER, m1).await.expect("advance");
         assert_eq!(store.fed_destination_row(PEER).await.expect("row").expect("row").delivered_pos, m2);
 
+        // An idle destination follows the stream; one still behind, or addressed, does not.
+        store.fed_peer_seen("idle.test", 0, false, m2).await.expect("idle");
+        store.fed_peer_seen("behind.test", 0, false, m1 - 1).await.expect("behind");
+        store.fed_pass_idle_destinations(m2, m2 + 5, &[PEER.to_string()]).await.expect("pass");
+        let cursor = |rows: &[DestinationRow], name: &str| {
+            rows.iter().find(|r| r.server_name == name).map(|r| r.delivered_pos).expect("row")
+        };
+        let rows = store.fed_destination_rows().await.expect("rows");
+        assert_eq!(
+            (cursor(&rows, "idle.test"), cursor(&rows, "behind.test"), cursor(&rows, PEER)),
+            (m2 + 5, m1 - 1, m2)
+        );
+
         let m3 = say(&store, &alice, "three").await;
         let peers = store.fed_peer_statuses(US, store.committed_position()).await.expect("peers");
+        let peers: Vec<_> = peers.into_iter().filter(|p| p.row.server_name == PEER).collect();
         assert_eq!(peers[0].queue_depth, 1, "one new event waiting");
         assert_eq!(pending(&store, PEER, m2).await, vec![m3]);
     }
