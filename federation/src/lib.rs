@@ -32,6 +32,7 @@ pub mod client;
 pub mod event;
 pub mod keys;
 pub mod peers;
+pub mod sender;
 pub mod state_res;
 #[cfg(test)]
 mod testing;

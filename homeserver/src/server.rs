@@ -62,6 +62,7 @@ pub async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         fed,
     });
 
+    state.fed.start_sender(&store, &config);
     let fd_budget = crate::listener::raise_fd_limit();
     let limits = crate::listener::ConnLimits::new(&config.limits, fd_budget);
     let client =
@@ -117,6 +118,7 @@ pub async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!(grace_secs = limits.shutdown_grace.as_secs(), "shutting down: finishing in-flight requests");
     let _ = stop_tx.send(true);
     state.hub.shut_down();
+    state.fed.stop_sender();
     // Each listener gives its connections the grace period; this bound holds whatever they do.
     let drained = async { while tasks.join_next().await.is_some() {} };
     if tokio::time::timeout(limits.shutdown_grace + std::time::Duration::from_secs(1), drained).await.is_err() {

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod bundle;
 pub mod discovery;
 pub mod extract;
+pub mod fed_delivery;
 pub mod fed_peers;
 pub mod media;
 pub mod messages;
@@ -140,6 +141,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/admin/federation/resolve", post(discovery::resolve))
         .route("/v1/admin/federation/identity", get(fed_peers::identity))
         .route("/v1/admin/federation/foreign/{participant_id}/refresh", post(fed_peers::refresh_foreign))
+        .route("/v1/admin/federation/peers", get(fed_delivery::peers))
         .route("/v1/sync", get(realtime::sync))
         .route("/v1/stream", get(realtime::stream))
         .route("/v1/typing", put(realtime::typing))

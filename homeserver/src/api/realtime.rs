@@ -198,6 +198,9 @@ async fn send_room_events(
 /// differs from now: one query for their rooms, however many streams are open.
 pub async fn announce_presence(st: &AppState, participant_id: &str, before: PresenceStatus) {
     let Some(frame) = st.hub.presence_change(participant_id, before, Instant::now()) else { return };
+    if let Some(status) = frame.get("status").and_then(|s| s.as_str()) {
+        st.fed.presence_out(participant_id, status);
+    }
     match st.store.joined_room_ids(participant_id).await {
         Ok(rooms) => st.hub.publish_presence(participant_id, rooms, frame),
         Err(e) => tracing::warn!(error = %e, "presence not announced: cannot read the participant's rooms"),
@@ -358,6 +361,8 @@ pub async fn typing(
         .try_take(&caller.participant.id, now)
         .map_err(|s| ApiError::RateLimited("too many typing notices".into(), s))?;
     crate::rooms::own_seat(&st.store, &caller.participant, &b.room_id).await?;
+    // Every accepted notice goes out: a peer lets a typing notice lapse unless it is renewed.
+    st.fed.typing_out(&b.room_id, &caller.participant.fqid, b.typing);
     if let Some(until) = st.hub.set_typing(&b.room_id, &caller.participant.id, b.typing, now) {
         let hub = st.hub.clone();
         let (room, who) = (b.room_id.clone(), caller.participant.id.clone());

@@ -10,6 +10,7 @@ pub mod endpoints;
 pub mod limits;
 pub mod remote;
 pub mod request;
+pub mod sender;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +28,8 @@ pub struct Federation {
     active: Result<Active, String>,
     /// Requests in flight and per second, per verified origin.
     pub limits: limits::PeerLimits,
+    /// Durable delivery to peers, once started (`server.rs`).
+    sender: std::sync::OnceLock<sender::Sender>,
 }
 
 /// Federation that can reach peers.
@@ -72,7 +75,47 @@ impl Federation {
         if let Err(e) = &active {
             tracing::warn!(error = %e, "federation is unavailable");
         }
-        Federation { server_name, active, limits: limits::PeerLimits::new(&config.federation) }
+        Federation { server_name, active, limits: limits::PeerLimits::new(&config.federation), sender: Default::default() }
+    }
+
+    /// Starts the per-destination sender (when federation is available).
+    pub fn start_sender(&self, store: &Store, config: &Config) {
+        if let Ok(active) = &self.active {
+            let _ = self.sender.set(sender::Sender::start(store.clone(), active.client.clone(), config));
+        }
+    }
+
+    /// Stops the sender's tasks (shutdown).
+    pub fn stop_sender(&self) {
+        if let Some(s) = self.sender.get() {
+            s.stop();
+        }
+    }
+
+    /// The sender, once started.
+    pub fn sender(&self) -> Option<&sender::Sender> {
+        self.sender.get()
+    }
+
+    /// A peer's signed request verified: it is up (records it, ends its back-off).
+    pub fn peer_contacted(&self, origin: &str) {
+        if let Some(s) = self.sender.get() {
+            s.peer_contacted(origin);
+        }
+    }
+
+    /// A local participant's typing notice, for the servers of the (federated) room.
+    pub fn typing_out(&self, room_id: &str, fqid: &str, typing: bool) {
+        if let Some(s) = self.sender.get() {
+            s.typing(room_id, fqid, typing);
+        }
+    }
+
+    /// A local participant's presence as peers see it, for the servers sharing a room.
+    pub fn presence_out(&self, participant_id: &str, presence: &str) {
+        if let Some(s) = self.sender.get() {
+            s.presence(participant_id, presence);
+        }
     }
 
     /// The client and key ring, or `SW_FED_UNAVAILABLE` when they could not be built.

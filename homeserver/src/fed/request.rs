@@ -78,6 +78,7 @@ impl FromRequest<AppState> for SignedRequest {
         };
         auth.verify(&method, &uri, body.as_ref(), ours, now, &key)
             .map_err(|e| mismatch(format!("request signature: {e}")))?;
+        st.fed.peer_contacted(&auth.origin);
         let permit = st.fed.limits.admit(&auth.origin, std::time::Instant::now())?;
         Ok(SignedRequest { origin: auth.origin, body, _permit: permit })
     }

@@ -9,6 +9,7 @@ mod dag;
 mod export;
 mod fed;
 mod fed_peers;
+mod fed_sender;
 mod graph;
 mod identity;
 mod media;
@@ -19,6 +20,7 @@ mod rooms;
 mod writer;
 
 pub use export::{ExportEventRow, ExportMember, ExportReader};
+pub use fed_sender::{DestinationRow, OutboundEvent, PeerStatus};
 pub use graph::{
     EventStatus, GraphHead, GraphRows, GroupRef, Incoming, LocalAppend, PersistError, Persisted, SNAPSHOT_EVERY,
 };
