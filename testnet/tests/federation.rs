@@ -1,0 +1,210 @@
+//! Federation end to end on the testnet (issue 14): real processes, TLS, DNS. A room shared by
+//! two and then three servers: messages, edits, redactions, reactions and typing replicate, and
+//! every server shows the same room.
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use support::*;
+use testnet::{NodeClient, Testnet, User};
+use tokio_tungstenite::tungstenite::Message;
+
+/// What a message looks like to a reader, minus what depends on the reader (its own
+/// participant ids, `reacted_by_me`, stream positions).
+fn folded(m: &Value) -> Value {
+    let reactions: Vec<Value> = m["reactions"]
+        .as_array()
+        .map(|a| a.iter().map(|r| json!({"emoji": r["emoji"], "count": r["count"]})).collect())
+        .unwrap_or_default();
+    json!({
+        "id": m["id"], "sender_fqid": m["sender_fqid"], "event_type": m["event_type"],
+        "content": m["content"], "edited": !m["edited_at"].is_null(), "redacted": !m["redacted_at"].is_null(),
+        "reactions": reactions, "origin_ts": m["origin_ts"],
+    })
+}
+
+async fn send(c: &NodeClient, u: &User, room: &str, body: &str) -> Value {
+    let r = post(
+        c,
+        &format!("/v1/rooms/{room}/send"),
+        &u.access_token,
+        &json!({"event_type": "swp.room.message", "content": {"msgtype": "swp.text", "body": body}}),
+    )
+    .await;
+    ok(&r, "send")
+}
+
+fn bodies_of(list: &[Value], fqid: &str) -> Vec<String> {
+    list.iter()
+        .filter(|m| m["sender_fqid"] == fqid)
+        .map(|m| m["content"]["body"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_room_replicates_both_ways_and_to_a_third_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = Testnet::start_with(options(3, dir.path())).await.expect("testnet starts");
+    let (a, b, g) = (net.client("alpha").unwrap(), net.client("beta").unwrap(), net.client("gamma").unwrap());
+    let alice = net.register("alpha", "alice").await.unwrap();
+    let bob = net.register("beta", "bob").await.unwrap();
+    let carol = net.register("gamma", "carol").await.unwrap();
+    let room = shared_room(&net, "alpha", &alice, "beta", &bob).await;
+
+    // Bob's server shows the room like its own: name, both members.
+    let view = ok(&get(&b, &format!("/v1/rooms/{room}"), &bob.access_token).await, "room on beta");
+    assert_eq!(view["name"], "Shared");
+    assert_eq!(view["membership"], "join");
+
+    // Typing on beta reaches alice's stream on alpha.
+    let ws_url = format!("{}/v1/stream?token={}", a.base.replacen("http://", "ws://", 1), alice.access_token);
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.expect("stream connects");
+    put(&b, "/v1/typing", &bob.access_token, &json!({"room_id": room, "typing": true})).await;
+    let typing = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        loop {
+            if let Some(Ok(Message::Text(t))) = ws.next().await {
+                let f: Value = serde_json::from_str(&t).unwrap();
+                if f["type"] == "typing"
+                    && f["room_id"] == room.as_str()
+                    && f["participant_ids"].as_array().is_some_and(|p| !p.is_empty())
+                {
+                    return f;
+                }
+            }
+        }
+    })
+    .await
+    .expect("a typing frame from beta within 20 s");
+    let bob_on_alpha =
+        ok(&get(&a, &format!("/v1/participants/{}", bob.fqid), &alice.access_token).await, "bob on alpha");
+    assert_eq!(typing["participant_ids"], json!([bob_on_alpha["participant_id"]]));
+
+    // 100 messages each way, sent concurrently.
+    let (room_a, room_b) = (room.clone(), room.clone());
+    let (ac, bc, alice2, bob2) = (a.clone(), b.clone(), alice.clone(), bob.clone());
+    let from_alice = tokio::spawn(async move {
+        let mut ids = Vec::new();
+        for i in 0..100 {
+            ids.push(send(&ac, &alice2, &room_a, &format!("a{i}")).await["id"].as_str().unwrap().to_string());
+        }
+        ids
+    });
+    let from_bob = tokio::spawn(async move {
+        let mut ids = Vec::new();
+        for i in 0..100 {
+            ids.push(send(&bc, &bob2, &room_b, &format!("b{i}")).await["id"].as_str().unwrap().to_string());
+        }
+        ids
+    });
+    let (alice_ids, bob_ids) = (from_alice.await.unwrap(), from_bob.await.unwrap());
+
+    // An edit, a redaction and reactions from both sides.
+    ok(
+        &post(
+            &a,
+            &format!("/v1/rooms/{room}/events/{}/edit", alice_ids[10]),
+            &alice.access_token,
+            &json!({"content": {"msgtype": "swp.text", "body": "a10 (edited)"}}),
+        )
+        .await,
+        "edit",
+    );
+    ok(
+        &post(&b, &format!("/v1/rooms/{room}/events/{}/redact", bob_ids[20]), &bob.access_token, &json!({})).await,
+        "redact",
+    );
+    ok(
+        &post(
+            &a,
+            &format!("/v1/rooms/{room}/events/{}/reaction", bob_ids[5]),
+            &alice.access_token,
+            &json!({"emoji": "👍"}),
+        )
+        .await,
+        "react a",
+    );
+    ok(
+        &post(
+            &b,
+            &format!("/v1/rooms/{room}/events/{}/reaction", bob_ids[5]),
+            &bob.access_token,
+            &json!({"emoji": "👍"}),
+        )
+        .await,
+        "react b",
+    );
+    ok(
+        &post(
+            &b,
+            &format!("/v1/rooms/{room}/events/{}/reaction", alice_ids[5]),
+            &bob.access_token,
+            &json!({"emoji": "🚀"}),
+        )
+        .await,
+        "react b2",
+    );
+
+    let settled = |list: &[Value]| {
+        let by_id: BTreeMap<&str, &Value> = list.iter().filter_map(|m| Some((m["id"].as_str()?, m))).collect();
+        list.len() == 200
+            && by_id.get(alice_ids[10].as_str()).is_some_and(|m| !m["edited_at"].is_null())
+            && by_id.get(bob_ids[20].as_str()).is_some_and(|m| !m["redacted_at"].is_null())
+            && by_id.get(bob_ids[5].as_str()).is_some_and(|m| m["reactions"][0]["count"] == 2)
+            && by_id.get(alice_ids[5].as_str()).is_some_and(|m| m["reactions"][0]["count"] == 1)
+    };
+    let on_alpha = eventually("alpha holds all 200 messages, folded", 60, || async {
+        let t = timeline(&a, &alice, &room).await;
+        settled(&t).then_some(t)
+    })
+    .await;
+    let on_beta = eventually("beta holds all 200 messages, folded", 60, || async {
+        let t = timeline(&b, &bob, &room).await;
+        settled(&t).then_some(t)
+    })
+    .await;
+    // Each sender's messages arrive in the order they were sent, and both servers show the same
+    // messages (same ids, contents, edits, redactions, reactions).
+    let expected_a: Vec<String> =
+        (0..100).map(|i| if i == 10 { "a10 (edited)".into() } else { format!("a{i}") }).collect();
+    assert_eq!(bodies_of(&on_alpha, &alice.fqid), expected_a);
+    assert_eq!(bodies_of(&on_beta, &alice.fqid), expected_a);
+    assert_eq!(bodies_of(&on_alpha, &bob.fqid), bodies_of(&on_beta, &bob.fqid));
+    let sorted = |list: &[Value]| -> BTreeMap<String, Value> {
+        list.iter().map(|m| (m["id"].as_str().unwrap().to_string(), folded(m))).collect()
+    };
+    assert_eq!(sorted(&on_alpha), sorted(&on_beta));
+
+    // A third server joins and receives everything from its join on.
+    invite_and_join(&net, "alpha", &alice, &room, "gamma", &carol).await;
+    let after = send(&b, &bob, &room, "welcome carol").await;
+    let after_id = after["id"].as_str().unwrap().to_string();
+    eventually("gamma receives bob's message", 30, || async {
+        let t = timeline(&g, &carol, &room).await;
+        t.iter().any(|m| m["id"] == after_id.as_str() && m["sender_fqid"] == bob.fqid.as_str()).then_some(())
+    })
+    .await;
+    let members = ok(&get(&g, &format!("/v1/rooms/{room}/members"), &carol.access_token).await, "members on gamma");
+    let joined: Vec<&str> = members
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["membership"] == "join")
+        .filter_map(|m| m["fqid"].as_str())
+        .collect();
+    for who in [&alice.fqid, &bob.fqid, &carol.fqid] {
+        assert!(joined.contains(&who.as_str()), "{who} is a member on gamma: {members}");
+    }
+    // Carol's reply reaches both others.
+    let reply = send(&g, &carol, &room, "thanks").await;
+    let reply_id = reply["id"].as_str().unwrap().to_string();
+    for (c, u) in [(&a, &alice), (&b, &bob)] {
+        eventually("carol's reply arrives", 30, || async {
+            timeline(c, u, &room).await.iter().any(|m| m["id"] == reply_id.as_str()).then_some(())
+        })
+        .await;
+    }
+    net.down().await.unwrap();
+}
