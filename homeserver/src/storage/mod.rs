@@ -8,6 +8,7 @@
 mod dag;
 mod export;
 mod fed;
+mod fed_inbound;
 mod graph;
 mod identity;
 mod media;
@@ -18,6 +19,7 @@ mod rooms;
 mod writer;
 
 pub use export::{ExportEventRow, ExportMember, ExportReader};
+pub use fed_inbound::{FedEvent, FedMember};
 pub use graph::{
     EventStatus, GraphHead, GraphRows, GroupRef, Incoming, LocalAppend, PersistError, Persisted, SNAPSHOT_EVERY,
 };
