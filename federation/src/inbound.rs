@@ -45,12 +45,8 @@ fn topological(pdus: &[Pdu], members: &[usize]) -> Vec<usize> {
     let mut waiting: HashMap<usize, usize> = HashMap::new();
     let mut children: HashMap<usize, Vec<usize>> = HashMap::new();
     for &i in members {
-        let parents: HashSet<usize> = pdus[i]
-            .prev_events
-            .iter()
-            .filter_map(|p| by_id.get(p.as_str()).copied())
-            .filter(|&p| p != i)
-            .collect();
+        let parents: HashSet<usize> =
+            pdus[i].prev_events.iter().filter_map(|p| by_id.get(p.as_str()).copied()).filter(|&p| p != i).collect();
         waiting.insert(i, parents.len());
         for p in parents {
             children.entry(p).or_default().push(i);

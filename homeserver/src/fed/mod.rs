@@ -7,6 +7,7 @@
 //!   sender and the client API's federation operations.
 
 pub mod endpoints;
+pub mod inbound;
 pub mod request;
 
 use std::sync::Arc;
@@ -23,6 +24,8 @@ use crate::storage::Store;
 pub struct Federation {
     pub server_name: String,
     active: Result<Active, String>,
+    /// The receiving side's memory (failed fetches).
+    pub inbound: inbound::InboundState,
 }
 
 /// Federation that can reach peers.
@@ -68,7 +71,7 @@ impl Federation {
         if let Err(e) = &active {
             tracing::warn!(error = %e, "federation is unavailable");
         }
-        Federation { server_name, active }
+        Federation { server_name, active, inbound: Default::default() }
     }
 
     /// The client and key ring, or `SW_FED_UNAVAILABLE` when they could not be built.

@@ -348,14 +348,12 @@ impl WriteTx {
             return Ok(true);
         }
         let wanted_keys = auth::auth_types_for(pdu);
-        let current: StateMap<EventId> = rows
-            .into_iter()
-            .map(|(t, k, id)| ((t, k), id))
-            .filter(|(k, _)| wanted_keys.contains(k))
-            .collect();
+        let current: StateMap<EventId> =
+            rows.into_iter().map(|(t, k, id)| ((t, k), id)).filter(|(k, _)| wanted_keys.contains(k)).collect();
         let ids: BTreeSet<EventId> = current.values().cloned().collect();
         let events = self.stored_events(&ids, false).await?;
-        let state: StateMap<&Pdu> = current.iter().filter_map(|(k, id)| events.get(id).map(|e| (k.clone(), e))).collect();
+        let state: StateMap<&Pdu> =
+            current.iter().filter_map(|(k, id)| events.get(id).map(|e| (k.clone(), e))).collect();
         Ok(auth::check(version, pdu, &state).is_ok())
     }
 
