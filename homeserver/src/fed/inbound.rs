@@ -27,7 +27,7 @@ use super::Active;
 use crate::api::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::messages::{EDIT, REACTION, REDACTION};
-use crate::storage::{EventStatus, PersistError, Persisted, WriteTx};
+use crate::storage::{EventStatus, PersistError, Persisted, Store, WriteTx};
 
 /// What the receiving side remembers between transactions: events whose gaps could not be
 /// filled, so that a bad event does not make every later request slow.
@@ -205,7 +205,7 @@ async fn receive_pdu_inner(
             }
         }
     }
-    let persisted = store_event(st, &verified, state.as_ref()).await?;
+    let persisted = store_event(&st.store, &verified, state.as_ref()).await?;
     Ok(verdict_of(persisted.status))
 }
 
@@ -306,7 +306,7 @@ async fn fill_gap(
         for (_, order) in order_batch(&pdus) {
             for i in order {
                 ensure_auth(st, active, origin, &list[i], version).await?;
-                store_event(st, &list[i], None).await?;
+                store_event(&st.store, &list[i], None).await?;
             }
         }
         return Ok(None);
@@ -405,10 +405,14 @@ async fn store_outliers(st: &AppState, mut events: Vec<Verified>) -> Result<(), 
 
 /// Persists one verified event (with the state before it when its parents are missing) and,
 /// when accepted, applies it to the projections; one transaction.
-async fn store_event(st: &AppState, event: &Verified, state: Option<&StateMap<EventId>>) -> Result<Persisted, Verdict> {
+pub async fn store_event(
+    store: &Store,
+    event: &Verified,
+    state: Option<&StateMap<EventId>>,
+) -> Result<Persisted, Verdict> {
     let json = crypto::to_canonical_string(&event.json)
         .map_err(|e| Verdict::rejected("SW_BAD_REQUEST", format!("not canonical JSON: {e}")))?;
-    let mut tx = st.store.write().await.map_err(unavailable)?;
+    let mut tx = store.write().await.map_err(unavailable)?;
     let persisted = match state {
         Some(s) => tx.persist_with_state(&event.pdu, &json, s).await,
         None => tx.persist(&event.pdu, &json).await,
@@ -429,7 +433,11 @@ async fn store_event(st: &AppState, event: &Verified, state: Option<&StateMap<Ev
 /// of the current state, and the folded rows of edits, reactions and redactions.
 pub async fn apply_accepted(tx: &mut WriteTx, pdu: &Pdu) -> ApiResult<()> {
     let now = crate::clock::now_secs();
-    let sender = tx.ensure_foreign_participant(&pdu.sender, None, "default", now).await?;
+    // A member event about its sender names the display name to create the record with.
+    let own_name = (pdu.event_type == types::MEMBER && pdu.state_key.as_deref() == Some(pdu.sender.as_str()))
+        .then(|| pdu.content.get("display_name").and_then(Value::as_str))
+        .flatten();
+    let sender = tx.ensure_foreign_participant(&pdu.sender, own_name, "default", now).await?;
     if let Some(key) = pdu.state_key.as_deref() {
         let current = tx.state_pdu_keyed(&pdu.room_id, &pdu.event_type, key).await?;
         // A create event comes only with a join (its local facts are the joiner's business).
@@ -542,3 +550,7 @@ pub async fn room_readable_by(st: &AppState, room_id: &str, origin: &str) -> Api
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "inbound_tests.rs"]
+mod tests;
