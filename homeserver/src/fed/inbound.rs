@@ -121,7 +121,9 @@ async fn receive_pdus(st: &AppState, origin: &str, values: &[Value]) -> Vec<(Eve
                 raw.push((value, version));
             }
             Err(refusal) => {
-                if let Some(id) = refusal.event_id {
+                // A verdict only for what parses as an event (contract 8.1): a pdu too large, or
+                // of another origin, gets its refusal; a shapeless one none.
+                if let Some(id) = refusal.event_id.filter(|id| Pdu::parse(id, value).is_ok()) {
                     out.push((id, refusal.verdict));
                 }
             }
