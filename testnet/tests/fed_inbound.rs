@@ -144,6 +144,31 @@ impl AsPeer {
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
+    /// Any event of `room`, hashed and signed with this peer's key; answers its id and form.
+    fn build(
+        &self,
+        room: &str,
+        sender: &str,
+        event_type: &str,
+        state_key: Option<&str>,
+        content: Value,
+        prev: &[(String, i64)],
+        auth: &[String],
+    ) -> (String, Value, i64) {
+        let depth = prev.iter().map(|(_, d)| *d).max().unwrap_or(0) + 1;
+        let prev_ids: Vec<&str> = prev.iter().map(|(id, _)| id.as_str()).collect();
+        let mut value = json!({
+            "room_id": room, "sender": sender, "origin": self.origin, "origin_ts": now_ms() / 1000,
+            "event_type": event_type, "content": content, "prev_events": prev_ids, "auth_events": auth,
+            "depth": depth, "event_uuid": format!("u-{}", now_ms()),
+        });
+        if let Some(k) = state_key {
+            value["state_key"] = json!(k);
+        }
+        let (id, signed) = crypto::build_and_sign_event(value, &self.origin, &self.key).unwrap();
+        (id, signed, depth)
+    }
+
     /// An event of `room` by `sender`, hashed and signed with this peer's key.
     fn event(&self, room: &str, sender: &str, body: &str, prev: &[&str]) -> (String, Value) {
         let value = json!({
@@ -226,5 +251,177 @@ async fn transactions_are_checked_deduplicated_and_answered_per_event() {
     let r = alpha.get(&format!("/v1/rooms/{room}/messages"), Some(&alice.access_token)).await.unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(!r.body.to_string().contains("@bob:beta.test"), "{}", r.body);
+    net.down().await.unwrap();
+}
+
+/// A room's current state (`(type, state_key)` → event id) and forward extremities (with
+/// depths), read from a node's database.
+fn graph_of(db: &rusqlite::Connection, room: &str) -> (Vec<((String, String), String)>, Vec<(String, i64)>) {
+    let mut q = db.prepare("SELECT event_type, state_key, event_id FROM room_state WHERE room_id = ?1").unwrap();
+    let state = q
+        .query_map([room], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let mut q = db.prepare("SELECT event_id, depth FROM room_extremities WHERE room_id = ?1").unwrap();
+    let heads = q.query_map([room], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
+    (state, heads)
+}
+
+/// A public room of alpha's with federation on, which beta's Bob joins by sending his own join:
+/// events from beta are checked, ordered, stored and shown to alpha's clients; refused ones
+/// never show; a gap beta cannot fill is answered `retry`.
+///
+/// Federation is switched on by writing the room's projection directly: the admin endpoint
+/// that emits the `swp.room.federation` event belongs to another part of issue 14.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peers_events_are_checked_ordered_and_shown_like_local_ones() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let net = Testnet::start_with(options(2, dir.path(), 1)).await.expect("testnet starts");
+    let alpha = net.client("alpha").unwrap();
+    let alice = net.register("alpha", "alice").await.unwrap();
+    let r = alpha
+        .post("/v1/rooms", Some(&alice.access_token), &json!({"room_type": "public", "name": "Lobby"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+    let room = r.data()["id"].as_str().unwrap().to_string();
+    let db = rusqlite::Connection::open(net.node("alpha").unwrap().data_dir.join("homeserver.db")).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    db.execute("UPDATE rooms SET federated = 1 WHERE id = ?1", [&room]).unwrap();
+    let (state, heads) = graph_of(&db, &room);
+    let id_of = |t: &str| state.iter().find(|((et, k), _)| et == t && k.is_empty()).unwrap().1.clone();
+    let (create, pl, jr) = (id_of("swp.room.create"), id_of("swp.room.power_levels"), id_of("swp.room.join_rules"));
+
+    let beta = AsPeer::new(&net, "beta", "alpha");
+    let send = |txn: &str| format!("/_scaiwave/federation/v1/send/{txn}");
+    const BOB: &str = "@bob:beta.test";
+    let (join, join_v, join_d) = beta.build(
+        &room,
+        BOB,
+        "swp.room.member",
+        Some(BOB),
+        json!({"membership": "join", "display_name": "Bob"}),
+        &heads,
+        &[create.clone(), pl.clone(), jr.clone()],
+    );
+    let member_auth = [create.clone(), pl.clone(), join.clone()];
+    let after_join = [(join.clone(), join_d)];
+    let (hello, hello_v, hello_d) = beta.build(
+        &room,
+        BOB,
+        "swp.room.message",
+        None,
+        json!({"msgtype": "swp.text", "body": "hello from beta"}),
+        &after_join,
+        &member_auth,
+    );
+    // Its body changed after signing: the hash fails, only the redacted form is kept.
+    let (tampered, mut tampered_v, _) = beta.build(
+        &room,
+        BOB,
+        "swp.room.message",
+        None,
+        json!({"msgtype": "swp.text", "body": "as signed"}),
+        &[(hello.clone(), hello_d)],
+        &member_auth,
+    );
+    tampered_v["content"]["body"] = json!("tampered");
+    // A sender of another server than the origin.
+    let (carol, carol_v, _) = beta.build(
+        &room,
+        "@carol:gamma.test",
+        "swp.room.message",
+        None,
+        json!({"msgtype": "swp.text", "body": "not beta's"}),
+        &after_join,
+        &member_auth,
+    );
+    // A sender who is not a member.
+    let (dave, dave_v, _) = beta.build(
+        &room,
+        "@dave:beta.test",
+        "swp.room.message",
+        None,
+        json!({"msgtype": "swp.text", "body": "not a member"}),
+        &after_join,
+        &[create.clone(), pl.clone()],
+    );
+    // A member without power changing the power levels.
+    let (grab, grab_v, _) = beta.build(
+        &room,
+        BOB,
+        "swp.room.power_levels",
+        Some(""),
+        json!({"users": {BOB: 100}, "users_default": 0}),
+        &[(hello.clone(), hello_d)],
+        &member_auth,
+    );
+    // The message comes before the join it stands on: the batch is applied in graph order.
+    let txn = json!({
+        "origin": "beta.test", "origin_ts": now_ms(),
+        "pdus": [hello_v, join_v, tampered_v, carol_v, dave_v, grab_v], "edus": [],
+    });
+    let (status, body) = beta.request("alpha.test", "PUT", &send("j1"), Some(&txn)).await;
+    assert_eq!(status, 200, "{body}");
+    let v = &body["data"]["pdus"];
+    assert_eq!(v[&join], json!({}), "{body}");
+    assert_eq!(v[&hello], json!({}), "{body}");
+    assert_eq!(v[&tampered], json!({}), "{body}");
+    assert_eq!(v[&carol]["error"]["code"], "SW_FED_SIGNATURE_MISMATCH", "{body}");
+    assert_eq!(v[&dave]["error"]["code"], "SW_ROOM_FORBIDDEN", "{body}");
+    assert_eq!(v[&grab]["error"]["code"], "SW_ROOM_FORBIDDEN", "{body}");
+    // Replayed: the same answer, nothing stored twice.
+    let (_, again) = beta.request("alpha.test", "PUT", &send("j1"), Some(&txn)).await;
+    assert_eq!(again, body);
+
+    // Alice sees Bob's messages as she sees local ones; the refused ones never.
+    let r = alpha.get(&format!("/v1/rooms/{room}/messages?limit=50"), Some(&alice.access_token)).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let messages = r.data().as_array().cloned().unwrap_or_default();
+    let find = |id: &str| messages.iter().find(|m| m["id"] == id).cloned();
+    let shown = find(&hello).expect("Bob's message is shown");
+    assert_eq!(shown["sender_fqid"], BOB);
+    assert_eq!(shown["content"]["body"], "hello from beta");
+    assert!(shown["sender_id"].as_str().is_some_and(|s| s != BOB), "a local participant id: {shown}");
+    let redacted = find(&tampered).expect("the tampered message is kept, redacted");
+    assert!(redacted["content"].get("body").is_none(), "{redacted}");
+    for refused in [&carol, &dave] {
+        assert!(find(refused).is_none(), "{refused} must not show");
+    }
+    let members = alpha.get(&format!("/v1/rooms/{room}/members"), Some(&alice.access_token)).await.unwrap();
+    assert!(members.body.to_string().contains(BOB), "Bob is a member: {}", members.body);
+
+    // Now beta may read the room: its members and the state at Bob's join.
+    let (status, b) =
+        beta.request("alpha.test", "GET", &format!("/_scaiwave/federation/v1/rooms/{room}/members"), None).await;
+    assert_eq!(status, 200, "{b}");
+    assert!(b["data"].as_array().unwrap().iter().any(|m| m["fqid"] == BOB && m["membership"] == "join"), "{b}");
+    let (status, b) = beta
+        .request("alpha.test", "GET", &format!("/_scaiwave/federation/v1/state_ids/{room}?event_id={join}"), None)
+        .await;
+    assert_eq!(status, 200, "{b}");
+    assert!(b["data"]["pdu_ids"].as_array().unwrap().contains(&json!(join)), "{b}");
+    let (status, b) = beta.request("alpha.test", "GET", &format!("/_scaiwave/federation/v1/event/{hello}"), None).await;
+    assert_eq!((status, &b["data"]["pdu"]["content"]["body"]), (200, &json!("hello from beta")), "{b}");
+
+    // A parent nobody can give: beta's own node does not know the room, so the gap stays open
+    // and the event is answered retry, again at once while its back-off lasts.
+    let (orphan, orphan_v, _) = beta.build(
+        &room,
+        BOB,
+        "swp.room.message",
+        None,
+        json!({"msgtype": "swp.text", "body": "orphan"}),
+        &[("evt-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".to_string(), 9)],
+        &member_auth,
+    );
+    for txn_id in ["g1", "g2"] {
+        let txn = json!({"origin": "beta.test", "origin_ts": now_ms(), "pdus": [orphan_v], "edus": []});
+        let (status, body) = beta.request("alpha.test", "PUT", &send(txn_id), Some(&txn)).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["data"]["pdus"][&orphan]["error"]["retry"], true, "{txn_id}: {body}");
+    }
     net.down().await.unwrap();
 }
