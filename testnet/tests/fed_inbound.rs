@@ -393,6 +393,28 @@ async fn a_peers_events_are_checked_ordered_and_shown_like_local_ones() {
     let members = alpha.get(&format!("/v1/rooms/{room}/members"), Some(&alice.access_token)).await.unwrap();
     assert!(members.body.to_string().contains(BOB), "Bob is a member: {}", members.body);
 
+    // Presence of beta's own participant is taken; one claimed for another server's is not.
+    let edus = json!([
+        {"edu_type": "presence", "content": {"fqid": BOB, "presence": "busy"}},
+        {"edu_type": "presence", "content": {"fqid": alice.fqid, "presence": "appear_offline"}},
+        {"edu_type": "typing", "content": {"room_id": room, "fqid": BOB, "typing": true}},
+        {"edu_type": "nonsense", "content": 7},
+    ]);
+    let txn = json!({"origin": "beta.test", "origin_ts": now_ms(), "pdus": [], "edus": edus});
+    let (status, body) = beta.request("alpha.test", "PUT", &send("e1"), Some(&txn)).await;
+    assert_eq!((status, &body["data"]), (200, &json!({"pdus": {}})), "{body}");
+    let presence_of = |fqid: String| {
+        let alpha = alpha.clone();
+        let token = alice.access_token.clone();
+        async move {
+            let r = alpha.get(&format!("/v1/presence?ids={fqid}"), Some(&token)).await.unwrap();
+            assert_eq!(r.status, 200, "{}", r.body);
+            r.data()[&fqid].clone()
+        }
+    };
+    assert_eq!(presence_of(BOB.to_string()).await, "busy");
+    assert_ne!(presence_of(alice.fqid.clone()).await, "appear_offline", "beta cannot speak for alpha's users");
+
     // Now beta may read the room: its members and the state at Bob's join.
     let (status, b) =
         beta.request("alpha.test", "GET", &format!("/_scaiwave/federation/v1/rooms/{room}/members"), None).await;
