@@ -5,7 +5,7 @@
 //! The homeserver binary comes from `$TESTNET_HOMESERVER_BIN`, or is built here (see
 //! `testnet.rs`).
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -445,5 +445,152 @@ async fn a_peers_events_are_checked_ordered_and_shown_like_local_ones() {
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["data"]["pdus"][&orphan]["error"]["retry"], true, "{txn_id}: {body}");
     }
+    net.down().await.unwrap();
+}
+
+/// A stand-in peer `name` on `ip:8448`: its well-known document for `key`, and
+/// `get_missing_events` answering `missing` (whatever is asked: it stands for a peer that has
+/// exactly those events).
+async fn gap_peer(
+    name: &str,
+    key: &crypto::ServerKey,
+    ip: Ipv4Addr,
+    cert_pem: String,
+    key_pem: String,
+    missing: Vec<Value>,
+) -> axum_server::Handle<SocketAddr> {
+    let mut doc = json!({
+        "server_name": name,
+        "public_key": key.public_key_base64(),
+        "protocol_versions": ["v1"],
+        "verify_keys": {key.key_id(): {"key": key.public_key_base64()}},
+        "valid_until_ts": now_ms() + 24 * 3600 * 1000,
+    });
+    crypto::sign_json(&mut doc, name, key).unwrap();
+    let events = json!({"data": {"events": missing}});
+    let app = axum::Router::new()
+        .route("/.well-known/scaiwave/server", axum::routing::get(move || async move { axum::Json(doc.clone()) }))
+        .route(
+            "/_scaiwave/federation/v1/get_missing_events/{room}",
+            axum::routing::post(move || async move { axum::Json(events.clone()) }),
+        );
+    let tls = axum_server::tls_rustls::RustlsConfig::from_pem(cert_pem.into_bytes(), key_pem.into_bytes())
+        .await
+        .expect("fake peer TLS config");
+    let listener = std::net::TcpListener::bind((ip, testnet::FEDERATION_PORT)).expect("bind fake peer");
+    listener.set_nonblocking(true).unwrap();
+    let handle = axum_server::Handle::new();
+    let server = axum_server::from_tcp_rustls(listener, tls).unwrap().handle(handle.clone());
+    tokio::spawn(async move { server.serve(app.into_make_service()).await });
+    handle
+}
+
+/// An event whose parents alpha never saw: alpha fetches them from the origin with
+/// `get_missing_events`, verifies them, stores them oldest first, and then the event; all show
+/// in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_parents_are_fetched_from_the_origin_before_the_event() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let opts = options(1, dir.path(), 2);
+    let subnet = opts.subnet;
+    let net = Testnet::start_with(opts).await.expect("testnet starts");
+    let alpha = net.client("alpha").unwrap();
+    let alice = net.register("alpha", "alice").await.unwrap();
+    let r = alpha
+        .post("/v1/rooms", Some(&alice.access_token), &json!({"room_type": "public", "name": "Lobby"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+    let room = r.data()["id"].as_str().unwrap().to_string();
+    let db = rusqlite::Connection::open(net.node("alpha").unwrap().data_dir.join("homeserver.db")).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    db.execute("UPDATE rooms SET federated = 1 WHERE id = ?1", [&room]).unwrap();
+    let (state, heads) = graph_of(&db, &room);
+    let id_of = |t: &str| state.iter().find(|((et, k), _)| et == t && k.is_empty()).unwrap().1.clone();
+    let (create, pl, jr) = (id_of("swp.room.create"), id_of("swp.room.power_levels"), id_of("swp.room.join_rules"));
+
+    // delta.test: a peer of our own, with its key, its certificate from the testnet CA.
+    let key = crypto::ServerKey::generate("d1").unwrap();
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(net.ca_cert_path()).unwrap()).unwrap();
+    let delta_ip = Ipv4Addr::new(127, subnet, 0, 96);
+    let delta = AsPeer {
+        origin: "delta.test".into(),
+        key: crypto::ServerKey::from_seed_base64(key.key_id(), &key.seed_base64()).unwrap(),
+        http: reqwest::Client::builder()
+            .no_proxy()
+            .tls_certs_only([ca])
+            .resolve("alpha.test", net.node("alpha").unwrap().federation_addr())
+            .build()
+            .unwrap(),
+    };
+    const DAVE: &str = "@dave:delta.test";
+    let (join, join_v, join_d) = delta.build(
+        &room,
+        DAVE,
+        "swp.room.member",
+        Some(DAVE),
+        json!({"membership": "join", "display_name": "Dave"}),
+        &heads,
+        &[create.clone(), pl.clone(), jr.clone()],
+    );
+    let auth = [create.clone(), pl.clone(), join.clone()];
+    let mut prev = (join.clone(), join_d);
+    let mut chain = Vec::new();
+    for n in 1..=4 {
+        let (id, v, d) = delta.build(
+            &room,
+            DAVE,
+            "swp.room.message",
+            None,
+            json!({"msgtype": "swp.text", "body": format!("m{n}")}),
+            std::slice::from_ref(&prev),
+            &auth,
+        );
+        prev = (id.clone(), d);
+        chain.push((id, v));
+    }
+    // The peer answers the three parents, newest first, as a walk back finds them.
+    let missing: Vec<Value> = chain[..3].iter().rev().map(|(_, v)| v.clone()).collect();
+    let peer_dir = dir.path().join("delta");
+    std::fs::create_dir_all(&peer_dir).unwrap();
+    let cert = net.ca.node_cert(&peer_dir, "delta.test").unwrap();
+    let handle = gap_peer(
+        "delta.test",
+        &key,
+        delta_ip,
+        std::fs::read_to_string(&cert.cert_path).unwrap(),
+        std::fs::read_to_string(&cert.key_path).unwrap(),
+        missing,
+    )
+    .await;
+    net.add_host("delta.test", IpAddr::V4(delta_ip), testnet::FEDERATION_PORT);
+
+    let send = |txn: &str| format!("/_scaiwave/federation/v1/send/{txn}");
+    let txn = json!({"origin": "delta.test", "origin_ts": now_ms(), "pdus": [join_v], "edus": []});
+    let (status, body) = delta.request("alpha.test", "PUT", &send("d1"), Some(&txn)).await;
+    assert_eq!((status, &body["data"]["pdus"][&join]), (200, &json!({})), "{body}");
+    let (last, last_v) = chain[3].clone();
+    let txn = json!({"origin": "delta.test", "origin_ts": now_ms(), "pdus": [last_v], "edus": []});
+    let (status, body) = delta.request("alpha.test", "PUT", &send("d2"), Some(&txn)).await;
+    assert_eq!((status, &body["data"]["pdus"][&last]), (200, &json!({})), "{body}");
+
+    let r = alpha.get(&format!("/v1/rooms/{room}/messages?limit=50"), Some(&alice.access_token)).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let bodies: Vec<String> = r
+        .data()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["sender_fqid"] == DAVE && m["event_type"] == "swp.room.message")
+        .filter_map(|m| m["content"]["body"].as_str().map(str::to_owned))
+        .collect();
+    let mut sorted = bodies.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["m1", "m2", "m3", "m4"], "every missing parent was fetched: {bodies:?}");
+    let mut reversed = sorted.clone();
+    reversed.reverse();
+    assert!(bodies == sorted || bodies == reversed, "the page follows the graph: {bodies:?}");
+    handle.shutdown();
     net.down().await.unwrap();
 }
