@@ -449,9 +449,9 @@ async fn a_peers_events_are_checked_ordered_and_shown_like_local_ones() {
     net.down().await.unwrap();
 }
 
-/// A stand-in peer `name` on `ip:8448`: its well-known document for `key`, and
-/// `get_missing_events` answering `missing` (whatever is asked: it stands for a peer that has
-/// exactly those events).
+/// A stand-in peer `name` on `ip:8448`: its well-known document for `key`,
+/// `get_missing_events` answering `missing` and `state/` answering `state` (whatever is asked:
+/// it stands for a peer that has exactly those).
 async fn gap_peer(
     name: &str,
     key: &crypto::ServerKey,
@@ -459,6 +459,7 @@ async fn gap_peer(
     cert_pem: String,
     key_pem: String,
     missing: Vec<Value>,
+    state: Value,
 ) -> axum_server::Handle<SocketAddr> {
     let mut doc = json!({
         "server_name": name,
@@ -469,11 +470,16 @@ async fn gap_peer(
     });
     crypto::sign_json(&mut doc, name, key).unwrap();
     let events = json!({"data": {"events": missing}});
+    let state = json!({"data": state});
     let app = axum::Router::new()
         .route("/.well-known/scaiwave/server", axum::routing::get(move || async move { axum::Json(doc.clone()) }))
         .route(
             "/_scaiwave/federation/v1/get_missing_events/{room}",
             axum::routing::post(move || async move { axum::Json(events.clone()) }),
+        )
+        .route(
+            "/_scaiwave/federation/v1/state/{room}",
+            axum::routing::get(move || async move { axum::Json(state.clone()) }),
         );
     let tls = axum_server::tls_rustls::RustlsConfig::from_pem(cert_pem.into_bytes(), key_pem.into_bytes())
         .await
@@ -491,9 +497,20 @@ async fn gap_peer(
 /// in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_parents_are_fetched_from_the_origin_before_the_event() {
+    gap_filled(2, false).await;
+}
+
+/// When the origin gives no missing events, alpha takes the state at the missing parent from
+/// it (`state/`) and stores the event on that state: it shows, its unknown parents do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unfillable_gap_falls_back_to_the_state_at_the_parent() {
+    gap_filled(3, true).await;
+}
+
+async fn gap_filled(offset: u8, state_fallback: bool) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
-    let opts = options(1, dir.path(), 2);
+    let opts = options(1, dir.path(), offset);
     let subnet = opts.subnet;
     let net = Testnet::start_with(opts).await.expect("testnet starts");
     let alpha = net.client("alpha").unwrap();
@@ -551,8 +568,19 @@ async fn missing_parents_are_fetched_from_the_origin_before_the_event() {
         prev = (id.clone(), d);
         chain.push((id, v));
     }
-    // The peer answers the three parents, newest first, as a walk back finds them.
-    let missing: Vec<Value> = chain[..3].iter().rev().map(|(_, v)| v.clone()).collect();
+    // The peer answers the three parents, newest first, as a walk back finds them; or nothing,
+    // and the room's state after Dave's join for `state/`.
+    let missing: Vec<Value> =
+        if state_fallback { Vec::new() } else { chain[..3].iter().rev().map(|(_, v)| v.clone()).collect() };
+    let mut state_pdus: Vec<Value> = state
+        .iter()
+        .map(|(_, id)| {
+            let pdu: String = db.query_row("SELECT pdu FROM events WHERE event_id = ?1", [id], |r| r.get(0)).unwrap();
+            serde_json::from_str(&pdu).unwrap()
+        })
+        .collect();
+    state_pdus.push(join_v.clone());
+    let state_answer = json!({"pdus": state_pdus, "auth_chain": []});
     let peer_dir = dir.path().join("delta");
     std::fs::create_dir_all(&peer_dir).unwrap();
     let cert = net.ca.node_cert(&peer_dir, "delta.test").unwrap();
@@ -563,6 +591,7 @@ async fn missing_parents_are_fetched_from_the_origin_before_the_event() {
         std::fs::read_to_string(&cert.cert_path).unwrap(),
         std::fs::read_to_string(&cert.key_path).unwrap(),
         missing,
+        state_answer,
     )
     .await;
     net.add_host("delta.test", IpAddr::V4(delta_ip), testnet::FEDERATION_PORT);
@@ -588,6 +617,12 @@ async fn missing_parents_are_fetched_from_the_origin_before_the_event() {
         .collect();
     let mut sorted = bodies.clone();
     sorted.sort();
+    if state_fallback {
+        assert_eq!(bodies, ["m4"], "the event, on the state the origin gave");
+        handle.shutdown();
+        net.down().await.unwrap();
+        return;
+    }
     assert_eq!(sorted, ["m1", "m2", "m3", "m4"], "every missing parent was fetched: {bodies:?}");
     let mut reversed = sorted.clone();
     reversed.reverse();
