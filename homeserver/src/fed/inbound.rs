@@ -184,8 +184,9 @@ async fn receive_pdu_inner(
     let active = st.fed.active().map_err(unavailable)?;
     let verified = verify_pdu(&active.keys, value, version, Some(origin)).await.map_err(|r| r.verdict)?;
     let id = verified.pdu.event_id.clone();
-    if !st.store.stored_event_ids(std::slice::from_ref(&id)).await.map_err(unavailable)?.is_empty() {
-        return Ok(Verdict::Accepted);
+    // Stored before (sent again, or fetched as a parent): the decision made then.
+    if let Some(stored) = st.store.fed_event(&id).await.map_err(unavailable)? {
+        return Ok(verdict_of(stored.status));
     }
     let now = federation::now_ms();
     let inbound = &st.fed.inbound;
