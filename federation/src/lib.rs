@@ -30,6 +30,7 @@
 pub mod auth;
 pub mod client;
 pub mod event;
+pub mod inbound;
 pub mod keys;
 pub mod peers;
 pub mod sender;

@@ -363,9 +363,15 @@ pub async fn typing(
     crate::rooms::own_seat(&st.store, &caller.participant, &b.room_id).await?;
     // Every accepted notice goes out: a peer lets a typing notice lapse unless it is renewed.
     st.fed.typing_out(&b.room_id, &caller.participant.fqid, b.typing);
-    if let Some(until) = st.hub.set_typing(&b.room_id, &caller.participant.id, b.typing, now) {
-        let hub = st.hub.clone();
-        let (room, who) = (b.room_id.clone(), caller.participant.id.clone());
+    typing_notice(&st.hub, &b.room_id, &caller.participant.id, b.typing, now);
+    Ok(data(json!({"room_id": b.room_id, "typing": b.typing})))
+}
+
+/// Records a typing notice (a local client's or a peer's) and lets it lapse on time.
+pub fn typing_notice(hub: &std::sync::Arc<crate::realtime::Hub>, room_id: &str, who: &str, typing: bool, now: Instant) {
+    if let Some(until) = hub.set_typing(room_id, who, typing, now) {
+        let hub = hub.clone();
+        let (room, who) = (room_id.to_string(), who.to_string());
         tokio::spawn(async move {
             let mut at = until;
             loop {
@@ -377,7 +383,6 @@ pub async fn typing(
             }
         });
     }
-    Ok(data(json!({"room_id": b.room_id, "typing": b.typing})))
 }
 
 #[derive(Deserialize)]

@@ -9,6 +9,7 @@
 pub mod endpoints;
 pub mod limits;
 pub mod remote;
+pub mod inbound;
 pub mod request;
 pub mod sender;
 
@@ -30,6 +31,8 @@ pub struct Federation {
     pub limits: limits::PeerLimits,
     /// Durable delivery to peers, once started (`server.rs`).
     sender: std::sync::OnceLock<sender::Sender>,
+    /// The receiving side's memory (failed fetches).
+    pub inbound: inbound::InboundState,
 }
 
 /// Federation that can reach peers.
@@ -75,7 +78,13 @@ impl Federation {
         if let Err(e) = &active {
             tracing::warn!(error = %e, "federation is unavailable");
         }
-        Federation { server_name, active, limits: limits::PeerLimits::new(&config.federation), sender: Default::default() }
+        Federation {
+            server_name,
+            active,
+            limits: limits::PeerLimits::new(&config.federation),
+            sender: Default::default(),
+            inbound: Default::default(),
+        }
     }
 
     /// Starts the per-destination sender (when federation is available).

@@ -259,8 +259,9 @@ async fn the_current_state_is_the_resolution_of_the_extremities() {
     store.close().await;
 }
 
-/// An event its auth events allow but the state before it does not is stored soft-failed:
-/// never in pages, never an extremity, never state. One its auth events refuse is rejected.
+/// An event its auth events or the state before it refuse is rejected; one they allow but the
+/// room's current state refuses is stored soft-failed: never in pages, never an extremity,
+/// never state.
 #[tokio::test]
 async fn soft_failed_and_rejected_events_are_stored_but_not_shown() {
     let (_dir, store) = open().await;
@@ -281,13 +282,19 @@ async fn soft_failed_and_rejected_events_are_stored_but_not_shown() {
     let rejoin =
         peer.event(CAROL, types::MEMBER, Some(CAROL), member("join"), &[&ban], &[&b.create, &b.pl, &b.jr, &b.carol]);
 
+    // Sent by Carol beside the ban (its parent is her message): the state before it allows
+    // it, the room's current state (she is banned) does not.
+    let beside =
+        peer.event(CAROL, types::MESSAGE, None, json!({"body": "beside"}), &[&hello], &[&b.create, &b.pl, &b.carol]);
+
     persist_all(&store, &peer, &[&b.create, &b.bob, &b.pl, &b.jr, &b.carol, &hello, &ban]).await;
-    assert_eq!(persist(&store, &peer, &late).await.status, EventStatus::SoftFailed);
+    assert_eq!(persist(&store, &peer, &late).await.status, EventStatus::Rejected, "the state before refuses it");
     assert_eq!(persist(&store, &peer, &stranger).await.status, EventStatus::Rejected);
     assert_eq!(persist(&store, &peer, &forged).await.status, EventStatus::Rejected);
-    assert_eq!(persist(&store, &peer, &rejoin).await.status, EventStatus::SoftFailed);
+    assert_eq!(persist(&store, &peer, &rejoin).await.status, EventStatus::Rejected);
+    assert_eq!(persist(&store, &peer, &beside).await.status, EventStatus::SoftFailed, "the current state refuses it");
     // Stored again: found, nothing written.
-    let again = persist(&store, &peer, &late).await;
+    let again = persist(&store, &peer, &beside).await;
     assert!(again.existed);
     assert_eq!(again.status, EventStatus::SoftFailed);
 
@@ -296,7 +303,7 @@ async fn soft_failed_and_rejected_events_are_stored_but_not_shown() {
         .fetch_all(&store.pool)
         .await
         .expect("rows");
-    assert_eq!(statuses.len(), 11, "every event is stored");
+    assert_eq!(statuses.len(), 12, "every event is stored");
     // Sync (and realtime, which reads the same query) hands out accepted events only: the
     // membership events about Carol are her join and the ban, not the soft-failed join.
     let synced: Vec<String> =

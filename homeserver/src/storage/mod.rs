@@ -10,6 +10,7 @@ mod export;
 mod fed;
 mod fed_peers;
 mod fed_sender;
+mod fed_inbound;
 mod graph;
 mod identity;
 mod media;
@@ -21,6 +22,7 @@ mod writer;
 
 pub use export::{ExportEventRow, ExportMember, ExportReader};
 pub use fed_sender::{DestinationRow, OutboundEvent, PeerStatus};
+pub use fed_inbound::{FedEvent, FedMember};
 pub use graph::{
     EventStatus, GraphHead, GraphRows, GroupRef, Incoming, LocalAppend, PersistError, Persisted, SNAPSHOT_EVERY,
 };

@@ -3,12 +3,20 @@
 //! reads the body); the path extractors before it only parse the URI, and nothing else is read
 //! or done before the request's signature is checked.
 
+pub mod backfill;
+pub mod event;
+pub mod event_auth;
+pub mod get_missing_events;
 pub mod keys_query;
 pub mod media;
+pub mod members;
 pub mod profile;
+pub mod send;
+pub mod state;
+pub mod state_ids;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 
 use crate::api::AppState;
 
@@ -18,4 +26,12 @@ pub fn routes() -> Router<AppState> {
         .route("/_scaiwave/federation/v1/keys/query", post(keys_query::handle))
         .route("/_scaiwave/federation/v1/profile/{local_id}", get(profile::handle))
         .route("/_scaiwave/federation/v1/media/{media_id}", get(media::handle))
+        .route("/_scaiwave/federation/v1/send/{txn_id}", put(send::handle))
+        .route("/_scaiwave/federation/v1/event/{event_id}", get(event::handle))
+        .route("/_scaiwave/federation/v1/state/{room_id}", get(state::handle))
+        .route("/_scaiwave/federation/v1/state_ids/{room_id}", get(state_ids::handle))
+        .route("/_scaiwave/federation/v1/event_auth/{room_id}/{event_id}", get(event_auth::handle))
+        .route("/_scaiwave/federation/v1/get_missing_events/{room_id}", post(get_missing_events::handle))
+        .route("/_scaiwave/federation/v1/rooms/{room_id}/backfill", get(backfill::handle))
+        .route("/_scaiwave/federation/v1/rooms/{room_id}/members", get(members::handle))
 }

@@ -104,7 +104,7 @@ pub(super) const UPSERT_ROOM_STATE_SQL: &str =
 
 /// `(n, event_type, state_key, event_pos, event_id)` of every entry of group `$1` and of the
 /// groups its deltas stand on; `n` counts from the group itself, so the lowest `n` per key wins.
-const GROUP_ENTRIES_SQL: &str = "WITH RECURSIVE chain(id, prev, n) AS (
+pub(in crate::storage) const GROUP_ENTRIES_SQL: &str = "WITH RECURSIVE chain(id, prev, n) AS (
          SELECT id, prev_group, 0 FROM state_groups WHERE id = $1
          UNION ALL SELECT g.id, g.prev_group, c.n + 1 FROM state_groups g JOIN chain c ON g.id = c.prev)
      SELECT c.n, s.event_type, s.state_key, s.event_pos, e.event_id
@@ -160,7 +160,7 @@ pub(super) fn group_entries_sql(rows: usize) -> String {
 /// A row of [`HEAD_SQL`]: extremity id, depth, position; current group, its delta depth.
 type HeadRow = (Option<String>, Option<i64>, Option<i64>, Option<i64>, Option<i64>);
 /// A row of [`GROUP_ENTRIES_SQL`].
-type GroupEntryRow = (i64, String, String, Option<i64>, Option<String>);
+pub(in crate::storage) type GroupEntryRow = (i64, String, String, Option<i64>, Option<String>);
 /// An entry a group writes: the key and its event's position (`None` removes the key).
 type GroupEntry = (StateKey, Option<i64>);
 /// A row of [`GRAPH_ROW_SELECT`].
@@ -269,7 +269,7 @@ impl GraphRows {
 pub type PositionState = StateMap<(i64, EventId)>;
 
 /// Folds the rows of [`GROUP_ENTRIES_SQL`] into the group's state.
-fn fold_group(rows: Vec<GroupEntryRow>) -> PositionState {
+pub(in crate::storage) fn fold_group(rows: Vec<GroupEntryRow>) -> PositionState {
     let mut best: HashMap<StateKey, (i64, Option<(i64, String)>)> = HashMap::new();
     for (n, t, k, pos, id) in rows {
         let entry = pos.zip(id);

@@ -141,8 +141,8 @@ impl WriteTx {
     /// - the state before it is its parent's state, or the resolution of its parents' states;
     ///   with no parent stored it is `given_state`, and without that (and not a create event)
     ///   the event is an outlier;
-    /// - rejected when its own auth events do not allow it; soft-failed when they do but the
-    ///   state before it does not; accepted otherwise;
+    /// - rejected when its own auth events or the state before it do not allow it;
+    ///   soft-failed when they do but the room's current state does not; accepted otherwise;
     /// - an accepted state event starts a state group; every other event with a known state
     ///   before it records that state's group;
     /// - a parent that arrives after its children gets its edges from them, is no forward
@@ -211,7 +211,11 @@ impl WriteTx {
                 Some(before) => {
                     let state: StateMap<&Pdu> =
                         before.iter().filter_map(|(k, (_, id))| events.event(id).map(|e| (k.clone(), e))).collect();
-                    if auth::check(version, pdu, &state).is_ok() {
+                    if auth::check(version, pdu, &state).is_err() {
+                        EventStatus::Rejected
+                    } else if position.is_some() || self.allowed_by_current_state(version, pdu).await? {
+                        // History (backfill) is not checked against today's state: a message
+                        // of someone who left since was allowed when it was sent.
                         EventStatus::Accepted
                     } else {
                         EventStatus::SoftFailed
@@ -220,6 +224,7 @@ impl WriteTx {
             },
         };
 
+        let event_uuid = self.free_event_uuid(pdu, json).await?;
         let content = crypto::to_canonical_string(&Value::Object(pdu.content.clone()))
             .map_err(|e| PersistError::Unstorable(e.to_string()))?;
         let new = NewEvent {
@@ -230,9 +235,10 @@ impl WriteTx {
             sender: &pdu.sender,
             content: &content,
             origin_ts: pdu.origin_ts,
-            // Idempotency keys are this server's clients' business, not a peer's.
-            event_uuid: None,
-            relates_to: None,
+            // The peer's idempotency key, shown as for a local event; a peer that reuses one
+            // for the same sender gets it dropped rather than the event refused.
+            event_uuid: event_uuid.as_deref(),
+            relates_to: federation::inbound::relates_to(pdu),
             unsigned: None,
             pdu: json,
             depth: pdu.depth,
@@ -327,6 +333,45 @@ impl WriteTx {
             self.resolve_current_state(&pdu.room_id, version).await?;
         }
         Ok(Persisted { stream_position: pos, status, state_group: group.map(|g| g.id), existed: false })
+    }
+
+    /// Step 6 of the inbound checks: whether the room's current state (as `room_state` holds
+    /// it) allows `pdu`. A room without a current state yet allows it (the state before it
+    /// decided).
+    async fn allowed_by_current_state(&mut self, version: RoomVersion, pdu: &Pdu) -> Result<bool, PersistError> {
+        let rows: Vec<(String, String, String)> =
+            sqlx::query_as("SELECT event_type, state_key, event_id FROM room_state WHERE room_id = $1")
+                .bind(&pdu.room_id)
+                .fetch_all(&mut *self.tx)
+                .await?;
+        if rows.is_empty() {
+            return Ok(true);
+        }
+        let wanted_keys = auth::auth_types_for(pdu);
+        let current: StateMap<EventId> =
+            rows.into_iter().map(|(t, k, id)| ((t, k), id)).filter(|(k, _)| wanted_keys.contains(k)).collect();
+        let ids: BTreeSet<EventId> = current.values().cloned().collect();
+        let events = self.stored_events(&ids, false).await?;
+        let state: StateMap<&Pdu> =
+            current.iter().filter_map(|(k, id)| events.get(id).map(|e| (k.clone(), e))).collect();
+        Ok(auth::check(version, pdu, &state).is_ok())
+    }
+
+    /// The event's `event_uuid` from its wire form, when no stored event of the same sender
+    /// has it already (the pair is unique).
+    async fn free_event_uuid(&mut self, pdu: &Pdu, json: &str) -> Result<Option<String>, sqlx::Error> {
+        let uuid = serde_json::from_str::<Value>(json)
+            .ok()
+            .and_then(|v| v.get("event_uuid").and_then(Value::as_str).map(str::to_owned))
+            .filter(|u| !u.is_empty() && u.len() <= 128);
+        let Some(uuid) = uuid else { return Ok(None) };
+        let taken: Option<i64> =
+            sqlx::query_scalar("SELECT stream_position FROM events WHERE event_uuid = $1 AND sender = $2")
+                .bind(&uuid)
+                .bind(&pdu.sender)
+                .fetch_optional(&mut *self.tx)
+                .await?;
+        Ok(taken.is_none().then_some(uuid))
     }
 
     /// The graph rows of those of `ids` that are stored.

@@ -1,0 +1,559 @@
+//! The inbound pipeline (`FEDERATION.md`, "Checks on every inbound event", "Receiving"): a
+//! transaction's events are grouped by room, rooms run in parallel (at most
+//! [`PARALLEL_ROOMS`]), a room's events in topological order. Each event is checked
+//! (`federation::verify`, steps 1–3), its missing auth events and parents are fetched from the
+//! origin (bounded, with a back-off per event), then [`WriteTx::persist`] decides its status
+//! (steps 4–6) and, when accepted, the same projections as for a local event are applied
+//! (rooms and memberships through the projector, edits, reactions, redactions) before the
+//! commit, so that pages, sync and the stream show it like a local one.
+//!
+//! No lock and no write transaction is held across a request to a peer: fetches come first,
+//! each write is one short transaction.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use federation::auth::RoomVersion;
+use federation::client::FedError;
+use federation::event::{EventId, Pdu, StateMap, types};
+use federation::inbound::{MAX_FETCHED_AUTH_EVENTS, MISSING_ROUNDS, PARALLEL_ROOMS, fetch_backoff_ms, order_batch};
+use federation::verify::{Verified, verify_pdu, well_formed};
+use federation::wire::{self, Verdict};
+use futures_util::StreamExt;
+use serde_json::{Map, Value, json};
+
+use super::Active;
+use crate::api::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::messages::{EDIT, REACTION, REDACTION};
+use crate::storage::{EventStatus, PersistError, Persisted, Store, WriteTx};
+
+/// What the receiving side remembers between transactions: events whose gaps could not be
+/// filled, so that a bad event does not make every later request slow.
+#[derive(Default)]
+pub struct InboundState {
+    /// event id → (failures, not before this unix ms).
+    failed_fetches: Mutex<HashMap<EventId, (u32, u64)>>,
+}
+
+/// At most this many events remembered as failed; the oldest entries go first past it.
+const MAX_REMEMBERED_FAILURES: usize = 10_000;
+
+impl InboundState {
+    fn backing_off(&self, event_id: &str, now_ms: u64) -> bool {
+        let map = self.failed_fetches.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(event_id).is_some_and(|(_, until)| *until > now_ms)
+    }
+
+    fn failed(&self, event_id: &str, now_ms: u64) {
+        let mut map = self.failed_fetches.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= MAX_REMEMBERED_FAILURES {
+            map.retain(|_, (_, until)| *until > now_ms);
+        }
+        if map.len() < MAX_REMEMBERED_FAILURES {
+            let entry = map.entry(event_id.to_string()).or_insert((0, 0));
+            entry.0 += 1;
+            entry.1 = now_ms + fetch_backoff_ms(entry.0);
+        }
+    }
+
+    fn succeeded(&self, event_id: &str) {
+        self.failed_fetches.lock().unwrap_or_else(|e| e.into_inner()).remove(event_id);
+    }
+}
+
+/// `PUT send/{txn_id}`: checks the transaction, answers a repeated one with its first answer,
+/// applies the pdus and the edus; answers `{pdus: {event_id: verdict}}`.
+pub async fn receive_transaction(st: &AppState, origin: &str, txn_id: &str, body: &Value) -> ApiResult<Value> {
+    if txn_id.is_empty() || txn_id.len() > wire::MAX_TXN_ID_LEN {
+        return Err(ApiError::bad_request(format!("a transaction id is 1 to {} characters", wire::MAX_TXN_ID_LEN)));
+    }
+    if let Some(answer) = st.store.received_txn(origin, txn_id).await? {
+        return Ok(answer);
+    }
+    let claimed = body.get("origin").and_then(Value::as_str);
+    if claimed != Some(origin) {
+        return Err(ApiError::bad_request("the transaction's origin is not the request's"));
+    }
+    let list = |key: &str| -> ApiResult<&[Value]> {
+        match body.get(key) {
+            None | Some(Value::Null) => Ok(&[]),
+            Some(Value::Array(a)) => Ok(a.as_slice()),
+            Some(_) => Err(ApiError::bad_request(format!("{key} is not a list"))),
+        }
+    };
+    let (pdus, edus) = (list("pdus")?, list("edus")?);
+    if pdus.len() > wire::MAX_PDUS_PER_TXN || edus.len() > wire::MAX_EDUS_PER_TXN {
+        return Err(ApiError::bad_request(format!(
+            "at most {} pdus and {} edus per transaction",
+            wire::MAX_PDUS_PER_TXN,
+            wire::MAX_EDUS_PER_TXN
+        )));
+    }
+    let verdicts = receive_pdus(st, origin, pdus).await;
+    receive_edus(st, origin, edus).await;
+    let map: Map<String, Value> = verdicts.into_iter().map(|(id, v)| (id, v.to_json())).collect();
+    let answer = json!({"pdus": map});
+    st.store.save_received_txn(origin, txn_id, &answer, federation::now_ms() as i64).await?;
+    Ok(answer)
+}
+
+/// Verdicts of a transaction's pdus, keyed by the event ids computed here.
+async fn receive_pdus(st: &AppState, origin: &str, values: &[Value]) -> Vec<(EventId, Verdict)> {
+    let mut out = Vec::new();
+    let mut versions: HashMap<String, Option<RoomVersion>> = HashMap::new();
+    let mut parsed: Vec<Pdu> = Vec::new();
+    let mut raw: Vec<(&Value, Option<RoomVersion>)> = Vec::new();
+    for value in values {
+        let room_id = value.get("room_id").and_then(Value::as_str).unwrap_or("").to_string();
+        let version = match versions.get(&room_id) {
+            Some(v) => *v,
+            None => {
+                let v = st.store.room_version(&room_id).await.ok().flatten();
+                versions.insert(room_id.clone(), v);
+                v
+            }
+        };
+        match well_formed(value, version.unwrap_or(RoomVersion::V1), Some(origin)) {
+            Ok(pdu) => {
+                parsed.push(pdu);
+                raw.push((value, version));
+            }
+            Err(refusal) => {
+                // A verdict only for what parses as an event (contract 8.1): a pdu too large, or
+                // of another origin, gets its refusal; a shapeless one none.
+                if let Some(id) = refusal.event_id.filter(|id| Pdu::parse(id, value).is_ok()) {
+                    out.push((id, refusal.verdict));
+                }
+            }
+        }
+    }
+    let rooms = order_batch(&parsed);
+    let parsed = &parsed;
+    let raw = &raw;
+    let per_room = futures_util::stream::iter(rooms)
+        .map(|(_, order)| async move {
+            let mut verdicts = Vec::with_capacity(order.len());
+            for i in order {
+                let (value, version) = raw[i];
+                let id = parsed[i].event_id.clone();
+                let verdict = match version {
+                    None => Verdict::rejected("SW_ROOM_NOT_FOUND", "this server does not know the room"),
+                    Some(version) => receive_pdu(st, origin, value, version).await,
+                };
+                verdicts.push((id, verdict));
+            }
+            verdicts
+        })
+        .buffer_unordered(PARALLEL_ROOMS)
+        .collect::<Vec<_>>()
+        .await;
+    out.extend(per_room.into_iter().flatten());
+    out
+}
+
+/// One pdu of a transaction, through every check; never fails the others.
+async fn receive_pdu(st: &AppState, origin: &str, value: &Value, version: RoomVersion) -> Verdict {
+    match receive_pdu_inner(st, origin, value, version).await {
+        Ok(v) | Err(v) => v,
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> Verdict {
+    Verdict::retry("SW_FED_UNAVAILABLE", e.to_string())
+}
+
+async fn receive_pdu_inner(
+    st: &AppState,
+    origin: &str,
+    value: &Value,
+    version: RoomVersion,
+) -> Result<Verdict, Verdict> {
+    let room_id = value.get("room_id").and_then(Value::as_str).unwrap_or("");
+    let event_type = value.get("event_type").and_then(Value::as_str).unwrap_or("");
+    let federated = st.store.room_federated(room_id).await.map_err(unavailable)?;
+    let servers = st.store.room_servers(room_id).await.map_err(unavailable)?;
+    let Some(federated) = federated.filter(|_| servers.iter().any(|s| *s == st.fed.server_name)) else {
+        return Ok(Verdict::rejected("SW_ROOM_NOT_FOUND", "no member of this server is in the room"));
+    };
+    // The switch gates transport; its own events always flow so it can be turned on again.
+    if !federated && event_type != types::FEDERATION {
+        return Ok(Verdict::retry("SW_FED_DISABLED", "federation is off for this room"));
+    }
+    let active = st.fed.active().map_err(unavailable)?;
+    let verified = verify_pdu(&active.keys, value, version, Some(origin)).await.map_err(|r| r.verdict)?;
+    let id = verified.pdu.event_id.clone();
+    // Stored before (sent again, or fetched as a parent): the decision made then.
+    if let Some(stored) = st.store.fed_event(&id).await.map_err(unavailable)? {
+        return Ok(verdict_of(stored.status));
+    }
+    let now = federation::now_ms();
+    let inbound = &st.fed.inbound;
+    let gap = needs_fetching(st, &verified.pdu).await.map_err(unavailable)?;
+    let mut state = None;
+    if gap {
+        if inbound.backing_off(&id, now) {
+            return Ok(Verdict::retry("SW_FED_UNAVAILABLE", "its missing events could not be fetched; later"));
+        }
+        match fill_gap(st, active, origin, &verified, version).await {
+            Ok(given) => {
+                inbound.succeeded(&id);
+                state = given;
+            }
+            Err(e) => {
+                tracing::info!(event_id = %id, %origin, error = %e, "a gap could not be filled");
+                inbound.failed(&id, now);
+                return Ok(Verdict::retry("SW_FED_UNAVAILABLE", format!("missing events not fetchable now: {e}")));
+            }
+        }
+    }
+    let persisted = store_event(&st.store, &verified, state.as_ref()).await?;
+    Ok(verdict_of(persisted.status))
+}
+
+/// The verdict for a stored event: rejected ones are refused for good with
+/// `SW_ROOM_FORBIDDEN` (the room's rules refuse them); soft-failed ones are taken (stored, not
+/// shown), as the contract says.
+pub fn verdict_of(status: EventStatus) -> Verdict {
+    match status {
+        EventStatus::Rejected => Verdict::rejected("SW_ROOM_FORBIDDEN", "the room's rules refuse this event"),
+        EventStatus::Accepted | EventStatus::SoftFailed | EventStatus::Outlier => Verdict::Accepted,
+    }
+}
+
+/// Whether some auth event or parent of `pdu` is not stored.
+async fn needs_fetching(st: &AppState, pdu: &Pdu) -> Result<bool, sqlx::Error> {
+    let wanted: Vec<String> = pdu.auth_events.iter().chain(&pdu.prev_events).cloned().collect();
+    let found = st.store.stored_event_ids(&wanted).await?;
+    Ok(wanted.iter().any(|id| !found.contains(id)))
+}
+
+#[derive(Debug, thiserror::Error)]
+enum GapError {
+    #[error(transparent)]
+    Fed(#[from] FedError),
+    #[error(transparent)]
+    Store(#[from] sqlx::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<Verdict> for GapError {
+    fn from(v: Verdict) -> GapError {
+        GapError::Other(format!("{:?}", v))
+    }
+}
+
+/// Fetches what `event` lacks: its auth chain (`event_auth`, stored as outliers), then its
+/// missing parents (`get_missing_events`, at most [`MISSING_ROUNDS`] rounds of
+/// [`wire::MAX_MISSING_EVENTS`]), stored oldest first. If the parents still miss, the state at
+/// one of them (`state/`, its events stored as outliers) is answered, for
+/// [`WriteTx::persist_with_state`].
+async fn fill_gap(
+    st: &AppState,
+    active: &Active,
+    origin: &str,
+    event: &Verified,
+    version: RoomVersion,
+) -> Result<Option<StateMap<EventId>>, GapError> {
+    let pdu = &event.pdu;
+    let room_id = pdu.room_id.as_str();
+    let auth_missing = {
+        let found = st.store.stored_event_ids(&pdu.auth_events).await?;
+        pdu.auth_events.iter().any(|a| !found.contains(a))
+    };
+    if auth_missing {
+        fetch_auth_chain(st, active, origin, room_id, &pdu.event_id, version).await?;
+    }
+    let stored_prevs = st.store.stored_event_ids(&pdu.prev_events).await?;
+    if pdu.prev_events.iter().all(|p| stored_prevs.contains(p)) {
+        return Ok(None);
+    }
+    let mut fetched: HashMap<EventId, Verified> = HashMap::new();
+    let mut latest = vec![pdu.event_id.clone()];
+    let mut open: Vec<EventId> = Vec::new();
+    for _ in 0..MISSING_ROUNDS {
+        let earliest = st.store.forward_extremities(room_id).await?;
+        let body = json!({
+            "earliest_events": earliest, "latest_events": latest,
+            "limit": wire::MAX_MISSING_EVENTS, "min_depth": 0,
+        });
+        let answer =
+            active.client.request(origin, "POST", &wire::path::get_missing_events(room_id), Some(&body)).await?;
+        let events = answer.get("events").and_then(Value::as_array).cloned().unwrap_or_default();
+        let mut new = 0;
+        for value in events.iter().take(wire::MAX_MISSING_EVENTS) {
+            let Ok(v) = verify_pdu(&active.keys, value, version, None).await else { continue };
+            if v.pdu.room_id == room_id && !fetched.contains_key(&v.pdu.event_id) {
+                fetched.insert(v.pdu.event_id.clone(), v);
+                new += 1;
+            }
+        }
+        let mentioned: Vec<EventId> =
+            pdu.prev_events.iter().chain(fetched.values().flat_map(|v| v.pdu.prev_events.iter())).cloned().collect();
+        let stored = st.store.stored_event_ids(&mentioned).await?;
+        open = mentioned.into_iter().filter(|id| !stored.contains(id) && !fetched.contains_key(id)).collect();
+        if open.is_empty() || new == 0 {
+            break;
+        }
+        latest = fetched
+            .values()
+            .filter(|v| v.pdu.prev_events.iter().any(|p| open.contains(p)))
+            .map(|v| v.pdu.event_id.clone())
+            .collect();
+    }
+    if open.is_empty() {
+        let list: Vec<Verified> = fetched.into_values().collect();
+        let pdus: Vec<Pdu> = list.iter().map(|v| v.pdu.clone()).collect();
+        for (_, order) in order_batch(&pdus) {
+            for i in order {
+                ensure_auth(st, active, origin, &list[i], version).await?;
+                store_event(&st.store, &list[i], None).await?;
+            }
+        }
+        return Ok(None);
+    }
+    // The gap stays open: take the state at the first missing parent from the origin.
+    let Some(prev) = pdu.prev_events.iter().find(|p| !stored_prevs.contains(*p)) else { return Ok(None) };
+    let answer = active.client.request(origin, "GET", &wire::path::state(room_id, prev), None).await?;
+    let list = |k: &str| answer.get(k).and_then(Value::as_array).cloned().unwrap_or_default();
+    let (state_pdus, chain) = (list("pdus"), list("auth_chain"));
+    if state_pdus.len() > wire::MAX_STATE_EVENTS || chain.len() > wire::MAX_STATE_EVENTS {
+        return Err(GapError::Other("the state answered is over the limits".into()));
+    }
+    let mut state = StateMap::new();
+    let mut to_store = Vec::new();
+    for (i, value) in chain.iter().chain(&state_pdus).enumerate() {
+        let Ok(v) = verify_pdu(&active.keys, value, version, None).await else { continue };
+        if v.pdu.room_id != room_id {
+            continue;
+        }
+        if i >= chain.len() {
+            if let Some(key) = v.pdu.state_entry() {
+                state.insert(key, v.pdu.event_id.clone());
+            }
+        }
+        to_store.push(v);
+    }
+    store_outliers(st, to_store).await?;
+    Ok(Some(state))
+}
+
+/// Fetches and stores an event's auth chain from `origin` when some of its auth events are
+/// not stored.
+async fn ensure_auth(
+    st: &AppState,
+    active: &Active,
+    origin: &str,
+    event: &Verified,
+    version: RoomVersion,
+) -> Result<(), GapError> {
+    let found = st.store.stored_event_ids(&event.pdu.auth_events).await?;
+    if event.pdu.auth_events.iter().all(|a| found.contains(a)) {
+        return Ok(());
+    }
+    fetch_auth_chain(st, active, origin, &event.pdu.room_id, &event.pdu.event_id, version).await
+}
+
+/// `event_auth/{room_id}/{event_id}` from `origin`: every event verified, those of the room
+/// not stored kept as outliers (or placed, when their parents are known), shallowest first.
+async fn fetch_auth_chain(
+    st: &AppState,
+    active: &Active,
+    origin: &str,
+    room_id: &str,
+    event_id: &str,
+    version: RoomVersion,
+) -> Result<(), GapError> {
+    let answer = active.client.request(origin, "GET", &wire::path::event_auth(room_id, event_id), None).await?;
+    let chain = answer.get("auth_chain").and_then(Value::as_array).cloned().unwrap_or_default();
+    if chain.len() > MAX_FETCHED_AUTH_EVENTS.max(wire::MAX_STATE_EVENTS) {
+        return Err(GapError::Other("the auth chain answered is over the limits".into()));
+    }
+    let mut out = Vec::new();
+    for value in &chain {
+        if let Ok(v) = verify_pdu(&active.keys, value, version, None).await {
+            if v.pdu.room_id == room_id {
+                out.push(v);
+            }
+        }
+    }
+    store_outliers(st, out).await
+}
+
+/// Stores events fetched for their state or auth role, those not stored yet, auth events
+/// before what they authorise (by depth), in one transaction.
+async fn store_outliers(st: &AppState, mut events: Vec<Verified>) -> Result<(), GapError> {
+    let ids: Vec<String> = events.iter().map(|v| v.pdu.event_id.clone()).collect();
+    let stored = st.store.stored_event_ids(&ids).await?;
+    events.retain(|v| !stored.contains(&v.pdu.event_id));
+    events.sort_by(|a, b| (a.pdu.depth, &a.pdu.event_id).cmp(&(b.pdu.depth, &b.pdu.event_id)));
+    let mut seen = HashSet::new();
+    events.retain(|v| seen.insert(v.pdu.event_id.clone()));
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut tx = st.store.write().await?;
+    for v in &events {
+        let json = crypto::to_canonical_string(&v.json).map_err(|e| GapError::Other(e.to_string()))?;
+        let p = tx.persist(&v.pdu, &json).await.map_err(|e| GapError::Other(e.to_string()))?;
+        if !p.existed && p.status == EventStatus::Accepted {
+            apply_accepted(&mut tx, &v.pdu).await.map_err(|e| GapError::Other(e.to_string()))?;
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Persists one verified event (with the state before it when its parents are missing) and,
+/// when accepted, applies it to the projections; one transaction.
+pub async fn store_event(
+    store: &Store,
+    event: &Verified,
+    state: Option<&StateMap<EventId>>,
+) -> Result<Persisted, Verdict> {
+    let json = crypto::to_canonical_string(&event.json)
+        .map_err(|e| Verdict::rejected("SW_BAD_REQUEST", format!("not canonical JSON: {e}")))?;
+    let mut tx = store.write().await.map_err(unavailable)?;
+    let persisted = match state {
+        Some(s) => tx.persist_with_state(&event.pdu, &json, s).await,
+        None => tx.persist(&event.pdu, &json).await,
+    }
+    .map_err(|e| match e {
+        PersistError::Unstorable(m) => Verdict::rejected("SW_BAD_REQUEST", m),
+        other => unavailable(other),
+    })?;
+    if !persisted.existed && persisted.status == EventStatus::Accepted {
+        apply_accepted(&mut tx, &event.pdu).await.map_err(unavailable)?;
+    }
+    tx.commit().await.map_err(unavailable)?;
+    Ok(persisted)
+}
+
+/// What an accepted event from a peer changes beside the graph, as the same event does when
+/// sent here: the sender's local record, the projections of a state event that is now part
+/// of the current state, and the folded rows of edits, reactions and redactions.
+pub async fn apply_accepted(tx: &mut WriteTx, pdu: &Pdu) -> ApiResult<()> {
+    let now = crate::clock::now_secs();
+    // A member event about its sender names the display name to create the record with.
+    let own_name = (pdu.event_type == types::MEMBER && pdu.state_key.as_deref() == Some(pdu.sender.as_str()))
+        .then(|| pdu.content.get("display_name").and_then(Value::as_str))
+        .flatten();
+    let sender = tx.ensure_foreign_participant(&pdu.sender, own_name, "default", now).await?;
+    if let Some(key) = pdu.state_key.as_deref() {
+        let current = tx.state_pdu_keyed(&pdu.room_id, &pdu.event_type, key).await?;
+        // A create event comes only with a join (its local facts are the joiner's business).
+        if pdu.event_type != types::CREATE && current.is_some_and(|(id, _)| id == pdu.event_id) {
+            crate::rooms::project::apply(tx, pdu, None).await?;
+        }
+        return Ok(());
+    }
+    let text = |k: &str| pdu.content.get(k).and_then(Value::as_str);
+    match pdu.event_type.as_str() {
+        EDIT => {
+            let (Some(target), Some(new_content)) = (text("event_id"), pdu.content.get("new_content")) else {
+                return Ok(());
+            };
+            let Some(msg) = tx.message(&pdu.room_id, target).await? else { return Ok(()) };
+            // As for a local edit: the sender's own message, not redacted.
+            if msg.event_type == types::MESSAGE && msg.sender_fqid == pdu.sender && msg.redacted_at.is_none() {
+                tx.apply_edit(target, &new_content.to_string(), pdu.origin_ts).await?;
+            }
+        }
+        REACTION => {
+            let (Some(target), Some(emoji)) = (text("event_id"), text("emoji")) else { return Ok(()) };
+            if crate::messages::validate_emoji(emoji).is_err() {
+                return Ok(());
+            }
+            let Some(msg) = tx.message(&pdu.room_id, target).await? else { return Ok(()) };
+            if msg.event_type == types::MESSAGE && msg.redacted_at.is_none() {
+                tx.add_reaction(target, &sender.id, emoji, &pdu.event_id).await?;
+            }
+        }
+        REDACTION => {
+            let Some(target) = text("redacts") else { return Ok(()) };
+            let Some(msg) = tx.message(&pdu.room_id, target).await? else { return Ok(()) };
+            if msg.event_type != types::MESSAGE && msg.event_type != REACTION || msg.redacted_at.is_some() {
+                return Ok(());
+            }
+            // The rules let any member's redaction in; it takes effect for the target's sender
+            // or a member at the room's `redact` level above the target's sender.
+            if msg.sender_fqid != pdu.sender {
+                let mine = tx.member(&pdu.room_id, &sender.id).await?.map(|m| m.power_level).unwrap_or(0);
+                let theirs = tx.member(&pdu.room_id, &msg.sender_id).await?.map(|m| m.power_level).unwrap_or(0);
+                let needed = crate::rooms::thresholds(tx, &pdu.room_id).await?.redact;
+                if mine < needed || mine <= theirs {
+                    return Ok(());
+                }
+            }
+            tx.apply_redaction(target, pdu.origin_ts).await?;
+            if msg.event_type == REACTION {
+                tx.forget_reaction_event(target).await?;
+            }
+            crate::rooms::redact_stored_pdus(tx, target).await?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The transaction's edus: typing and presence of the origin's participants, to local
+/// clients through the realtime hub. Anything else, or not the origin's, is ignored.
+async fn receive_edus(st: &AppState, origin: &str, edus: &[Value]) {
+    for edu in edus {
+        let Ok(edu) = serde_json::from_value::<wire::Edu>(edu.clone()) else { continue };
+        let fqid = edu.content.get("fqid").and_then(Value::as_str).unwrap_or("");
+        if federation::event::parse_fqid(fqid).is_none_or(|(_, server)| server != origin) {
+            continue;
+        }
+        let Ok(Some(participant)) = st.store.participant_by_fqid(fqid).await else { continue };
+        match edu.edu_type.as_str() {
+            wire::edu::TYPING => {
+                let room_id = edu.content.get("room_id").and_then(Value::as_str).unwrap_or("");
+                let Some(typing) = edu.content.get("typing").and_then(Value::as_bool) else { continue };
+                let joined = st
+                    .store
+                    .member(room_id, &participant.id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some_and(|m| m.member.membership == crate::storage::Membership::Join);
+                if joined {
+                    crate::api::realtime::typing_notice(&st.hub, room_id, &participant.id, typing, Instant::now());
+                }
+            }
+            wire::edu::PRESENCE => {
+                let Some(status) = edu
+                    .content
+                    .get("presence")
+                    .and_then(|p| serde_json::from_value::<crate::realtime::PresenceStatus>(p.clone()).ok())
+                else {
+                    continue;
+                };
+                let before = st.hub.presence_of(&participant.id, &participant.id, Instant::now());
+                st.hub.set_presence(&participant.id, status, Instant::now());
+                crate::api::realtime::announce_presence(st, &participant.id, before).await;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// What every read endpoint checks before serving a room to `origin`: the room is known here
+/// and `origin` has or had a member in it (else 404 `SW_ROOM_NOT_FOUND`, never leaking the
+/// room), and its federation is on (else 409 `SW_FED_DISABLED`).
+pub async fn room_readable_by(st: &AppState, room_id: &str, origin: &str) -> ApiResult<()> {
+    let federated = st.store.room_federated(room_id).await?.ok_or(ApiError::RoomNotFound)?;
+    if !st.store.server_ever_in_room(room_id, origin).await? {
+        return Err(ApiError::RoomNotFound);
+    }
+    if !federated {
+        return Err(ApiError::FedDisabled("federation is off for this room".into()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "inbound_tests.rs"]
+mod tests;

@@ -1,0 +1,632 @@
+//! The receiving side of federation through real nodes: `beta`'s signing key (read from its
+//! key file) signs transactions and reads sent straight to `alpha`'s federation listener over
+//! the testnet's DNS and TLS, so `alpha` checks them against the keys `beta` really publishes.
+//!
+//! The homeserver binary comes from `$TESTNET_HOMESERVER_BIN`, or is built here (see
+//! `testnet.rs`).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use serde_json::{Value, json};
+use testnet::{Options, Testnet};
+
+/// The newest modification time under `path` (a file or a directory tree).
+fn newest_mtime(path: &std::path::Path) -> Option<std::time::SystemTime> {
+    let meta = std::fs::metadata(path).ok()?;
+    if meta.is_file() {
+        return meta.modified().ok();
+    }
+    std::fs::read_dir(path).ok()?.flatten().filter_map(|e| newest_mtime(&e.path())).max()
+}
+
+/// Finds the homeserver binary, building it first when it is missing or older than its
+/// sources (once per test process). Under `cargo test --workspace` it is already fresh: cargo
+/// builds every target, the homeserver binary included, before it runs any test.
+fn homeserver_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("TESTNET_HOMESERVER_BIN") {
+            return PathBuf::from(p);
+        }
+        // target/<profile>/deps/testnet-…: the profile dir holds the binaries.
+        let exe = std::env::current_exe().expect("test executable");
+        let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>").to_path_buf();
+        let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
+        let bin = profile_dir.join(format!("homeserver{}", std::env::consts::EXE_SUFFIX));
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let sources = [
+            "homeserver/src",
+            "homeserver/Cargo.toml",
+            "federation",
+            "crypto/src",
+            "crypto/Cargo.toml",
+            "migrations",
+            "Cargo.lock",
+        ];
+        let newest_source = sources.iter().filter_map(|s| newest_mtime(&root.join(s))).max();
+        let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
+        if built.is_some() && built >= newest_source {
+            return bin;
+        }
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => "dev".to_string(),
+            Some(other) => other.to_string(),
+        };
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "--quiet", "-p", "homeserver", "--bin", "homeserver", "--profile", &profile])
+            .arg("--manifest-path")
+            .arg(root.join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target_dir)
+            .status()
+            .expect("run cargo build -p homeserver");
+        assert!(status.success(), "cargo build -p homeserver failed");
+        assert!(bin.is_file(), "{} missing after the build", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// A second octet no other testnet on this machine uses now: tests and test processes run
+/// side by side.
+fn free_subnet(offset: u8) -> u8 {
+    // Three tests of this file run side by side: 40 apart, wrapping past 255.
+    let start = 100u8.wrapping_add((std::process::id() % 64) as u8).wrapping_add(offset.wrapping_mul(40));
+    (0..120u8)
+        .map(|k| start.wrapping_add(k).max(1))
+        .find(|s| {
+            std::net::TcpListener::bind((Ipv4Addr::new(127, *s, 0, 10), testnet::CLIENT_PORT)).is_ok()
+                && std::net::TcpListener::bind((Ipv4Addr::new(127, *s, 0, 11), testnet::FEDERATION_PORT)).is_ok()
+        })
+        .expect("a free 127.x subnet")
+}
+
+fn options(nodes: usize, dir: &std::path::Path, offset: u8) -> Options {
+    Options {
+        nodes,
+        state_dir: dir.to_path_buf(),
+        subnet: free_subnet(offset),
+        homeserver_bin: Some(homeserver_bin()),
+        log: "warn".into(),
+    }
+}
+
+/// Unix milliseconds now.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// Signs requests as one node of the testnet, with that node's own key.
+struct AsPeer {
+    origin: String,
+    key: crypto::ServerKey,
+    http: reqwest::Client,
+}
+
+impl AsPeer {
+    fn new(net: &Testnet, short: &str, to: &str) -> AsPeer {
+        let node = net.node(short).unwrap();
+        let file: Value =
+            serde_json::from_slice(&std::fs::read(node.data_dir.join("keys").join("signing_keys.json")).unwrap())
+                .unwrap();
+        let key = crypto::ServerKey::from_seed_base64(
+            file["current"]["key_id"].as_str().unwrap(),
+            file["current"]["seed"].as_str().unwrap(),
+        )
+        .unwrap();
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(net.ca_cert_path()).unwrap()).unwrap();
+        let target = net.node(to).unwrap().federation_addr();
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .tls_certs_only([ca])
+            .resolve(&net.node(to).unwrap().server_name, target)
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .unwrap();
+        AsPeer { origin: node.server_name.clone(), key, http }
+    }
+
+    /// A signed request to `dest`; answers the status and the JSON body.
+    async fn request(&self, dest: &str, method: &str, uri: &str, body: Option<&Value>) -> (u16, Value) {
+        let header =
+            crypto::RequestToSign { method, uri, origin: &self.origin, destination: dest, ts: now_ms(), content: body }
+                .authorization_header(&self.key)
+                .unwrap();
+        let url = format!("https://{dest}:{}{uri}", testnet::FEDERATION_PORT);
+        let mut req = self.http.request(method.parse().unwrap(), url).header("authorization", header);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.expect("the request reaches the node");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Any event of `room`, hashed and signed with this peer's key; answers its id and form.
+    fn build(
+        &self,
+        room: &str,
+        sender: &str,
+        event_type: &str,
+        state_key: Option<&str>,
+        content: Value,
+        prev: &[(String, i64)],
+        auth: &[String],
+    ) -> (String, Value, i64) {
+        let depth = prev.iter().map(|(_, d)| *d).max().unwrap_or(0) + 1;
+        let prev_ids: Vec<&str> = prev.iter().map(|(id, _)| id.as_str()).collect();
+        let mut value = json!({
+            "room_id": room, "sender": sender, "origin": self.origin, "origin_ts": now_ms() / 1000,
+            "event_type": event_type, "content": content, "prev_events": prev_ids, "auth_events": auth,
+            "depth": depth, "event_uuid": format!("u-{}", now_ms()),
+        });
+        if let Some(k) = state_key {
+            value["state_key"] = json!(k);
+        }
+        let (id, signed) = crypto::build_and_sign_event(value, &self.origin, &self.key).unwrap();
+        (id, signed, depth)
+    }
+
+    /// An event of `room` by `sender`, hashed and signed with this peer's key.
+    fn event(&self, room: &str, sender: &str, body: &str, prev: &[&str]) -> (String, Value) {
+        let value = json!({
+            "room_id": room, "sender": sender, "origin": self.origin, "origin_ts": now_ms() / 1000,
+            "event_type": "swp.room.message", "content": {"msgtype": "swp.text", "body": body},
+            "prev_events": prev, "auth_events": [], "depth": 2, "event_uuid": format!("u-{body}"),
+        });
+        crypto::build_and_sign_event(value, &self.origin, &self.key).unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_are_checked_deduplicated_and_answered_per_event() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let net = Testnet::start_with(options(2, dir.path(), 0)).await.expect("testnet starts");
+    let alpha = net.client("alpha").unwrap();
+    let alice = net.register("alpha", "alice").await.unwrap();
+    let r = alpha
+        .post("/v1/rooms", Some(&alice.access_token), &json!({"room_type": "public", "name": "Lobby"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+    let room = r.data()["id"].as_str().unwrap().to_string();
+    let beta = AsPeer::new(&net, "beta", "alpha");
+    let send = |txn: &str| format!("/_scaiwave/federation/v1/send/{txn}");
+
+    // A room federation is off for: its events are not taken now (retry); an unknown room's
+    // are refused; what does not parse as an event gets no verdict.
+    let (in_room, e1) = beta.event(&room, "@bob:beta.test", "hi", &["evt-unknownparent"]);
+    let (elsewhere, e2) = beta.event("room-nosuchroom", "@bob:beta.test", "hi", &["evt-unknownparent"]);
+    let txn = json!({"origin": "beta.test", "origin_ts": now_ms(), "pdus": [e1, e2, 7, {"x": 1}], "edus": []});
+    let (status, body) = beta.request("alpha.test", "PUT", &send("t1"), Some(&txn)).await;
+    assert_eq!(status, 200, "{body}");
+    let pdus = body["data"]["pdus"].as_object().unwrap().clone();
+    assert_eq!(pdus.len(), 2, "{body}");
+    assert_eq!(pdus[&in_room]["error"]["code"], "SW_FED_DISABLED", "{body}");
+    assert_eq!(pdus[&in_room]["error"]["retry"], true, "{body}");
+    assert_eq!(pdus[&elsewhere]["error"]["code"], "SW_ROOM_NOT_FOUND", "{body}");
+    assert!(pdus[&elsewhere]["error"].get("retry").is_none(), "{body}");
+
+    // The same transaction id again: the first answer, whatever the body.
+    let other = json!({"origin": "beta.test", "origin_ts": now_ms(), "pdus": [], "edus": []});
+    let (status, again) = beta.request("alpha.test", "PUT", &send("t1"), Some(&other)).await;
+    assert_eq!((status, &again), (200, &body));
+
+    // A body naming another origin, or over the limits: 400.
+    let forged = json!({"origin": "gamma.test", "origin_ts": now_ms(), "pdus": [], "edus": []});
+    let (status, b) = beta.request("alpha.test", "PUT", &send("t2"), Some(&forged)).await;
+    assert_eq!((status, b["error"]["code"].as_str()), (400, Some("SW_BAD_REQUEST")), "{b}");
+    let many: Vec<Value> = (0..51).map(|_| json!({})).collect();
+    let big = json!({"origin": "beta.test", "origin_ts": now_ms(), "pdus": many, "edus": []});
+    let (status, b) = beta.request("alpha.test", "PUT", &send("t3"), Some(&big)).await;
+    assert_eq!((status, b["error"]["code"].as_str()), (400, Some("SW_BAD_REQUEST")), "{b}");
+    // An unsigned request never reaches the pipeline.
+    let url = format!("https://alpha.test:{}{}", testnet::FEDERATION_PORT, send("t4"));
+    let r = beta.http.put(url).json(&other).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+
+    // Reads of a room beta never had a member in: 404, never leaking the room.
+    for uri in [
+        format!("/_scaiwave/federation/v1/rooms/{room}/members"),
+        format!("/_scaiwave/federation/v1/rooms/{room}/backfill?v={in_room}&limit=10"),
+        format!("/_scaiwave/federation/v1/state_ids/{room}?event_id={in_room}"),
+        format!("/_scaiwave/federation/v1/event_auth/{room}/{in_room}"),
+    ] {
+        let (status, b) = beta.request("alpha.test", "GET", &uri, None).await;
+        assert_eq!((status, b["error"]["code"].as_str()), (404, Some("SW_ROOM_NOT_FOUND")), "{uri}: {b}");
+    }
+    let gme = json!({"earliest_events": [], "latest_events": [in_room], "limit": 10, "min_depth": 0});
+    let (status, b) = beta
+        .request("alpha.test", "POST", &format!("/_scaiwave/federation/v1/get_missing_events/{room}"), Some(&gme))
+        .await;
+    assert_eq!((status, b["error"]["code"].as_str()), (404, Some("SW_ROOM_NOT_FOUND")), "{b}");
+    let (status, _) =
+        beta.request("alpha.test", "GET", &format!("/_scaiwave/federation/v1/event/{in_room}"), None).await;
+    assert_eq!(status, 404, "an event never stored");
+
+    // Nothing of it reached alice's room.
+    let r = alpha.get(&format!("/v1/rooms/{room}/messages"), Some(&alice.access_token)).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(!r.body.to_string().contains("@bob:beta.test"), "{}", r.body);
+    net.down().await.unwrap();
+}
+
+/// A room's current state (`(type, state_key)` → event id) and forward extremities (with
+/// depths), read from a node's database.
+fn graph_of(db: &rusqlite::Connection, room: &str) -> (Vec<((String, String), String)>, Vec<(String, i64)>) {
+    let mut q = db.prepare("SELECT event_type, state_key, event_id FROM room_state WHERE room_id = ?1").unwrap();
+    let state = q
+        .query_map([room], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let mut q = db.prepare("SELECT event_id, depth FROM room_extremities WHERE room_id = ?1").unwrap();
+    let heads = q.query_map([room], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
+    (state, heads)
+}
+
+/// A public room of alpha's with federation on, which beta's Bob joins by sending his own join:
+/// events from beta are checked, ordered, stored and shown to alpha's clients; refused ones
+/// never show; a gap beta cannot fill is answered `retry`.
+///
+/// Federation is switched on by writing the room's projection directly: the admin endpoint
+/// that emits the `swp.room.federation` event belongs to another part of issue 14.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peers_events_are_checked_ordered_and_shown_like_local_ones() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let net = Testnet::start_with(options(2, dir.path(), 1)).await.expect("testnet starts");
+    let alpha = net.client("alpha").unwrap();
+    let alice = net.register("alpha", "alice").await.unwrap();
+    let r = alpha
+        .post("/v1/rooms", Some(&alice.access_token), &json!({"room_type": "public", "name": "Lobby"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+    let room = r.data()["id"].as_str().unwrap().to_string();
+    let db = rusqlite::Connection::open(net.node("alpha").unwrap().data_dir.join("homeserver.db")).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    db.execute("UPDATE rooms SET federated = 1 WHERE id = ?1", [&room]).unwrap();
+    let (state, heads) = graph_of(&db, &room);
+    let id_of = |t: &str| state.iter().find(|((et, k), _)| et == t && k.is_empty()).unwrap().1.clone();
+    let (create, pl, jr) = (id_of("swp.room.create"), id_of("swp.room.power_levels"), id_of("swp.room.join_rules"));
+
+    let beta = AsPeer::new(&net, "beta", "alpha");
+    let send = |txn: &str| format!("/_scaiwave/federation/v1/send/{txn}");
+    const BOB: &str = "@bob:beta.test";
+    let (join, join_v, join_d) = beta.build(
+        &room,
+        BOB,
+        "swp.room.member",
+        Some(BOB),
+        json!({"membership": "join", "display_name": "Bob"}),
+        &heads,
+        &[create.clone(), pl.clone(), jr.clone()],
+    );
+    let member_auth = [create.clone(), pl.clone(), join.clone()];
+    let after_join = [(join.clone(), join_d)];
+    let (hello, hello_v, hello_d) = beta.build(
+        &room,
+        BOB,
+        "swp.room.message",
+        None,
+        json!({"msgtype": "swp.text", "body": "hello from beta"}),
+        &after_join,
+        &member_auth,
+    );
+    // Its body changed after signing: the hash fails, only the redacted form is kept.
+    let (tampered, mut tampered_v, _) = beta.build(
+        &room,
+        BOB,
+        "swp.room.message",
+        None,
+        json!({"msgtype": "swp.text", "body": "as signed"}),
+        &[(hello.clone(), hello_d)],
+        &member_auth,
+    );
+    tampered_v["content"]["body"] = json!("tampered");
+    // A sender of another server than the origin.
+    let (carol, carol_v, _) = beta.build(
+        &room,
+        "@carol:gamma.test",
+        "swp.room.message",
+        None,
+        json!({"msgtype": "swp.text", "body": "not beta's"}),
+        &after_join,
+        &member_auth,
+    );
+    // A sender who is not a member.
+    let (dave, dave_v, _) = beta.build(
+        &room,
+        "@dave:beta.test",
+        "swp.room.message",
+        None,
+        json!({"msgtype": "swp.text", "body": "not a member"}),
+        &after_join,
+        &[create.clone(), pl.clone()],
+    );
+    // A member without power changing the power levels.
+    let (grab, grab_v, _) = beta.build(
+        &room,
+        BOB,
+        "swp.room.power_levels",
+        Some(""),
+        json!({"users": {BOB: 100}, "users_default": 0}),
+        &[(hello.clone(), hello_d)],
+        &member_auth,
+    );
+    // The message comes before the join it stands on: the batch is applied in graph order.
+    let txn = json!({
+        "origin": "beta.test", "origin_ts": now_ms(),
+        "pdus": [hello_v, join_v, tampered_v, carol_v, dave_v, grab_v], "edus": [],
+    });
+    let (status, body) = beta.request("alpha.test", "PUT", &send("j1"), Some(&txn)).await;
+    assert_eq!(status, 200, "{body}");
+    let v = &body["data"]["pdus"];
+    assert_eq!(v[&join], json!({}), "{body}");
+    assert_eq!(v[&hello], json!({}), "{body}");
+    assert_eq!(v[&tampered], json!({}), "{body}");
+    assert_eq!(v[&carol]["error"]["code"], "SW_FED_SIGNATURE_MISMATCH", "{body}");
+    assert_eq!(v[&dave]["error"]["code"], "SW_ROOM_FORBIDDEN", "{body}");
+    assert_eq!(v[&grab]["error"]["code"], "SW_ROOM_FORBIDDEN", "{body}");
+    // Replayed: the same answer, nothing stored twice.
+    let (_, again) = beta.request("alpha.test", "PUT", &send("j1"), Some(&txn)).await;
+    assert_eq!(again, body);
+
+    // Alice sees Bob's messages as she sees local ones; the refused ones never.
+    let r = alpha.get(&format!("/v1/rooms/{room}/messages?limit=50"), Some(&alice.access_token)).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let messages = r.data().as_array().cloned().unwrap_or_default();
+    let find = |id: &str| messages.iter().find(|m| m["id"] == id).cloned();
+    let shown = find(&hello).expect("Bob's message is shown");
+    assert_eq!(shown["sender_fqid"], BOB);
+    assert_eq!(shown["content"]["body"], "hello from beta");
+    assert!(shown["sender_id"].as_str().is_some_and(|s| s != BOB), "a local participant id: {shown}");
+    let redacted = find(&tampered).expect("the tampered message is kept, redacted");
+    assert!(redacted["content"].get("body").is_none(), "{redacted}");
+    for refused in [&carol, &dave] {
+        assert!(find(refused).is_none(), "{refused} must not show");
+    }
+    let members = alpha.get(&format!("/v1/rooms/{room}/members"), Some(&alice.access_token)).await.unwrap();
+    assert!(members.body.to_string().contains(BOB), "Bob is a member: {}", members.body);
+
+    // Presence of beta's own participant is taken; one claimed for another server's is not.
+    let edus = json!([
+        {"edu_type": "presence", "content": {"fqid": BOB, "presence": "busy"}},
+        {"edu_type": "presence", "content": {"fqid": alice.fqid, "presence": "appear_offline"}},
+        {"edu_type": "typing", "content": {"room_id": room, "fqid": BOB, "typing": true}},
+        {"edu_type": "nonsense", "content": 7},
+    ]);
+    let txn = json!({"origin": "beta.test", "origin_ts": now_ms(), "pdus": [], "edus": edus});
+    let (status, body) = beta.request("alpha.test", "PUT", &send("e1"), Some(&txn)).await;
+    assert_eq!((status, &body["data"]), (200, &json!({"pdus": {}})), "{body}");
+    let presence_of = |fqid: String| {
+        let alpha = alpha.clone();
+        let token = alice.access_token.clone();
+        async move {
+            let r = alpha.get(&format!("/v1/presence?ids={fqid}"), Some(&token)).await.unwrap();
+            assert_eq!(r.status, 200, "{}", r.body);
+            r.data()[&fqid].clone()
+        }
+    };
+    assert_eq!(presence_of(BOB.to_string()).await, "busy");
+    assert_ne!(presence_of(alice.fqid.clone()).await, "appear_offline", "beta cannot speak for alpha's users");
+
+    // Now beta may read the room: its members and the state at Bob's join.
+    let (status, b) =
+        beta.request("alpha.test", "GET", &format!("/_scaiwave/federation/v1/rooms/{room}/members"), None).await;
+    assert_eq!(status, 200, "{b}");
+    assert!(b["data"].as_array().unwrap().iter().any(|m| m["fqid"] == BOB && m["membership"] == "join"), "{b}");
+    let (status, b) = beta
+        .request("alpha.test", "GET", &format!("/_scaiwave/federation/v1/state_ids/{room}?event_id={join}"), None)
+        .await;
+    assert_eq!(status, 200, "{b}");
+    assert!(b["data"]["pdu_ids"].as_array().unwrap().contains(&json!(join)), "{b}");
+    let (status, b) = beta.request("alpha.test", "GET", &format!("/_scaiwave/federation/v1/event/{hello}"), None).await;
+    assert_eq!((status, &b["data"]["pdu"]["content"]["body"]), (200, &json!("hello from beta")), "{b}");
+
+    // A parent nobody can give: beta's own node does not know the room, so the gap stays open
+    // and the event is answered retry, again at once while its back-off lasts.
+    let (orphan, orphan_v, _) = beta.build(
+        &room,
+        BOB,
+        "swp.room.message",
+        None,
+        json!({"msgtype": "swp.text", "body": "orphan"}),
+        &[("evt-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".to_string(), 9)],
+        &member_auth,
+    );
+    for txn_id in ["g1", "g2"] {
+        let txn = json!({"origin": "beta.test", "origin_ts": now_ms(), "pdus": [orphan_v], "edus": []});
+        let (status, body) = beta.request("alpha.test", "PUT", &send(txn_id), Some(&txn)).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["data"]["pdus"][&orphan]["error"]["retry"], true, "{txn_id}: {body}");
+    }
+    net.down().await.unwrap();
+}
+
+/// A stand-in peer `name` on `ip:8448`: its well-known document for `key`,
+/// `get_missing_events` answering `missing` and `state/` answering `state` (whatever is asked:
+/// it stands for a peer that has exactly those).
+async fn gap_peer(
+    name: &str,
+    key: &crypto::ServerKey,
+    ip: Ipv4Addr,
+    cert_pem: String,
+    key_pem: String,
+    missing: Vec<Value>,
+    state: Value,
+) -> axum_server::Handle<SocketAddr> {
+    let mut doc = json!({
+        "server_name": name,
+        "public_key": key.public_key_base64(),
+        "protocol_versions": ["v1"],
+        "verify_keys": {key.key_id(): {"key": key.public_key_base64()}},
+        "valid_until_ts": now_ms() + 24 * 3600 * 1000,
+    });
+    crypto::sign_json(&mut doc, name, key).unwrap();
+    let events = json!({"data": {"events": missing}});
+    let state = json!({"data": state});
+    let app = axum::Router::new()
+        .route("/.well-known/scaiwave/server", axum::routing::get(move || async move { axum::Json(doc.clone()) }))
+        .route(
+            "/_scaiwave/federation/v1/get_missing_events/{room}",
+            axum::routing::post(move || async move { axum::Json(events.clone()) }),
+        )
+        .route(
+            "/_scaiwave/federation/v1/state/{room}",
+            axum::routing::get(move || async move { axum::Json(state.clone()) }),
+        );
+    let tls = axum_server::tls_rustls::RustlsConfig::from_pem(cert_pem.into_bytes(), key_pem.into_bytes())
+        .await
+        .expect("fake peer TLS config");
+    let listener = std::net::TcpListener::bind((ip, testnet::FEDERATION_PORT)).expect("bind fake peer");
+    listener.set_nonblocking(true).unwrap();
+    let handle = axum_server::Handle::new();
+    let server = axum_server::from_tcp_rustls(listener, tls).unwrap().handle(handle.clone());
+    tokio::spawn(async move { server.serve(app.into_make_service()).await });
+    handle
+}
+
+/// An event whose parents alpha never saw: alpha fetches them from the origin with
+/// `get_missing_events`, verifies them, stores them oldest first, and then the event; all show
+/// in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_parents_are_fetched_from_the_origin_before_the_event() {
+    gap_filled(2, false).await;
+}
+
+/// When the origin gives no missing events, alpha takes the state at the missing parent from
+/// it (`state/`) and stores the event on that state: it shows, its unknown parents do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unfillable_gap_falls_back_to_the_state_at_the_parent() {
+    gap_filled(3, true).await;
+}
+
+async fn gap_filled(offset: u8, state_fallback: bool) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let opts = options(1, dir.path(), offset);
+    let subnet = opts.subnet;
+    let net = Testnet::start_with(opts).await.expect("testnet starts");
+    let alpha = net.client("alpha").unwrap();
+    let alice = net.register("alpha", "alice").await.unwrap();
+    let r = alpha
+        .post("/v1/rooms", Some(&alice.access_token), &json!({"room_type": "public", "name": "Lobby"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+    let room = r.data()["id"].as_str().unwrap().to_string();
+    let db = rusqlite::Connection::open(net.node("alpha").unwrap().data_dir.join("homeserver.db")).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    db.execute("UPDATE rooms SET federated = 1 WHERE id = ?1", [&room]).unwrap();
+    let (state, heads) = graph_of(&db, &room);
+    let id_of = |t: &str| state.iter().find(|((et, k), _)| et == t && k.is_empty()).unwrap().1.clone();
+    let (create, pl, jr) = (id_of("swp.room.create"), id_of("swp.room.power_levels"), id_of("swp.room.join_rules"));
+
+    // delta.test: a peer of our own, with its key, its certificate from the testnet CA.
+    let key = crypto::ServerKey::generate("d1").unwrap();
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(net.ca_cert_path()).unwrap()).unwrap();
+    let delta_ip = Ipv4Addr::new(127, subnet, 0, 96);
+    let delta = AsPeer {
+        origin: "delta.test".into(),
+        key: crypto::ServerKey::from_seed_base64(key.key_id(), &key.seed_base64()).unwrap(),
+        http: reqwest::Client::builder()
+            .no_proxy()
+            .tls_certs_only([ca])
+            .resolve("alpha.test", net.node("alpha").unwrap().federation_addr())
+            .build()
+            .unwrap(),
+    };
+    const DAVE: &str = "@dave:delta.test";
+    let (join, join_v, join_d) = delta.build(
+        &room,
+        DAVE,
+        "swp.room.member",
+        Some(DAVE),
+        json!({"membership": "join", "display_name": "Dave"}),
+        &heads,
+        &[create.clone(), pl.clone(), jr.clone()],
+    );
+    let auth = [create.clone(), pl.clone(), join.clone()];
+    let mut prev = (join.clone(), join_d);
+    let mut chain = Vec::new();
+    for n in 1..=4 {
+        let (id, v, d) = delta.build(
+            &room,
+            DAVE,
+            "swp.room.message",
+            None,
+            json!({"msgtype": "swp.text", "body": format!("m{n}")}),
+            std::slice::from_ref(&prev),
+            &auth,
+        );
+        prev = (id.clone(), d);
+        chain.push((id, v));
+    }
+    // The peer answers the three parents, newest first, as a walk back finds them; or nothing,
+    // and the room's state after Dave's join for `state/`.
+    let missing: Vec<Value> =
+        if state_fallback { Vec::new() } else { chain[..3].iter().rev().map(|(_, v)| v.clone()).collect() };
+    let mut state_pdus: Vec<Value> = state
+        .iter()
+        .map(|(_, id)| {
+            let pdu: String = db.query_row("SELECT pdu FROM events WHERE event_id = ?1", [id], |r| r.get(0)).unwrap();
+            serde_json::from_str(&pdu).unwrap()
+        })
+        .collect();
+    state_pdus.push(join_v.clone());
+    let state_answer = json!({"pdus": state_pdus, "auth_chain": []});
+    let peer_dir = dir.path().join("delta");
+    std::fs::create_dir_all(&peer_dir).unwrap();
+    let cert = net.ca.node_cert(&peer_dir, "delta.test").unwrap();
+    let handle = gap_peer(
+        "delta.test",
+        &key,
+        delta_ip,
+        std::fs::read_to_string(&cert.cert_path).unwrap(),
+        std::fs::read_to_string(&cert.key_path).unwrap(),
+        missing,
+        state_answer,
+    )
+    .await;
+    net.add_host("delta.test", IpAddr::V4(delta_ip), testnet::FEDERATION_PORT);
+
+    let send = |txn: &str| format!("/_scaiwave/federation/v1/send/{txn}");
+    let txn = json!({"origin": "delta.test", "origin_ts": now_ms(), "pdus": [join_v], "edus": []});
+    let (status, body) = delta.request("alpha.test", "PUT", &send("d1"), Some(&txn)).await;
+    assert_eq!((status, &body["data"]["pdus"][&join]), (200, &json!({})), "{body}");
+    let (last, last_v) = chain[3].clone();
+    let txn = json!({"origin": "delta.test", "origin_ts": now_ms(), "pdus": [last_v], "edus": []});
+    let (status, body) = delta.request("alpha.test", "PUT", &send("d2"), Some(&txn)).await;
+    assert_eq!((status, &body["data"]["pdus"][&last]), (200, &json!({})), "{body}");
+
+    let r = alpha.get(&format!("/v1/rooms/{room}/messages?limit=50"), Some(&alice.access_token)).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let bodies: Vec<String> = r
+        .data()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["sender_fqid"] == DAVE && m["event_type"] == "swp.room.message")
+        .filter_map(|m| m["content"]["body"].as_str().map(str::to_owned))
+        .collect();
+    let mut sorted = bodies.clone();
+    sorted.sort();
+    if state_fallback {
+        assert_eq!(bodies, ["m4"], "the event, on the state the origin gave");
+        handle.shutdown();
+        net.down().await.unwrap();
+        return;
+    }
+    assert_eq!(sorted, ["m1", "m2", "m3", "m4"], "every missing parent was fetched: {bodies:?}");
+    let mut reversed = sorted.clone();
+    reversed.reverse();
+    assert!(bodies == sorted || bodies == reversed, "the page follows the graph: {bodies:?}");
+    handle.shutdown();
+    net.down().await.unwrap();
+}
