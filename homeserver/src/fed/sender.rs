@@ -413,6 +413,10 @@ impl Sender {
                     self.pause(&dest, STORE_PAUSE).await;
                     continue;
                 }
+                if !fresh_complete {
+                    // A whole read of events it does not need: read on at once.
+                    continue;
+                }
                 let wait = (has_retries && retry_due > now).then(|| Duration::from_millis(retry_due - now));
                 self.idle(&dest, wait).await;
                 continue;
