@@ -556,6 +556,8 @@ fn edu_key(edu: &Edu) -> Option<(String, String, String)> {
 mod tests {
     use super::*;
 
+    mod delivery;
+
     #[test]
     fn newer_ephemeral_items_replace_older_ones_about_the_same_thing() {
         let typing = |room: &str, who: &str| Edu {
