@@ -1,5 +1,6 @@
 //! The sender against a stand-in peer over verified TLS: delivery, exactly-once content, the
-//! back-off on failures, the same transaction id for the same batch, and `retry: true`.
+//! back-off on failures, the same transaction id for the same batch, `retry: true`, EDUs, and
+//! a peer that never answers delaying no one else.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -103,7 +104,7 @@ async fn store(dir: &std::path::Path) -> Store {
     store
 }
 
-async fn alice_in_room_with(store: &Store, peer_name: &str) -> Participant {
+async fn alice_in_room_with(store: &Store, peer_names: &[&str]) -> Participant {
     let alice = Participant {
         id: "p-alice".into(),
         tenant_id: "default".into(),
@@ -139,8 +140,10 @@ async fn alice_in_room_with(store: &Store, peer_name: &str) -> Participant {
     };
     let mut tx = store.write().await.unwrap();
     populate_new_room(&mut tx, &room, &alice, &[]).await.unwrap();
-    let bob = tx.ensure_foreign_participant(&format!("@bob:{peer_name}"), None, "default", 0).await.unwrap();
-    tx.set_membership("room-d1", &bob.id, Membership::Join, Some(0), 0).await.unwrap();
+    for peer_name in peer_names {
+        let bob = tx.ensure_foreign_participant(&format!("@bob:{peer_name}"), None, "default", 0).await.unwrap();
+        tx.set_membership("room-d1", &bob.id, Membership::Join, Some(0), 0).await.unwrap();
+    }
     tx.set_room_federated("room-d1", true).await.unwrap();
     tx.commit().await.unwrap();
     alice
@@ -202,8 +205,17 @@ async fn delivers_backs_off_and_sends_again_what_the_peer_asked_for() {
     let dir = tempfile::tempdir().unwrap();
     let fake = Peer::default();
     let (peer_name, ca_pem, _stop) = peer(dir.path(), fake.clone()).await;
+    // A second peer that accepts connections and never answers: it must delay no one.
+    let hanging = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hanging_name = format!("127.0.0.1:{}", hanging.local_addr().unwrap().port());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = hanging.accept().await {
+            held.push(conn);
+        }
+    });
     let store = store(dir.path()).await;
-    let alice = alice_in_room_with(&store, &peer_name).await;
+    let alice = alice_in_room_with(&store, &[&peer_name, &hanging_name]).await;
 
     let mut config = Config::default();
     config.server_name = "hs.test".into();
@@ -217,7 +229,7 @@ async fn delivers_backs_off_and_sends_again_what_the_peer_asked_for() {
     .unwrap();
     let key = crypto::ServerKey::from_seed("1", &[7; 32]).unwrap();
     let client =
-        federation::client::FedClient::new(discovery, "hs.test", Arc::new(key), Duration::from_secs(5)).unwrap();
+        federation::client::FedClient::new(discovery, "hs.test", Arc::new(key), Duration::from_secs(120)).unwrap();
     let sender = Sender::start(store.clone(), client, &config);
 
     // Delivered, once each, in a transaction of the right shape.
@@ -267,5 +279,19 @@ async fn delivers_backs_off_and_sends_again_what_the_peer_asked_for() {
         received(&fake).into_iter().filter(|(_, b)| b.contains(&"four".to_string())).map(|(t, _)| t).collect();
     assert!(ids.len() >= 2 && ids[0] != ids[ids.len() - 1], "a re-send is a new transaction: {ids:?}");
     assert_eq!(count(&fake, "one"), 1, "nothing delivered twice");
+
+    // Ephemeral items go promptly, in a transaction of their own when no event waits.
+    sender.typing("room-d1", &alice.fqid, true);
+    let edu = until("the typing notice arrives", async || {
+        let got = fake.got.lock().unwrap();
+        got.iter().flat_map(|(_, b)| b["edus"].as_array().cloned().unwrap_or_default()).next()
+    })
+    .await;
+    assert_eq!(
+        edu,
+        json!({"edu_type": "typing", "content": {"room_id": "room-d1", "fqid": alice.fqid, "typing": true}})
+    );
+    let stuck = store.fed_destination_row(&hanging_name).await.unwrap().expect("the hanging peer is a destination");
+    assert_eq!(stuck.last_success_at, None, "its first transaction is still waiting");
     sender.stop();
 }
