@@ -413,6 +413,10 @@ impl Sender {
                     self.pause(&dest, STORE_PAUSE).await;
                     continue;
                 }
+                if !fresh_complete {
+                    // A whole read of events it does not need: read on at once.
+                    continue;
+                }
                 let wait = (has_retries && retry_due > now).then(|| Duration::from_millis(retry_due - now));
                 self.idle(&dest, wait).await;
                 continue;
@@ -551,6 +555,8 @@ fn edu_key(edu: &Edu) -> Option<(String, String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    mod delivery;
 
     #[test]
     fn newer_ephemeral_items_replace_older_ones_about_the_same_thing() {
