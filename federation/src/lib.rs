@@ -30,6 +30,7 @@
 pub mod auth;
 pub mod client;
 pub mod event;
+pub mod join;
 pub mod keys;
 pub mod state_res;
 #[cfg(test)]
