@@ -5,6 +5,7 @@ pub mod auth;
 pub mod bundle;
 pub mod discovery;
 pub mod extract;
+pub mod fed_join;
 pub mod media;
 pub mod messages;
 pub mod realtime;
@@ -137,6 +138,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/participants/{participant_id}", get(workspaces::participant))
         .route("/v1/directory/rooms", get(rooms::directory))
         .route("/v1/admin/federation/resolve", post(discovery::resolve))
+        .route("/v1/admin/rooms/{room_id}/federate", put(fed_join::federate))
+        .route("/v1/admin/rooms/{room_id}/federation/invite", post(fed_join::invite))
+        .route("/v1/me/federated-dms", post(fed_join::federated_dm))
         .route("/v1/sync", get(realtime::sync))
         .route("/v1/stream", get(realtime::stream))
         .route("/v1/typing", put(realtime::typing))

@@ -7,6 +7,7 @@
 //!   sender and the client API's federation operations.
 
 pub mod endpoints;
+pub mod join;
 pub mod request;
 
 use std::sync::Arc;

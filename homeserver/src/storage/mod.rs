@@ -8,6 +8,7 @@
 mod dag;
 mod export;
 mod fed;
+mod fed_join;
 mod graph;
 mod identity;
 mod media;
