@@ -214,6 +214,13 @@ async fn invite_join_decline_and_join_through_a_second_server() {
         .await
         .unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
+    // gamma has heard from alpha before (an invite), so it holds alpha's keys: a server that
+    // never did would need a notary it trusts to verify alpha's events while alpha is down.
+    let r = a
+        .post(&format!("/v1/rooms/{room}/invitations"), Some(&alice.access_token), &invite(&carol.fqid))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
     net.stop_node("alpha").await.unwrap();
     let r = g
         .post(
