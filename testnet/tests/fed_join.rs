@@ -239,3 +239,52 @@ async fn invite_join_decline_and_join_through_a_second_server() {
     net.start_node("alpha").await.unwrap();
     net.down().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn federated_dms_are_one_room_per_pair_from_both_sides() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let net = Testnet::start_with(options(2, dir.path(), 1)).await.expect("testnet starts");
+    let (a, b) = (net.client("alpha").unwrap(), net.client("beta").unwrap());
+    let alice = net.register("alpha", "alice").await.unwrap();
+    let bob = net.register("beta", "bob").await.unwrap();
+    let dm = |c: &NodeClient, me: &User, other: &User| {
+        let (c, token, body) = (c.clone(), me.access_token.clone(), json!({"fqid": other.fqid}));
+        async move { c.post("/v1/me/federated-dms", Some(&token), &body).await.unwrap() }
+    };
+
+    // One side first: created, then the same room again from both sides; bob's call joins it.
+    let r = dm(&a, &alice, &bob).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.data()["room_type"], "dm");
+    assert_eq!(r.data()["federated"], true);
+    let room = r.data()["id"].as_str().unwrap().to_owned();
+    let r = dm(&a, &alice, &bob).await;
+    assert_eq!((r.status, r.data()["id"].as_str()), (200, Some(room.as_str())), "{}", r.body);
+    assert_eq!(listed(&b, &room, &bob).await.as_deref(), Some("invite"));
+    let r = dm(&b, &bob, &alice).await;
+    assert_eq!((r.status, r.data()["id"].as_str()), (200, Some(room.as_str())), "{}", r.body);
+    assert_eq!(r.data()["membership"], "join");
+    let mut both = vec![pair(&alice.fqid, "join"), pair(&bob.fqid, "join")];
+    both.sort();
+    assert_eq!(members(&a, &room, &alice).await, both);
+    assert_eq!(members(&b, &room, &bob).await, both);
+
+    // Both sides at the same moment: every later call on either side answers the room whose
+    // id sorts first.
+    let carol = net.register("alpha", "carol").await.unwrap();
+    let dan = net.register("beta", "dan").await.unwrap();
+    let (ra, rb) = tokio::join!(dm(&a, &carol, &dan), dm(&b, &dan, &carol));
+    assert!(ra.is_success() && rb.is_success(), "{} / {}", ra.body, rb.body);
+    let first: Vec<String> = [&ra, &rb].iter().map(|r| r.data()["id"].as_str().unwrap().to_owned()).collect();
+    let kept = first.iter().min().unwrap().clone();
+    let ra = dm(&a, &carol, &dan).await;
+    let rb = dm(&b, &dan, &carol).await;
+    assert_eq!(ra.data()["id"].as_str(), Some(kept.as_str()), "{}", ra.body);
+    assert_eq!(rb.data()["id"].as_str(), Some(kept.as_str()), "{}", rb.body);
+    let mut pair_members = vec![pair(&carol.fqid, "join"), pair(&dan.fqid, "join")];
+    pair_members.sort();
+    assert_eq!(members(&a, &kept, &carol).await, pair_members);
+    assert_eq!(members(&b, &kept, &dan).await, pair_members);
+    net.down().await.unwrap();
+}

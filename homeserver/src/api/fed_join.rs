@@ -52,7 +52,14 @@ pub async fn invite(
     if !crate::fed::join::is_remote(&st, &b.fqid) {
         return Err(ApiError::bad_request("fqid names a participant of this server: invite them with /invitations"));
     }
-    let (who, row) = crate::fed::join::invite_remote(&st, &caller.participant, &room_id, &b.fqid, true).await?;
+    let (who, row) = crate::fed::join::invite_remote(
+        &st,
+        &caller.participant,
+        &room_id,
+        &b.fqid,
+        crate::fed::join::InviteMode::Admin,
+    )
+    .await?;
     Ok(data(member_view(&who, &row)))
 }
 

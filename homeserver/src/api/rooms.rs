@@ -271,7 +271,9 @@ pub async fn invite(
 ) -> ApiResult<impl IntoResponse> {
     if let Some(fqid) = b.fqid.as_deref().filter(|f| b.participant_id.is_none() && crate::fed::join::is_remote(&st, f))
     {
-        let (who, row) = crate::fed::join::invite_remote(&st, &caller.participant, &id, fqid, false).await?;
+        let (who, row) =
+            crate::fed::join::invite_remote(&st, &caller.participant, &id, fqid, crate::fed::join::InviteMode::Member)
+                .await?;
         return Ok(data(super::fed_join::member_view(&who, &row)).into_response());
     }
     moderate(st, caller, id, b, Moderation::Invite).await.map(IntoResponse::into_response)

@@ -117,3 +117,16 @@ impl WriteTx {
         .await
     }
 }
+
+impl WriteTx {
+    /// Sets or clears the room's DM key: a federated DM replaced by another of the same pair
+    /// gives its key up, and an invite's room takes it. Local organisation, not room state.
+    pub async fn set_room_dm_key(&mut self, room_id: &str, dm_key: Option<&str>) -> StoreResult<()> {
+        sqlx::query("UPDATE rooms SET dm_key = $2 WHERE id = $1")
+            .bind(room_id)
+            .bind(dm_key)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+}
