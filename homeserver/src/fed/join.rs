@@ -571,7 +571,12 @@ async fn candidates(st: &AppState, room_id: &str, fqid: &str, via: &[String]) ->
 /// server does not hold the room's graph.
 pub async fn needs_remote(st: &AppState, room_id: &str) -> ApiResult<bool> {
     let mut tx = st.store.write().await?;
-    Ok(!tx.holds_room_graph(room_id).await?)
+    if tx.holds_room_graph(room_id).await? {
+        return Ok(false);
+    }
+    // A room of this server always has its graph; a room row without one is an invitation
+    // from another server (federated by construction).
+    Ok(tx.room(room_id).await?.is_none_or(|r| r.federated))
 }
 
 /// A join or leave signed here from a resident server's template, and that server's answer.
