@@ -307,8 +307,7 @@ pub enum InviteMode {
 /// Invites a participant of another server: the invite is built and checked here, countersigned
 /// by the invitee's server (`PUT invite/…`), then stored as this server's own event (the sender
 /// delivers it to the room's other servers). Nothing is stored when the invitee's server cannot
-/// be reached (502 `SW_FED_UNAVAILABLE`) or refuses (its code). `as_admin`: the admin endpoint
-/// (creator, power 100 or server admin, through the service participant).
+/// be reached (502 `SW_FED_UNAVAILABLE`) or refuses (its code). `mode` picks the checks.
 pub async fn invite_remote(
     st: &AppState,
     caller: &Participant,
@@ -323,7 +322,6 @@ pub async fn invite_remote(
     if service::is_service(fqid) {
         return Err(ApiError::ParticipantNotFound("a server's service participant is not a person".into()));
     }
-    let active = st.fed.active()?;
     let (event_id, signed, version, body) = {
         let mut tx = st.store.write().await?;
         let (room, me) = rooms::load(&mut tx, room_id, caller).await?;
@@ -389,6 +387,7 @@ pub async fn invite_remote(
         }
         (event_id, signed.clone(), version, json!({"event": signed, "invite_room_state": stripped}))
     };
+    let active = st.fed.active()?;
     let answer = active
         .client
         .request(&server, "PUT", &path::invite(room_id, &event_id), Some(&body))

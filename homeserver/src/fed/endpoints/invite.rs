@@ -3,10 +3,11 @@
 //! `SW_PARTICIPANT_NOT_FOUND`), stored so that it shows in the invitee's room list and sync.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde_json::{Value, json};
 
 use crate::api::AppState;
+use crate::api::extract::Path;
 use crate::error::ApiResult;
 use crate::fed::request::SignedRequest;
 

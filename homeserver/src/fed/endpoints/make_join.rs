@@ -5,10 +5,11 @@
 //! `SW_FED_DISABLED`.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde_json::{Value, json};
 
 use crate::api::AppState;
+use crate::api::extract::Path;
 use crate::error::ApiResult;
 use crate::fed::request::SignedRequest;
 

@@ -4,11 +4,12 @@
 //! other servers; `state` is the room's state before it, `auth_chain` its auth chain.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::api::AppState;
+use crate::api::extract::{Path, Query};
 use crate::error::ApiResult;
 use crate::fed::request::SignedRequest;
 
