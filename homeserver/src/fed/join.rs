@@ -847,10 +847,10 @@ pub async fn federated_dm(st: &AppState, caller: &Participant, fqid: &str) -> Ap
     }
     let invited = invite_remote(st, caller, &room.id, &other.fqid, InviteMode::DmParty).await;
     // Both sides may have made one at the same moment: the pair's DM is the one still open.
-    if let Some(v) = existing_dm(st, caller, &other, &key).await? {
-        if v.room.id != room.id {
-            return Ok((v, false));
-        }
+    if let Some(v) = existing_dm(st, caller, &other, &key).await?
+        && v.room.id != room.id
+    {
+        return Ok((v, false));
     }
     invited?;
     let v = st.store.room_view(&room.id, &caller.id).await?.ok_or(ApiError::RoomNotFound)?;
