@@ -847,8 +847,12 @@ pub async fn federated_dm(st: &AppState, caller: &Participant, fqid: &str) -> Ap
     }
     let invited = invite_remote(st, caller, &room.id, &other.fqid, InviteMode::DmParty).await;
     // Both sides may have made one at the same moment: the pair's DM is the one still open.
-    if let Some(v) = existing_dm(st, caller, &other, &key).await?
-        && v.room.id != room.id
+    let open = {
+        let mut tx = st.store.write().await?;
+        tx.open_dm(&key).await?.map(|r| r.id)
+    };
+    if open.is_some_and(|id| id != room.id)
+        && let Some(v) = existing_dm(st, caller, &other, &key).await?
     {
         return Ok((v, false));
     }
