@@ -244,7 +244,7 @@ async fn invite_join_decline_and_join_through_a_second_server() {
 async fn federated_dms_are_one_room_per_pair_from_both_sides() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
-    let net = Testnet::start_with(options(2, dir.path(), 1)).await.expect("testnet starts");
+    let mut net = Testnet::start_with(options(2, dir.path(), 1)).await.expect("testnet starts");
     let (a, b) = (net.client("alpha").unwrap(), net.client("beta").unwrap());
     let alice = net.register("alpha", "alice").await.unwrap();
     let bob = net.register("beta", "bob").await.unwrap();
@@ -286,5 +286,46 @@ async fn federated_dms_are_one_room_per_pair_from_both_sides() {
     pair_members.sort();
     assert_eq!(members(&a, &kept, &carol).await, pair_members);
     assert_eq!(members(&b, &kept, &dan).await, pair_members);
+
+    // Both made one while cut off from each other (each invite failed): once they meet again,
+    // two rounds of calls end on the room whose id sorts first, on both sides, and the other
+    // is closed with a pointer to it.
+    let erin = net.register("alpha", "erin").await.unwrap();
+    let finn = net.register("beta", "finn").await.unwrap();
+    net.partition("alpha", "beta").unwrap();
+    let ra = dm(&a, &erin, &finn).await;
+    let rb = dm(&b, &finn, &erin).await;
+    assert_eq!((ra.status, ra.code()), (502, "SW_FED_UNAVAILABLE"), "{}", ra.body);
+    assert_eq!((rb.status, rb.code()), (502, "SW_FED_UNAVAILABLE"), "{}", rb.body);
+    let made_a = listed_id(&a, &erin).await;
+    let made_b = listed_id(&b, &finn).await;
+    assert_ne!(made_a, made_b);
+    net.heal().unwrap();
+    for _ in 0..2 {
+        let ra = dm(&a, &erin, &finn).await;
+        assert!(ra.is_success(), "{}", ra.body);
+        let rb = dm(&b, &finn, &erin).await;
+        assert!(rb.is_success(), "{}", rb.body);
+    }
+    let kept = made_a.clone().min(made_b.clone());
+    let (lost, lost_on, lost_user) = if kept == made_a { (made_b, &b, &finn) } else { (made_a, &a, &erin) };
+    let ra = dm(&a, &erin, &finn).await;
+    let rb = dm(&b, &finn, &erin).await;
+    assert_eq!(ra.data()["id"].as_str(), Some(kept.as_str()), "{}", ra.body);
+    assert_eq!(rb.data()["id"].as_str(), Some(kept.as_str()), "{}", rb.body);
+    let closed = lost_on.get(&format!("/v1/rooms/{lost}"), Some(&lost_user.access_token)).await.unwrap();
+    assert_eq!(closed.data()["state"], "closed", "{}", closed.body);
+    let mut pair_members = vec![pair(&erin.fqid, "join"), pair(&finn.fqid, "join")];
+    pair_members.sort();
+    assert_eq!(members(&a, &kept, &erin).await, pair_members);
+    assert_eq!(members(&b, &kept, &finn).await, pair_members);
     net.down().await.unwrap();
+}
+
+/// The id of the only room `user` lists on `c`.
+async fn listed_id(c: &NodeClient, user: &User) -> String {
+    let r = c.get("/v1/rooms", Some(&user.access_token)).await.unwrap();
+    let rooms = r.data().as_array().unwrap();
+    assert_eq!(rooms.len(), 1, "{}", r.body);
+    rooms[0]["id"].as_str().unwrap().to_owned()
 }
