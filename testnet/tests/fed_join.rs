@@ -236,6 +236,11 @@ async fn invite_join_decline_and_join_through_a_second_server() {
     three.sort();
     assert_eq!(members(&g, &lobby, &carol).await, three);
     assert_eq!(members(&b, &lobby, &bob).await, three);
+    // The joiner's record on the other servers takes its name from its join.
+    let r = b.get(&format!("/v1/rooms/{lobby}/members"), Some(&bob.access_token)).await.unwrap();
+    let carol_there = r.data().as_array().unwrap().iter().find(|m| m["fqid"] == carol.fqid.as_str()).unwrap().clone();
+    assert_eq!(carol_there["display_name"], "carol", "{carol_there}");
+    assert_eq!(carol_there["server_name"], "gamma.test");
     net.start_node("alpha").await.unwrap();
     net.down().await.unwrap();
 }
