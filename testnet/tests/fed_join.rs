@@ -167,6 +167,9 @@ async fn invite_join_decline_and_join_through_a_second_server() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.data()["membership"], "invite");
     assert_eq!(listed(&b, &room, &bob).await.as_deref(), Some("invite"));
+    let r = b.get(&format!("/v1/rooms/{room}"), Some(&bob.access_token)).await.unwrap();
+    assert_eq!((r.status, &r.data()["membership"]), (200, &json!("invite")), "{}", r.body);
+    assert_eq!(r.data()["name"], "Shared");
     let r = b.get("/v1/sync?since=0&timeout=0", Some(&bob.access_token)).await.unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.body.to_string().contains(&room), "the invite is in bob's sync: {}", r.body);
