@@ -80,6 +80,15 @@ impl UnsignedEvent {
     }
 }
 
+/// Adds `server_name`'s signature to an event signed already (a countersignature: the
+/// invitee's server on an invite, the resident server on a join). Like the origin's, it covers
+/// the redacted form, so the event id and the other signatures stay as they are.
+pub fn countersign_event(rules: RedactionRules, event: &mut Value, server_name: &str, key: &ServerKey) -> Result<()> {
+    let bytes = signing_bytes(&redact_with(rules, event)?)?;
+    let signature = b64::encode(key.sign_bytes(&bytes));
+    add_signature(event, server_name, key.key_id(), signature)
+}
+
 /// Checks `server_name`'s signature with `key_id` on the redacted form of `event`. Works the
 /// same on a full and on a redacted event. Does not check the content hash.
 pub fn verify_event(event: &Value, server_name: &str, key_id: &str, public_key: &PublicKey) -> Result<()> {

@@ -50,8 +50,8 @@ pub use canonical::{MAX_DEPTH, MAX_SAFE_INTEGER, check_value, to_canonical_bytes
 pub use draft::{EventDraft, PreparedDraft};
 pub use error::{Error, Result};
 pub use event::{
-    EVENT_ID_PREFIX, UnsignedEvent, build_and_sign_event, event_id, event_id_with, prepare_event, prepare_event_with,
-    reference_hash, verify_event, verify_event_with,
+    EVENT_ID_PREFIX, UnsignedEvent, build_and_sign_event, countersign_event, event_id, event_id_with, prepare_event,
+    prepare_event_with, reference_hash, verify_event, verify_event_with,
 };
 pub use hash::{check_content_hash, content_hash, sha256};
 pub use keys::{PublicKey, ServerKey, validate_key_id};

@@ -31,6 +31,7 @@ pub mod auth;
 pub mod client;
 pub mod event;
 pub mod inbound;
+pub mod join;
 pub mod keys;
 pub mod peers;
 pub mod sender;

@@ -5,6 +5,7 @@ mod harness;
 mod auth;
 mod bundle;
 mod connections;
+mod fed_join;
 mod login;
 mod malformed;
 mod media;

@@ -6,6 +6,7 @@ pub mod bundle;
 pub mod discovery;
 pub mod extract;
 pub mod fed_delivery;
+pub mod fed_join;
 pub mod fed_peers;
 pub mod media;
 pub mod messages;
@@ -142,6 +143,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/admin/federation/identity", get(fed_peers::identity))
         .route("/v1/admin/federation/foreign/{participant_id}/refresh", post(fed_peers::refresh_foreign))
         .route("/v1/admin/federation/peers", get(fed_delivery::peers))
+        .route("/v1/admin/rooms/{room_id}/federate", put(fed_join::federate))
+        .route("/v1/admin/rooms/{room_id}/federation/invite", post(fed_join::invite))
+        .route("/v1/me/federated-dms", post(fed_join::federated_dm))
         .route("/v1/sync", get(realtime::sync))
         .route("/v1/stream", get(realtime::stream))
         .route("/v1/typing", put(realtime::typing))

@@ -172,9 +172,7 @@ pub async fn members(
 
 #[derive(Deserialize)]
 pub struct JoinBody {
-    /// Accepted (as a list of strings) so clients can send it, and ignored until federated joins
-    /// exist: the names are not checked and a join is always local (`docs/api.md`).
-    #[allow(dead_code)]
+    /// Servers to join through when this server is not in the room (a federated room by id).
     via: Option<Vec<String>>,
 }
 
@@ -182,9 +180,19 @@ pub async fn join(
     State(st): State<AppState>,
     caller: Caller,
     RoomId(room_id): RoomId,
-    Json(_b): Json<JoinBody>,
+    Json(b): Json<JoinBody>,
 ) -> ApiResult<impl IntoResponse> {
-    let v = rooms::join(&st.store, &caller.participant, &room_id).await?;
+    // A room this server is not in (a remote invite, or a federated room by id) is joined
+    // through a resident server.
+    let v = if crate::fed::join::needs_remote(&st, &room_id).await? {
+        let via = b.via.unwrap_or_default();
+        if via.len() > 10 || via.iter().any(|s| !federation::event::is_server_name(s)) {
+            return Err(ApiError::bad_request("via must be at most 10 server names"));
+        }
+        crate::fed::join::join_remote(&st, &caller.participant, &room_id, &via).await?
+    } else {
+        rooms::join(&st.store, &caller.participant, &room_id).await?
+    };
     Ok(data(views::room(&v)))
 }
 
@@ -197,7 +205,12 @@ pub async fn leave(
     RoomId(room_id): RoomId,
     _: NoFields,
 ) -> ApiResult<impl IntoResponse> {
-    rooms::leave(&st.store, &caller.participant, &room_id).await?;
+    // Declining an invite to a room this server is not in goes through a resident server.
+    if crate::fed::join::needs_remote(&st, &room_id).await? {
+        crate::fed::join::decline_remote(&st, &caller.participant, &room_id).await?;
+    } else {
+        rooms::leave(&st.store, &caller.participant, &room_id).await?;
+    }
     Ok(data(json!({"room_id": room_id, "membership": "leave"})))
 }
 
@@ -256,7 +269,14 @@ pub async fn invite(
     RoomId(id): RoomId,
     Json(b): Json<TargetBody>,
 ) -> ApiResult<impl IntoResponse> {
-    moderate(st, caller, id, b, Moderation::Invite).await
+    if let Some(fqid) = b.fqid.as_deref().filter(|f| b.participant_id.is_none() && crate::fed::join::is_remote(&st, f))
+    {
+        let (who, row) =
+            crate::fed::join::invite_remote(&st, &caller.participant, &id, fqid, crate::fed::join::InviteMode::Member)
+                .await?;
+        return Ok(data(super::fed_join::member_view(&who, &row)).into_response());
+    }
+    moderate(st, caller, id, b, Moderation::Invite).await.map(IntoResponse::into_response)
 }
 
 pub async fn kick(

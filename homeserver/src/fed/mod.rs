@@ -7,9 +7,10 @@
 //!   sender and the client API's federation operations.
 
 pub mod endpoints;
+pub mod inbound;
+pub mod join;
 pub mod limits;
 pub mod remote;
-pub mod inbound;
 pub mod request;
 pub mod sender;
 

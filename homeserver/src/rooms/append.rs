@@ -184,7 +184,7 @@ pub async fn append_by(tx: &mut WriteTx, spec: NewEventSpec<'_>, sender_fqid: St
 /// Every local event's way in: built and signed, checked by the room's rules against the
 /// current state, stored, then applied to the projections ([`project::apply`]) when it is a
 /// state event. `local` carries what a create event's `rooms` row needs beyond the event.
-pub(super) async fn append_projected(
+pub(crate) async fn append_projected(
     tx: &mut WriteTx,
     spec: NewEventSpec<'_>,
     sender_fqid: String,

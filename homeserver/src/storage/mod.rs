@@ -8,9 +8,10 @@
 mod dag;
 mod export;
 mod fed;
+mod fed_inbound;
+mod fed_join;
 mod fed_peers;
 mod fed_sender;
-mod fed_inbound;
 mod graph;
 mod identity;
 mod media;
@@ -21,8 +22,8 @@ mod rooms;
 mod writer;
 
 pub use export::{ExportEventRow, ExportMember, ExportReader};
-pub use fed_sender::{DestinationRow, OutboundEvent, PeerStatus};
 pub use fed_inbound::{FedEvent, FedMember};
+pub use fed_sender::{DestinationRow, OutboundEvent, PeerStatus};
 pub use graph::{
     EventStatus, GraphHead, GraphRows, GroupRef, Incoming, LocalAppend, PersistError, Persisted, SNAPSHOT_EVERY,
 };

@@ -7,11 +7,16 @@ pub mod backfill;
 pub mod event;
 pub mod event_auth;
 pub mod get_missing_events;
+pub mod invite;
 pub mod keys_query;
+pub mod make_join;
+pub mod make_leave;
 pub mod media;
 pub mod members;
 pub mod profile;
 pub mod send;
+pub mod send_join;
+pub mod send_leave;
 pub mod state;
 pub mod state_ids;
 
@@ -34,4 +39,9 @@ pub fn routes() -> Router<AppState> {
         .route("/_scaiwave/federation/v1/get_missing_events/{room_id}", post(get_missing_events::handle))
         .route("/_scaiwave/federation/v1/rooms/{room_id}/backfill", get(backfill::handle))
         .route("/_scaiwave/federation/v1/rooms/{room_id}/members", get(members::handle))
+        .route("/_scaiwave/federation/v1/make_join/{room_id}/{fqid}", get(make_join::handle))
+        .route("/_scaiwave/federation/v1/send_join/{room_id}/{event_id}", put(send_join::handle))
+        .route("/_scaiwave/federation/v1/make_leave/{room_id}/{fqid}", get(make_leave::handle))
+        .route("/_scaiwave/federation/v1/send_leave/{room_id}/{event_id}", put(send_leave::handle))
+        .route("/_scaiwave/federation/v1/invite/{room_id}/{event_id}", put(invite::handle))
 }
