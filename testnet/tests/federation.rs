@@ -101,7 +101,19 @@ async fn a_shared_room_replicates_both_ways_and_to_a_third_server() {
     });
     let (alice_ids, bob_ids) = (from_alice.await.unwrap(), from_bob.await.unwrap());
 
-    // An edit, a redaction and reactions from both sides.
+    // An edit, a redaction and reactions from both sides, once each side holds the other's
+    // messages (a reaction names an event its server must know).
+    let (last_a, last_b) = (alice_ids[99].clone(), bob_ids[99].clone());
+    eventually("bob's messages reach alpha", 60, || async {
+        let r = get(&a, &format!("/v1/rooms/{room}/events/{last_b}"), &alice.access_token).await;
+        r.is_success().then_some(())
+    })
+    .await;
+    eventually("alice's messages reach beta", 60, || async {
+        let r = get(&b, &format!("/v1/rooms/{room}/events/{last_a}"), &bob.access_token).await;
+        r.is_success().then_some(())
+    })
+    .await;
     ok(
         &post(
             &a,
@@ -179,6 +191,13 @@ async fn a_shared_room_replicates_both_ways_and_to_a_third_server() {
 
     // A third server joins and receives everything from its join on.
     invite_and_join(&net, "alpha", &alice, &room, "gamma", &carol).await;
+    // Beta learns of carol's join from alpha, which relays it.
+    eventually("carol's join reaches beta", 30, || async {
+        let r = get(&b, &format!("/v1/rooms/{room}/members"), &bob.access_token).await;
+        let members = r.data().as_array().cloned().unwrap_or_default();
+        members.iter().any(|m| m["fqid"] == carol.fqid.as_str() && m["membership"] == "join").then_some(())
+    })
+    .await;
     let after = send(&b, &bob, &room, "welcome carol").await;
     let after_id = after["id"].as_str().unwrap().to_string();
     eventually("gamma receives bob's message", 30, || async {

@@ -297,7 +297,11 @@ impl Sender {
         }
         match self.inner.store.room_has_version(room_id).await {
             Ok(Some(v)) => {
-                lock(&self.inner.versioned).insert(room_id.to_string(), v);
+                // Only a version is final: a room whose create event is not here yet (an
+                // invitation) is asked about again.
+                if v {
+                    lock(&self.inner.versioned).insert(room_id.to_string(), v);
+                }
                 v
             }
             Ok(None) => false,

@@ -139,7 +139,8 @@ impl Store {
     /// existed never federate). `None` when the room has no create event here.
     pub async fn room_has_version(&self, room_id: &str) -> StoreResult<Option<bool>> {
         let content: Option<String> = sqlx::query_scalar(
-            "SELECT content FROM events WHERE room_id = $1 AND event_type = 'swp.room.create' AND status = 0
+            // A joined room's create event came with the join's state: an outlier here.
+            "SELECT content FROM events WHERE room_id = $1 AND event_type = 'swp.room.create' AND status IN (0, 3)
              ORDER BY stream_position LIMIT 1",
         )
         .bind(room_id)
