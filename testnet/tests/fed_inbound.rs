@@ -272,9 +272,6 @@ fn graph_of(db: &rusqlite::Connection, room: &str) -> (Vec<((String, String), St
 /// A public room of alpha's with federation on, which beta's Bob joins by sending his own join:
 /// events from beta are checked, ordered, stored and shown to alpha's clients; refused ones
 /// never show; a gap beta cannot fill is answered `retry`.
-///
-/// Federation is switched on by writing the room's projection directly: the admin endpoint
-/// that emits the `swp.room.federation` event belongs to another part of issue 14.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peers_events_are_checked_ordered_and_shown_like_local_ones() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -288,9 +285,18 @@ async fn a_peers_events_are_checked_ordered_and_shown_like_local_ones() {
         .unwrap();
     assert_eq!(r.status, 201, "{}", r.body);
     let room = r.data()["id"].as_str().unwrap().to_string();
+    let r = alpha
+        .request(
+            reqwest::Method::PUT,
+            &format!("/v1/admin/rooms/{room}/federate"),
+            Some(&alice.access_token),
+            Some(&json!({"enabled": true})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "federate: {}", r.body);
     let db = rusqlite::Connection::open(net.node("alpha").unwrap().data_dir.join("homeserver.db")).unwrap();
     db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
-    db.execute("UPDATE rooms SET federated = 1 WHERE id = ?1", [&room]).unwrap();
     let (state, heads) = graph_of(&db, &room);
     let id_of = |t: &str| state.iter().find(|((et, k), _)| et == t && k.is_empty()).unwrap().1.clone();
     let (create, pl, jr) = (id_of("swp.room.create"), id_of("swp.room.power_levels"), id_of("swp.room.join_rules"));
@@ -521,9 +527,18 @@ async fn gap_filled(offset: u8, state_fallback: bool) {
         .unwrap();
     assert_eq!(r.status, 201, "{}", r.body);
     let room = r.data()["id"].as_str().unwrap().to_string();
+    let r = alpha
+        .request(
+            reqwest::Method::PUT,
+            &format!("/v1/admin/rooms/{room}/federate"),
+            Some(&alice.access_token),
+            Some(&json!({"enabled": true})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "federate: {}", r.body);
     let db = rusqlite::Connection::open(net.node("alpha").unwrap().data_dir.join("homeserver.db")).unwrap();
     db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
-    db.execute("UPDATE rooms SET federated = 1 WHERE id = ?1", [&room]).unwrap();
     let (state, heads) = graph_of(&db, &room);
     let id_of = |t: &str| state.iter().find(|((et, k), _)| et == t && k.is_empty()).unwrap().1.clone();
     let (create, pl, jr) = (id_of("swp.room.create"), id_of("swp.room.power_levels"), id_of("swp.room.join_rules"));

@@ -2,7 +2,7 @@
 //! sender"): the peers' admin list, and delivery through stops, kills and dead peers.
 //!
 //! The delivery tests need a room shared across servers, which needs remote joins; they are
-//! written against the contract's API and marked `#[ignore = "needs joins"]` until those land.
+//! written against the contract's API.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -180,7 +180,6 @@ async fn peers_list_is_for_server_admins() {
 /// A peer stopped during a burst of 200 messages receives all 200, exactly once, after it
 /// starts again; meanwhile the admin list shows its queue and back-off.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs joins"]
 async fn a_stopped_peer_gets_the_whole_burst_once_back() {
     let dir = tempfile::tempdir().unwrap();
     let mut net = start(2, dir.path(), 1).await;
@@ -214,7 +213,6 @@ async fn a_stopped_peer_gets_the_whole_burst_once_back() {
 /// A dead peer does not slow delivery to a live one: with gamma down, beta still gets every
 /// message while alpha backs off from gamma.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs joins"]
 async fn a_dead_peer_does_not_slow_a_live_one() {
     let dir = tempfile::tempdir().unwrap();
     let mut net = start(3, dir.path(), 2).await;
@@ -243,7 +241,6 @@ async fn a_dead_peer_does_not_slow_a_live_one() {
 /// A peer killed while transactions are in flight loses nothing: the batch it never answered
 /// is sent again (same content, same transaction id) once it is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs joins"]
 async fn a_peer_killed_mid_transaction_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut net = start(2, dir.path(), 3).await;
