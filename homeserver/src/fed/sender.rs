@@ -35,6 +35,8 @@ const EDU_STALE_MS: u64 = 30_000;
 /// A peer's contact is recorded at most this often (unless it ends a back-off).
 const SEEN_EVERY: Duration = Duration::from_secs(10);
 /// How many positions the dispatcher looks at per query.
+/// The shortest time between two scans of newly committed events.
+const SCAN_INTERVAL: Duration = Duration::from_millis(5);
 const DISPATCH_CHUNK: i64 = 10_000;
 /// Pause after a local storage error before trying again.
 const STORE_PAUSE: Duration = Duration::from_secs(1);
@@ -255,7 +257,16 @@ impl Sender {
             }
         };
         let mut scanned = resume;
+        let mut last_scan = tokio::time::Instant::now();
         loop {
+            // Under a stream of commits, scan at most every SCAN_INTERVAL: the scan's reads
+            // (and the idle cursors' write) then cost per interval, not per commit of the send
+            // path.
+            let since = last_scan.elapsed();
+            if since < SCAN_INTERVAL {
+                tokio::time::sleep(SCAN_INTERVAL - since).await;
+            }
+            last_scan = tokio::time::Instant::now();
             let top = *committed.borrow_and_update();
             while scanned < top {
                 let upto = (scanned + DISPATCH_CHUNK).min(top);
