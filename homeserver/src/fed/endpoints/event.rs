@@ -17,7 +17,11 @@ pub async fn handle(
     req: SignedRequest,
 ) -> ApiResult<Json<Value>> {
     let event = st.store.fed_event(&event_id).await?.ok_or(ApiError::EventNotFound)?;
-    room_readable_by(&st, &event.room_id, &req.origin).await?;
+    // An event of a room the peer may not read is as unknown as one that does not exist.
+    room_readable_by(&st, &event.room_id, &req.origin).await.map_err(|e| match e {
+        ApiError::RoomNotFound => ApiError::EventNotFound,
+        other => other,
+    })?;
     if !matches!(event.status, EventStatus::Accepted | EventStatus::Outlier) {
         return Err(ApiError::EventNotFound);
     }
