@@ -2,190 +2,20 @@
 //! key file) signs transactions and reads sent straight to `alpha`'s federation listener over
 //! the testnet's DNS and TLS, so `alpha` checks them against the keys `beta` really publishes.
 //!
-//! The homeserver binary comes from `$TESTNET_HOMESERVER_BIN`, or is built here (see
-//! `testnet.rs`).
+//! The homeserver binary and the subnet come from `support` (shared by the test files).
+
+mod support;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
-use std::sync::OnceLock;
 
 use serde_json::{Value, json};
-use testnet::{Options, Testnet};
-
-/// The newest modification time under `path` (a file or a directory tree).
-fn newest_mtime(path: &std::path::Path) -> Option<std::time::SystemTime> {
-    let meta = std::fs::metadata(path).ok()?;
-    if meta.is_file() {
-        return meta.modified().ok();
-    }
-    std::fs::read_dir(path).ok()?.flatten().filter_map(|e| newest_mtime(&e.path())).max()
-}
-
-/// Finds the homeserver binary, building it first when it is missing or older than its
-/// sources (once per test process). Under `cargo test --workspace` it is already fresh: cargo
-/// builds every target, the homeserver binary included, before it runs any test.
-fn homeserver_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("TESTNET_HOMESERVER_BIN") {
-            return PathBuf::from(p);
-        }
-        // target/<profile>/deps/testnet-…: the profile dir holds the binaries.
-        let exe = std::env::current_exe().expect("test executable");
-        let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>").to_path_buf();
-        let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
-        let bin = profile_dir.join(format!("homeserver{}", std::env::consts::EXE_SUFFIX));
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-        let sources = [
-            "homeserver/src",
-            "homeserver/Cargo.toml",
-            "federation",
-            "crypto/src",
-            "crypto/Cargo.toml",
-            "migrations",
-            "Cargo.lock",
-        ];
-        let newest_source = sources.iter().filter_map(|s| newest_mtime(&root.join(s))).max();
-        let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
-        if built.is_some() && built >= newest_source {
-            return bin;
-        }
-        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => "dev".to_string(),
-            Some(other) => other.to_string(),
-        };
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args(["build", "--quiet", "-p", "homeserver", "--bin", "homeserver", "--profile", &profile])
-            .arg("--manifest-path")
-            .arg(root.join("Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target_dir)
-            .status()
-            .expect("run cargo build -p homeserver");
-        assert!(status.success(), "cargo build -p homeserver failed");
-        assert!(bin.is_file(), "{} missing after the build", bin.display());
-        bin
-    })
-    .clone()
-}
-
-/// A second octet no other testnet on this machine uses now: tests and test processes run
-/// side by side.
-fn free_subnet(offset: u8) -> u8 {
-    // Three tests of this file run side by side: 40 apart, wrapping past 255.
-    let start = 100u8.wrapping_add((std::process::id() % 64) as u8).wrapping_add(offset.wrapping_mul(40));
-    (0..120u8)
-        .map(|k| start.wrapping_add(k).max(1))
-        .find(|s| {
-            std::net::TcpListener::bind((Ipv4Addr::new(127, *s, 0, 10), testnet::CLIENT_PORT)).is_ok()
-                && std::net::TcpListener::bind((Ipv4Addr::new(127, *s, 0, 11), testnet::FEDERATION_PORT)).is_ok()
-        })
-        .expect("a free 127.x subnet")
-}
-
-fn options(nodes: usize, dir: &std::path::Path, offset: u8) -> Options {
-    Options {
-        nodes,
-        state_dir: dir.to_path_buf(),
-        subnet: free_subnet(offset),
-        homeserver_bin: Some(homeserver_bin()),
-        log: "warn".into(),
-    }
-}
-
-/// Unix milliseconds now.
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
-}
-
-/// Signs requests as one node of the testnet, with that node's own key.
-struct AsPeer {
-    origin: String,
-    key: crypto::ServerKey,
-    http: reqwest::Client,
-}
-
-impl AsPeer {
-    fn new(net: &Testnet, short: &str, to: &str) -> AsPeer {
-        let node = net.node(short).unwrap();
-        let file: Value =
-            serde_json::from_slice(&std::fs::read(node.data_dir.join("keys").join("signing_keys.json")).unwrap())
-                .unwrap();
-        let key = crypto::ServerKey::from_seed_base64(
-            file["current"]["key_id"].as_str().unwrap(),
-            file["current"]["seed"].as_str().unwrap(),
-        )
-        .unwrap();
-        let ca = reqwest::Certificate::from_pem(&std::fs::read(net.ca_cert_path()).unwrap()).unwrap();
-        let target = net.node(to).unwrap().federation_addr();
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .tls_certs_only([ca])
-            .resolve(&net.node(to).unwrap().server_name, target)
-            .timeout(std::time::Duration::from_secs(30))
-            .build()
-            .unwrap();
-        AsPeer { origin: node.server_name.clone(), key, http }
-    }
-
-    /// A signed request to `dest`; answers the status and the JSON body.
-    async fn request(&self, dest: &str, method: &str, uri: &str, body: Option<&Value>) -> (u16, Value) {
-        let header =
-            crypto::RequestToSign { method, uri, origin: &self.origin, destination: dest, ts: now_ms(), content: body }
-                .authorization_header(&self.key)
-                .unwrap();
-        let url = format!("https://{dest}:{}{uri}", testnet::FEDERATION_PORT);
-        let mut req = self.http.request(method.parse().unwrap(), url).header("authorization", header);
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let resp = req.send().await.expect("the request reaches the node");
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
-    }
-
-    /// Any event of `room`, hashed and signed with this peer's key; answers its id and form.
-    fn build(
-        &self,
-        room: &str,
-        sender: &str,
-        event_type: &str,
-        state_key: Option<&str>,
-        content: Value,
-        prev: &[(String, i64)],
-        auth: &[String],
-    ) -> (String, Value, i64) {
-        let depth = prev.iter().map(|(_, d)| *d).max().unwrap_or(0) + 1;
-        let prev_ids: Vec<&str> = prev.iter().map(|(id, _)| id.as_str()).collect();
-        let mut value = json!({
-            "room_id": room, "sender": sender, "origin": self.origin, "origin_ts": now_ms() / 1000,
-            "event_type": event_type, "content": content, "prev_events": prev_ids, "auth_events": auth,
-            "depth": depth, "event_uuid": format!("u-{}", now_ms()),
-        });
-        if let Some(k) = state_key {
-            value["state_key"] = json!(k);
-        }
-        let (id, signed) = crypto::build_and_sign_event(value, &self.origin, &self.key).unwrap();
-        (id, signed, depth)
-    }
-
-    /// An event of `room` by `sender`, hashed and signed with this peer's key.
-    fn event(&self, room: &str, sender: &str, body: &str, prev: &[&str]) -> (String, Value) {
-        let value = json!({
-            "room_id": room, "sender": sender, "origin": self.origin, "origin_ts": now_ms() / 1000,
-            "event_type": "swp.room.message", "content": {"msgtype": "swp.text", "body": body},
-            "prev_events": prev, "auth_events": [], "depth": 2, "event_uuid": format!("u-{body}"),
-        });
-        crypto::build_and_sign_event(value, &self.origin, &self.key).unwrap()
-    }
-}
+use support::{AsPeer, key_document, now_ms, options, serve_tls};
+use testnet::Testnet;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_are_checked_deduplicated_and_answered_per_event() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
-    let net = Testnet::start_with(options(2, dir.path(), 0)).await.expect("testnet starts");
+    let net = Testnet::start_with(options(2, dir.path())).await.expect("testnet starts");
     let alpha = net.client("alpha").unwrap();
     let alice = net.register("alpha", "alice").await.unwrap();
     let r = alpha
@@ -194,7 +24,7 @@ async fn transactions_are_checked_deduplicated_and_answered_per_event() {
         .unwrap();
     assert_eq!(r.status, 201, "{}", r.body);
     let room = r.data()["id"].as_str().unwrap().to_string();
-    let beta = AsPeer::new(&net, "beta", "alpha");
+    let beta = AsPeer::node(&net, "beta");
     let send = |txn: &str| format!("/_scaiwave/federation/v1/send/{txn}");
 
     // A room federation is off for: its events are not taken now (retry); an unknown room's
@@ -274,9 +104,8 @@ fn graph_of(db: &rusqlite::Connection, room: &str) -> (Vec<((String, String), St
 /// never show; a gap beta cannot fill is answered `retry`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peers_events_are_checked_ordered_and_shown_like_local_ones() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
-    let net = Testnet::start_with(options(2, dir.path(), 1)).await.expect("testnet starts");
+    let net = Testnet::start_with(options(2, dir.path())).await.expect("testnet starts");
     let alpha = net.client("alpha").unwrap();
     let alice = net.register("alpha", "alice").await.unwrap();
     let r = alpha
@@ -301,7 +130,7 @@ async fn a_peers_events_are_checked_ordered_and_shown_like_local_ones() {
     let id_of = |t: &str| state.iter().find(|((et, k), _)| et == t && k.is_empty()).unwrap().1.clone();
     let (create, pl, jr) = (id_of("swp.room.create"), id_of("swp.room.power_levels"), id_of("swp.room.join_rules"));
 
-    let beta = AsPeer::new(&net, "beta", "alpha");
+    let beta = AsPeer::node(&net, "beta");
     let send = |txn: &str| format!("/_scaiwave/federation/v1/send/{txn}");
     const BOB: &str = "@bob:beta.test";
     let (join, join_v, join_d) = beta.build(
@@ -467,14 +296,7 @@ async fn gap_peer(
     missing: Vec<Value>,
     state: Value,
 ) -> axum_server::Handle<SocketAddr> {
-    let mut doc = json!({
-        "server_name": name,
-        "public_key": key.public_key_base64(),
-        "protocol_versions": ["v1"],
-        "verify_keys": {key.key_id(): {"key": key.public_key_base64()}},
-        "valid_until_ts": now_ms() + 24 * 3600 * 1000,
-    });
-    crypto::sign_json(&mut doc, name, key).unwrap();
+    let doc = key_document(name, key, now_ms() + 24 * 3600 * 1000);
     let events = json!({"data": {"events": missing}});
     let state = json!({"data": state});
     let app = axum::Router::new()
@@ -487,15 +309,7 @@ async fn gap_peer(
             "/_scaiwave/federation/v1/state/{room}",
             axum::routing::get(move || async move { axum::Json(state.clone()) }),
         );
-    let tls = axum_server::tls_rustls::RustlsConfig::from_pem(cert_pem.into_bytes(), key_pem.into_bytes())
-        .await
-        .expect("fake peer TLS config");
-    let listener = std::net::TcpListener::bind((ip, testnet::FEDERATION_PORT)).expect("bind fake peer");
-    listener.set_nonblocking(true).unwrap();
-    let handle = axum_server::Handle::new();
-    let server = axum_server::from_tcp_rustls(listener, tls).unwrap().handle(handle.clone());
-    tokio::spawn(async move { server.serve(app.into_make_service()).await });
-    handle
+    serve_tls(ip, cert_pem.into_bytes(), key_pem.into_bytes(), app).await
 }
 
 /// An event whose parents alpha never saw: alpha fetches them from the origin with
@@ -503,20 +317,19 @@ async fn gap_peer(
 /// in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_parents_are_fetched_from_the_origin_before_the_event() {
-    gap_filled(2, false).await;
+    gap_filled(false).await;
 }
 
 /// When the origin gives no missing events, alpha takes the state at the missing parent from
 /// it (`state/`) and stores the event on that state: it shows, its unknown parents do not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unfillable_gap_falls_back_to_the_state_at_the_parent() {
-    gap_filled(3, true).await;
+    gap_filled(true).await;
 }
 
-async fn gap_filled(offset: u8, state_fallback: bool) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+async fn gap_filled(state_fallback: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let opts = options(1, dir.path(), offset);
+    let opts = options(1, dir.path());
     let subnet = opts.subnet;
     let net = Testnet::start_with(opts).await.expect("testnet starts");
     let alpha = net.client("alpha").unwrap();

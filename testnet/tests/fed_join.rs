@@ -2,99 +2,13 @@
 //! remote joins (through a second resident server when the first is down, and of a public room
 //! by id with `via`), declining a remote invite, federated DMs.
 //!
-//! The homeserver binary is found (or built) as in `testnet.rs`.
+//! The homeserver binary and the subnet come from `support` (shared by the test files).
 
-use std::net::Ipv4Addr;
-use std::path::PathBuf;
-use std::sync::OnceLock;
+mod support;
 
-use serde_json::{Value, json};
-use testnet::{NodeClient, Options, Resp, Testnet, User};
-
-/// The newest modification time under `path` (a file or a directory tree).
-fn newest_mtime(path: &std::path::Path) -> Option<std::time::SystemTime> {
-    let meta = std::fs::metadata(path).ok()?;
-    if meta.is_file() {
-        return meta.modified().ok();
-    }
-    std::fs::read_dir(path).ok()?.flatten().filter_map(|e| newest_mtime(&e.path())).max()
-}
-
-/// Finds the homeserver binary, building it first when it is missing or older than its
-/// sources (once per test process). Under `cargo test --workspace` it is already fresh: cargo
-/// builds every target, the homeserver binary included, before it runs any test.
-fn homeserver_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("TESTNET_HOMESERVER_BIN") {
-            return PathBuf::from(p);
-        }
-        // target/<profile>/deps/testnet-…: the profile dir holds the binaries.
-        let exe = std::env::current_exe().expect("test executable");
-        let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>").to_path_buf();
-        let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
-        let bin = profile_dir.join(format!("homeserver{}", std::env::consts::EXE_SUFFIX));
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-        let sources = [
-            "homeserver/src",
-            "homeserver/Cargo.toml",
-            "federation",
-            "crypto/src",
-            "crypto/Cargo.toml",
-            "migrations",
-            "Cargo.lock",
-        ];
-        let newest_source = sources.iter().filter_map(|s| newest_mtime(&root.join(s))).max();
-        let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
-        if built.is_some() && built >= newest_source {
-            return bin;
-        }
-        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => "dev".to_string(),
-            Some(other) => other.to_string(),
-        };
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args(["build", "--quiet", "-p", "homeserver", "--bin", "homeserver", "--profile", &profile])
-            .arg("--manifest-path")
-            .arg(root.join("Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target_dir)
-            .status()
-            .expect("run cargo build -p homeserver");
-        assert!(status.success(), "cargo build -p homeserver failed");
-        assert!(bin.is_file(), "{} missing after the build", bin.display());
-        bin
-    })
-    .clone()
-}
-
-/// A second octet no other testnet on this machine uses now: tests and test processes run
-/// side by side.
-fn free_subnet(offset: u8) -> u8 {
-    let start = 100 + (std::process::id() % 64) as u8 + offset * 64;
-    (0..120u8)
-        .map(|k| start.wrapping_add(k).max(1))
-        .find(|s| {
-            std::net::TcpListener::bind((Ipv4Addr::new(127, *s, 0, 10), testnet::CLIENT_PORT)).is_ok()
-                && std::net::TcpListener::bind((Ipv4Addr::new(127, *s, 0, 11), testnet::FEDERATION_PORT)).is_ok()
-        })
-        .expect("a free 127.x subnet")
-}
-
-fn options(nodes: usize, dir: &std::path::Path, offset: u8) -> Options {
-    Options {
-        nodes,
-        state_dir: dir.to_path_buf(),
-        subnet: free_subnet(offset),
-        homeserver_bin: Some(homeserver_bin()),
-        log: "warn".into(),
-    }
-}
-
-async fn put(c: &NodeClient, path: &str, token: &str, body: &Value) -> Resp {
-    c.request(reqwest::Method::PUT, path, Some(token), Some(body)).await.unwrap()
-}
+use serde_json::json;
+use support::{options, put};
+use testnet::{NodeClient, Testnet, User};
 
 /// `(fqid, membership)` of a room's joined and invited members as `user` sees them on `c`.
 async fn members(c: &NodeClient, room: &str, user: &User) -> Vec<(String, String)> {
@@ -129,9 +43,8 @@ fn pair(fqid: &str, m: &str) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invite_join_decline_and_join_through_a_second_server() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
-    let mut net = Testnet::start_with(options(3, dir.path(), 0)).await.expect("testnet starts");
+    let mut net = Testnet::start_with(options(3, dir.path())).await.expect("testnet starts");
     let (a, b, g) = (net.client("alpha").unwrap(), net.client("beta").unwrap(), net.client("gamma").unwrap());
     let alice = net.register("alpha", "alice").await.unwrap();
     let bob = net.register("beta", "bob").await.unwrap();
@@ -250,9 +163,8 @@ async fn invite_join_decline_and_join_through_a_second_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn federated_dms_are_one_room_per_pair_from_both_sides() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
-    let mut net = Testnet::start_with(options(2, dir.path(), 1)).await.expect("testnet starts");
+    let mut net = Testnet::start_with(options(2, dir.path())).await.expect("testnet starts");
     let (a, b) = (net.client("alpha").unwrap(), net.client("beta").unwrap());
     let alice = net.register("alpha", "alice").await.unwrap();
     let bob = net.register("beta", "bob").await.unwrap();

@@ -10,30 +10,8 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use support::{node_key, now_ms, serve_tls, tls_client};
 use testnet::{Testnet, poll_until};
-
-/// Unix milliseconds now.
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
-}
-
-/// A node's current signing key, read from its key file (`signing.rs` format).
-fn node_key(net: &Testnet, name: &str) -> crypto::ServerKey {
-    let path = net.node(name).unwrap().data_dir.join("keys").join("signing_keys.json");
-    let file: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    let cur = &file["current"];
-    crypto::ServerKey::from_seed_base64(cur["key_id"].as_str().unwrap(), cur["seed"].as_str().unwrap()).unwrap()
-}
-
-/// An HTTPS client that trusts the testnet CA and finds every node's federation listener.
-fn tls_client(net: &Testnet) -> reqwest::Client {
-    let ca = reqwest::Certificate::from_pem(net.ca.cert_pem.as_bytes()).unwrap();
-    let mut b = reqwest::Client::builder().no_proxy().tls_certs_only([ca]).timeout(Duration::from_secs(20));
-    for n in &net.nodes {
-        b = b.resolve(&n.server_name, n.federation_addr());
-    }
-    b.build().unwrap()
-}
 
 /// What a forged (or honest) request is made of.
 struct Signed<'a> {
@@ -164,24 +142,14 @@ async fn lying_media_origin(
             async move { ([("content-type", "text/plain".to_string()), ("x-scaiwave-sha256", announced)], bytes) }
         }),
     );
-    let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
-        std::fs::read(&cert.cert_path).unwrap(),
-        std::fs::read(&cert.key_path).unwrap(),
-    )
-    .await
-    .unwrap();
-    let listener = std::net::TcpListener::bind((ip, testnet::FEDERATION_PORT)).unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let handle = axum_server::Handle::new();
-    let server = axum_server::from_tcp_rustls(listener, tls).unwrap().handle(handle.clone());
-    tokio::spawn(async move { server.serve(app.into_make_service()).await });
+    let handle =
+        serve_tls(ip, std::fs::read(&cert.cert_path).unwrap(), std::fs::read(&cert.key_path).unwrap(), app).await;
     net.add_host(name, std::net::IpAddr::V4(ip), testnet::FEDERATION_PORT);
     handle
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_forgeries_participants_media_and_limits() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let opts = support::options(2, dir.path());
     let subnet = opts.subnet;

@@ -1,134 +1,37 @@
 //! Durable delivery across real nodes (`docs/federation.md`, "Delivery: the per-destination
 //! sender"): the peers' admin list, and delivery through stops, kills and dead peers.
 //!
-//! The delivery tests need a room shared across servers, which needs remote joins; they are
-//! written against the contract's API.
+//! The homeserver binary and the subnets come from `support` (shared by the test files).
 
-use std::net::Ipv4Addr;
-use std::path::PathBuf;
-use std::sync::OnceLock;
+mod support;
+
 use std::time::Duration;
 
-use serde_json::{Value, json};
-use testnet::{NodeClient, Options, Testnet, User, poll_until};
+use support::{federated_room, invite_and_join, options, send_text, try_timeline};
+use testnet::{NodeClient, Testnet, User, poll_until};
 
-/// The homeserver binary: `$TESTNET_HOMESERVER_BIN`, else built into this test's target dir
-/// (a no-op when fresh).
-fn homeserver_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("TESTNET_HOMESERVER_BIN") {
-            return PathBuf::from(p);
-        }
-        let exe = std::env::current_exe().expect("test executable");
-        let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>").to_path_buf();
-        let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => "dev".to_string(),
-            Some(other) => other.to_string(),
-        };
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args(["build", "--quiet", "-p", "homeserver", "--bin", "homeserver", "--profile", &profile])
-            .arg("--manifest-path")
-            .arg(root.join("Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target_dir)
-            .status()
-            .expect("run cargo build -p homeserver");
-        assert!(status.success(), "cargo build -p homeserver failed");
-        profile_dir.join(format!("homeserver{}", std::env::consts::EXE_SUFFIX))
-    })
-    .clone()
-}
-
-/// A `127.x` subnet no other testnet uses now; `offset` keeps this file's tests apart.
-fn free_subnet(offset: u8) -> u8 {
-    let start = 20 + (std::process::id() % 40) as u8 + offset * 50;
-    (0..40u8)
-        .map(|k| start + k)
-        .find(|s| {
-            std::net::TcpListener::bind((Ipv4Addr::new(127, *s, 0, 10), testnet::CLIENT_PORT)).is_ok()
-                && std::net::TcpListener::bind((Ipv4Addr::new(127, *s, 0, 11), testnet::FEDERATION_PORT)).is_ok()
-        })
-        .expect("a free 127.x subnet")
-}
-
-async fn start(nodes: usize, dir: &std::path::Path, offset: u8) -> Testnet {
-    Testnet::start_with(Options {
-        nodes,
-        state_dir: dir.to_path_buf(),
-        subnet: free_subnet(offset),
-        homeserver_bin: Some(homeserver_bin()),
-        log: "warn".into(),
-    })
-    .await
-    .expect("testnet starts")
-}
-
-async fn put(c: &NodeClient, path: &str, token: &str, body: &Value) -> testnet::Resp {
-    c.request(reqwest::Method::PUT, path, Some(token), Some(body)).await.expect("request")
+async fn start(nodes: usize, dir: &std::path::Path) -> Testnet {
+    Testnet::start_with(options(nodes, dir)).await.expect("testnet starts")
 }
 
 /// `alice` on `home` makes a federated room and each `(node, user)` joins it; answers the
-/// room id once every joiner is in.
+/// room id once every joiner is in on both sides.
 async fn shared_room(net: &Testnet, home: &str, alice: &User, joiners: &[(&str, &User)]) -> String {
-    let c = net.client(home).unwrap();
-    let r = c.post("/v1/rooms", Some(&alice.access_token), &json!({"name": "fed"})).await.unwrap();
-    assert!(r.is_success(), "{}", r.body);
-    let room = r.data()["id"].as_str().unwrap().to_string();
-    let r = put(&c, &format!("/v1/admin/rooms/{room}/federate"), &alice.access_token, &json!({"enabled": true})).await;
-    assert!(r.is_success(), "{}", r.body);
+    let room = federated_room(net, home, alice, "fed").await;
     for (node, user) in joiners {
-        let r = c
-            .post(&format!("/v1/rooms/{room}/invitations"), Some(&alice.access_token), &json!({"fqid": user.fqid}))
-            .await
-            .unwrap();
-        assert!(r.is_success(), "{}", r.body);
-        let theirs = net.client(node).unwrap();
-        poll_until("the invitee joins", Duration::from_secs(30), || async {
-            let r = theirs.post(&format!("/v1/rooms/{room}/join"), Some(&user.access_token), &json!({})).await.ok()?;
-            r.is_success().then_some(())
-        })
-        .await
-        .unwrap();
+        invite_and_join(net, home, alice, &room, node, user).await;
     }
     room
 }
 
 async fn send(c: &NodeClient, user: &User, room: &str, body: &str) {
-    let r = c
-        .post(
-            &format!("/v1/rooms/{room}/send"),
-            Some(&user.access_token),
-            &json!({"content": {"msgtype": "swp.text", "body": body}}),
-        )
-        .await
-        .unwrap();
-    assert!(r.is_success(), "send {body}: {}", r.body);
+    send_text(c, user, room, body).await;
 }
 
-/// Every message body in the room as `user` sees it, oldest first (all pages).
+/// Every message body in the room as `user` sees it, oldest first (all pages); `None` while
+/// the node does not answer.
 async fn bodies(c: &NodeClient, user: &User, room: &str) -> Option<Vec<String>> {
-    let mut out = Vec::new();
-    let mut from = "0".to_string();
-    loop {
-        let path = format!("/v1/rooms/{room}/messages?direction=forward&limit=100&from={from}");
-        let r = c.get(&path, Some(&user.access_token)).await.ok()?;
-        if !r.is_success() {
-            return None;
-        }
-        for m in r.data().as_array()? {
-            if let Some(b) = m["content"]["body"].as_str() {
-                out.push(b.to_string());
-            }
-        }
-        match r.body["meta"]["next_cursor"].as_str() {
-            Some(next) if r.body["meta"]["has_more"] == json!(true) => from = next.to_string(),
-            _ => return Some(out),
-        }
-    }
+    try_timeline(c, user, room).await.ok().map(|m| support::bodies(&m))
 }
 
 /// Waits until `user` on `node` sees exactly `expected` messages whose body starts with
@@ -157,7 +60,7 @@ async fn peers(net: &Testnet, node: &str) -> testnet::Resp {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_list_is_for_server_admins() {
     let dir = tempfile::tempdir().unwrap();
-    let mut net = start(2, dir.path(), 0).await;
+    let mut net = start(2, dir.path()).await;
     let r = peers(&net, "alpha").await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.data().is_array(), "{}", r.body);
@@ -182,7 +85,7 @@ async fn peers_list_is_for_server_admins() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_peer_gets_the_whole_burst_once_back() {
     let dir = tempfile::tempdir().unwrap();
-    let mut net = start(2, dir.path(), 1).await;
+    let mut net = start(2, dir.path()).await;
     let alice = net.register("alpha", "alice").await.unwrap();
     let bob = net.register("beta", "bob").await.unwrap();
     let room = shared_room(&net, "alpha", &alice, &[("beta", &bob)]).await;
@@ -215,7 +118,7 @@ async fn a_stopped_peer_gets_the_whole_burst_once_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_peer_does_not_slow_a_live_one() {
     let dir = tempfile::tempdir().unwrap();
-    let mut net = start(3, dir.path(), 2).await;
+    let mut net = start(3, dir.path()).await;
     let alice = net.register("alpha", "alice").await.unwrap();
     let bob = net.register("beta", "bob").await.unwrap();
     let carol = net.register("gamma", "carol").await.unwrap();
@@ -243,7 +146,7 @@ async fn a_dead_peer_does_not_slow_a_live_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_killed_mid_transaction_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let mut net = start(2, dir.path(), 3).await;
+    let mut net = start(2, dir.path()).await;
     let alice = net.register("alpha", "alice").await.unwrap();
     let bob = net.register("beta", "bob").await.unwrap();
     let room = shared_room(&net, "alpha", &alice, &[("beta", &bob)]).await;

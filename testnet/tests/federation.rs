@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use support::*;
-use testnet::{NodeClient, Testnet, User};
+use testnet::Testnet;
 use tokio_tungstenite::tungstenite::Message;
 
 /// What a message looks like to a reader, minus what depends on the reader (its own
@@ -24,17 +24,6 @@ fn folded(m: &Value) -> Value {
         "content": m["content"], "edited": !m["edited_at"].is_null(), "redacted": !m["redacted_at"].is_null(),
         "reactions": reactions, "origin_ts": m["origin_ts"],
     })
-}
-
-async fn send(c: &NodeClient, u: &User, room: &str, body: &str) -> Value {
-    let r = post(
-        c,
-        &format!("/v1/rooms/{room}/send"),
-        &u.access_token,
-        &json!({"event_type": "swp.room.message", "content": {"msgtype": "swp.text", "body": body}}),
-    )
-    .await;
-    ok(&r, "send")
 }
 
 fn bodies_of(list: &[Value], fqid: &str) -> Vec<String> {
@@ -88,14 +77,14 @@ async fn a_shared_room_replicates_both_ways_and_to_a_third_server() {
     let from_alice = tokio::spawn(async move {
         let mut ids = Vec::new();
         for i in 0..100 {
-            ids.push(send(&ac, &alice2, &room_a, &format!("a{i}")).await["id"].as_str().unwrap().to_string());
+            ids.push(send_text(&ac, &alice2, &room_a, &format!("a{i}")).await["id"].as_str().unwrap().to_string());
         }
         ids
     });
     let from_bob = tokio::spawn(async move {
         let mut ids = Vec::new();
         for i in 0..100 {
-            ids.push(send(&bc, &bob2, &room_b, &format!("b{i}")).await["id"].as_str().unwrap().to_string());
+            ids.push(send_text(&bc, &bob2, &room_b, &format!("b{i}")).await["id"].as_str().unwrap().to_string());
         }
         ids
     });
@@ -198,7 +187,7 @@ async fn a_shared_room_replicates_both_ways_and_to_a_third_server() {
         members.iter().any(|m| m["fqid"] == carol.fqid.as_str() && m["membership"] == "join").then_some(())
     })
     .await;
-    let after = send(&b, &bob, &room, "welcome carol").await;
+    let after = send_text(&b, &bob, &room, "welcome carol").await;
     let after_id = after["id"].as_str().unwrap().to_string();
     eventually("gamma receives bob's message", 30, || async {
         let t = timeline(&g, &carol, &room).await;
@@ -217,7 +206,7 @@ async fn a_shared_room_replicates_both_ways_and_to_a_third_server() {
         assert!(joined.contains(&who.as_str()), "{who} is a member on gamma: {members}");
     }
     // Carol's reply reaches both others.
-    let reply = send(&g, &carol, &room, "thanks").await;
+    let reply = send_text(&g, &carol, &room, "thanks").await;
     let reply_id = reply["id"].as_str().unwrap().to_string();
     for (c, u) in [(&a, &alice), (&b, &bob)] {
         eventually("carol's reply arrives", 30, || async {

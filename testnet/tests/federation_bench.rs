@@ -16,20 +16,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use support::*;
 use testnet::{NodeClient, Testnet, User};
-
-async fn send(c: &NodeClient, u: &User, room: &str, body: &str) {
-    let r = post(
-        c,
-        &format!("/v1/rooms/{room}/send"),
-        &u.access_token,
-        &json!({"content": {"msgtype": "swp.text", "body": body}}),
-    )
-    .await;
-    assert!(r.is_success(), "send: {} {}", r.status, r.body);
-}
 
 /// Long-polls sync as `u` and records when each message body first shows up.
 fn watch(c: NodeClient, u: User, seen: Arc<Mutex<HashMap<String, Instant>>>) -> tokio::task::JoinHandle<()> {
@@ -82,7 +70,7 @@ async fn fanout() {
     for i in 0..n {
         let body = format!("fan-{i}");
         sent.insert(body.clone(), Instant::now());
-        send(&a, &alice, &room, &body).await;
+        send_text(&a, &alice, &room, &body).await;
         // One message in flight at a time: latency, not throughput.
         let key = body.clone();
         let (sb, sg) = (seen_b.clone(), seen_g.clone());
@@ -125,7 +113,7 @@ async fn sustained() {
         let (a, alice, room) = (a.clone(), alice.clone(), room.clone());
         tasks.push(tokio::spawn(async move {
             for i in 0..per_client {
-                send(&a, &alice, &room, &format!("s-{c}-{i}")).await;
+                send_text(&a, &alice, &room, &format!("s-{c}-{i}")).await;
             }
         }));
     }
@@ -164,7 +152,7 @@ async fn catch_up() {
         let (a, alice, room) = (a.clone(), alice.clone(), room.clone());
         tasks.push(tokio::spawn(async move {
             for i in (c..n).step_by(16) {
-                send(&a, &alice, &room, &format!("q-{i}")).await;
+                send_text(&a, &alice, &room, &format!("q-{i}")).await;
             }
         }));
     }

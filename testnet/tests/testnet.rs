@@ -1,98 +1,18 @@
 //! The testnet end to end: real homeserver processes, DNS, verified TLS, faults.
 //!
-//! The homeserver binary comes from `$TESTNET_HOMESERVER_BIN`, or is built here with
-//! `cargo build -p homeserver` into this test's own target dir and profile (a no-op when it is
-//! fresh), because `cargo test --workspace` does not promise to build it before this test runs.
+//! The homeserver binary and the subnets come from `support` (shared by the test files): it is
+//! built there when stale, because `cargo test --workspace` does not promise to build it before
+//! this test runs.
+
+mod support;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use testnet::{NodeClient, Options, Testnet, poll_until, process_alive};
-
-/// The newest modification time under `path` (a file or a directory tree).
-fn newest_mtime(path: &std::path::Path) -> Option<std::time::SystemTime> {
-    let meta = std::fs::metadata(path).ok()?;
-    if meta.is_file() {
-        return meta.modified().ok();
-    }
-    std::fs::read_dir(path).ok()?.flatten().filter_map(|e| newest_mtime(&e.path())).max()
-}
-
-/// Finds the homeserver binary, building it first when it is missing or older than its
-/// sources (once per test process). Under `cargo test --workspace` it is already fresh: cargo
-/// builds every target, the homeserver binary included, before it runs any test.
-fn homeserver_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("TESTNET_HOMESERVER_BIN") {
-            return PathBuf::from(p);
-        }
-        // target/<profile>/deps/testnet-…: the profile dir holds the binaries.
-        let exe = std::env::current_exe().expect("test executable");
-        let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>").to_path_buf();
-        let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
-        let bin = profile_dir.join(format!("homeserver{}", std::env::consts::EXE_SUFFIX));
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-        let sources = [
-            "homeserver/src",
-            "homeserver/Cargo.toml",
-            "federation",
-            "crypto/src",
-            "crypto/Cargo.toml",
-            "migrations",
-            "Cargo.lock",
-        ];
-        let newest_source = sources.iter().filter_map(|s| newest_mtime(&root.join(s))).max();
-        let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
-        if built.is_some() && built >= newest_source {
-            return bin;
-        }
-        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => "dev".to_string(),
-            Some(other) => other.to_string(),
-        };
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args(["build", "--quiet", "-p", "homeserver", "--bin", "homeserver", "--profile", &profile])
-            .arg("--manifest-path")
-            .arg(root.join("Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target_dir)
-            .status()
-            .expect("run cargo build -p homeserver");
-        assert!(status.success(), "cargo build -p homeserver failed");
-        assert!(bin.is_file(), "{} missing after the build", bin.display());
-        bin
-    })
-    .clone()
-}
-
-/// A second octet no other testnet on this machine uses now: tests and test processes run
-/// side by side.
-fn free_subnet(offset: u8) -> u8 {
-    let start = 100 + (std::process::id() % 64) as u8 + offset * 64;
-    (0..120u8)
-        .map(|k| start.wrapping_add(k).max(1))
-        .find(|s| {
-            std::net::TcpListener::bind((Ipv4Addr::new(127, *s, 0, 10), testnet::CLIENT_PORT)).is_ok()
-                && std::net::TcpListener::bind((Ipv4Addr::new(127, *s, 0, 11), testnet::FEDERATION_PORT)).is_ok()
-        })
-        .expect("a free 127.x subnet")
-}
-
-fn options(nodes: usize, dir: &std::path::Path, offset: u8) -> Options {
-    Options {
-        nodes,
-        state_dir: dir.to_path_buf(),
-        subnet: free_subnet(offset),
-        homeserver_bin: Some(homeserver_bin()),
-        log: "warn".into(),
-    }
-}
+use support::{free_subnet, homeserver_bin, key_document, now_ms, options, serve_tls};
+use testnet::{NodeClient, Testnet, poll_until, process_alive};
 
 #[track_caller]
 fn assert_resolved(r: &testnet::Resp, name: &str) {
@@ -111,11 +31,6 @@ fn assert_unavailable(r: &testnet::Resp, what: &str) {
     assert_eq!(r.code(), "SW_FED_UNAVAILABLE", "{what}: {}", r.body);
 }
 
-/// Unix milliseconds now.
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
-}
-
 /// A stand-in peer on `ip:8448` serving a correctly self-signed well-known document for
 /// `name` (valid for a day) over TLS with the given certificate.
 async fn fake_peer(name: &str, ip: Ipv4Addr, cert_pem: String, key_pem: String) -> axum_server::Handle<SocketAddr> {
@@ -131,32 +46,16 @@ async fn fake_peer_until(
     key_pem: String,
 ) -> axum_server::Handle<SocketAddr> {
     let key = crypto::ServerKey::generate("k1").unwrap();
-    let mut doc = json!({
-        "server_name": name,
-        "public_key": key.public_key_base64(),
-        "protocol_versions": ["v1"],
-        "verify_keys": {key.key_id(): {"key": key.public_key_base64()}},
-        "valid_until_ts": valid_until_ts,
-    });
-    crypto::sign_json(&mut doc, name, &key).unwrap();
+    let doc = key_document(name, &key, valid_until_ts);
     let app = axum::Router::new()
         .route("/.well-known/scaiwave/server", axum::routing::get(move || async move { axum::Json(doc.clone()) }));
-    let tls = axum_server::tls_rustls::RustlsConfig::from_pem(cert_pem.into_bytes(), key_pem.into_bytes())
-        .await
-        .expect("fake peer TLS config");
-    let listener = std::net::TcpListener::bind((ip, testnet::FEDERATION_PORT)).expect("bind fake peer");
-    listener.set_nonblocking(true).unwrap();
-    let handle = axum_server::Handle::new();
-    let server = axum_server::from_tcp_rustls(listener, tls).unwrap().handle(handle.clone());
-    tokio::spawn(async move { server.serve(app.into_make_service()).await });
-    handle
+    serve_tls(ip, cert_pem.into_bytes(), key_pem.into_bytes(), app).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_discover_each_other_and_survive_faults() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
-    let opts = options(3, dir.path(), 0);
+    let opts = options(3, dir.path());
     let s = opts.subnet;
 
     let started = Instant::now();
@@ -349,7 +248,7 @@ async fn three_nodes_discover_each_other_and_survive_faults() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_up_control_and_down() {
     let dir = tempfile::tempdir().unwrap();
-    let subnet = free_subnet(1);
+    let subnet = free_subnet();
     let testnet_bin = env!("CARGO_BIN_EXE_testnet");
     let mut up = tokio::process::Command::new(testnet_bin)
         .args(["up", "--nodes", "2", "--log", "warn", "--subnet", &subnet.to_string()])

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::collections::HashSet;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
@@ -122,22 +122,24 @@ pub async fn get(c: &NodeClient, path: &str, token: &str) -> Resp {
     c.get(path, Some(token)).await.expect("request")
 }
 
-/// `alice` (on her node) creates a federated group room and `invitee` (on another node)
-/// joins it by invitation; answers the room id once the invitee is a member on both sides.
-pub async fn shared_room(net: &Testnet, owner_node: &str, owner: &User, guest_node: &str, guest: &User) -> String {
-    let oc = net.client(owner_node).unwrap();
-    let gc = net.client(guest_node).unwrap();
-    let room = ok(
-        &post(&oc, "/v1/rooms", &owner.access_token, &json!({"room_type": "group", "name": "Shared"})).await,
-        "create",
-    );
+/// `owner` (on `node`) creates a group room named `name` and turns federation on for it.
+pub async fn federated_room(net: &Testnet, node: &str, owner: &User, name: &str) -> String {
+    let c = net.client(node).unwrap();
+    let room =
+        ok(&post(&c, "/v1/rooms", &owner.access_token, &json!({"room_type": "group", "name": name})).await, "create");
     let room = room["id"].as_str().unwrap().to_string();
     ok(
-        &put(&oc, &format!("/v1/admin/rooms/{room}/federate"), &owner.access_token, &json!({"enabled": true})).await,
+        &put(&c, &format!("/v1/admin/rooms/{room}/federate"), &owner.access_token, &json!({"enabled": true})).await,
         "federate",
     );
+    room
+}
+
+/// `owner` (on her node) creates a federated group room "Shared" and `guest` (on another node)
+/// joins it by invitation; answers the room id once the guest is a member on both sides.
+pub async fn shared_room(net: &Testnet, owner_node: &str, owner: &User, guest_node: &str, guest: &User) -> String {
+    let room = federated_room(net, owner_node, owner, "Shared").await;
     invite_and_join(net, owner_node, owner, &room, guest_node, guest).await;
-    let _ = gc;
     room
 }
 
@@ -172,18 +174,172 @@ pub async fn invite_and_join(
 
 /// Every message of `room` as `user` sees it, oldest first (forward from the beginning).
 pub async fn timeline(c: &NodeClient, user: &User, room: &str) -> Vec<Value> {
+    match try_timeline(c, user, room).await {
+        Ok(all) => all,
+        Err(e) => panic!("messages: {e}"),
+    }
+}
+
+/// [`timeline`], or what went wrong (for polling a node that may be starting).
+pub async fn try_timeline(c: &NodeClient, user: &User, room: &str) -> Result<Vec<Value>, String> {
     let mut out = Vec::new();
     let mut from = "0".to_string();
     loop {
-        let r =
-            get(c, &format!("/v1/rooms/{room}/messages?direction=forward&from={from}&limit=200"), &user.access_token)
-                .await;
-        let page = ok(&r, "messages");
-        out.extend(page.as_array().cloned().unwrap_or_default());
+        let path = format!("/v1/rooms/{room}/messages?direction=forward&from={from}&limit=200");
+        let r = c.get(&path, Some(&user.access_token)).await.map_err(|e| e.to_string())?;
+        if !r.is_success() {
+            return Err(format!("{} {}", r.status, r.body));
+        }
+        out.extend(r.data().as_array().cloned().unwrap_or_default());
         match r.body["meta"]["next_cursor"].as_str() {
             Some(next) if r.body["meta"]["has_more"] == true => from = next.to_string(),
-            _ => break,
+            _ => return Ok(out),
         }
     }
-    out
+}
+
+/// The text bodies of `messages`, in their order.
+pub fn bodies(messages: &[Value]) -> Vec<String> {
+    messages.iter().filter_map(|m| m["content"]["body"].as_str().map(str::to_string)).collect()
+}
+
+/// `user` sends a text message; answers the event as the server gives it back.
+pub async fn send_text(c: &NodeClient, user: &User, room: &str, body: &str) -> Value {
+    let r = post(
+        c,
+        &format!("/v1/rooms/{room}/send"),
+        &user.access_token,
+        &json!({"event_type": "swp.room.message", "content": {"msgtype": "swp.text", "body": body}}),
+    )
+    .await;
+    ok(&r, &format!("send {body}"))
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// A node's current signing key, read from its key file (`signing.rs` format).
+pub fn node_key(net: &Testnet, name: &str) -> crypto::ServerKey {
+    let path = net.node(name).unwrap().data_dir.join("keys").join("signing_keys.json");
+    let file: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let cur = &file["current"];
+    crypto::ServerKey::from_seed_base64(cur["key_id"].as_str().unwrap(), cur["seed"].as_str().unwrap()).unwrap()
+}
+
+/// An HTTPS client that trusts the testnet CA and finds every node's federation listener.
+pub fn tls_client(net: &Testnet) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(net.ca.cert_pem.as_bytes()).unwrap();
+    let mut b = reqwest::Client::builder().no_proxy().tls_certs_only([ca]).timeout(Duration::from_secs(30));
+    for n in &net.nodes {
+        b = b.resolve(&n.server_name, n.federation_addr());
+    }
+    b.build().unwrap()
+}
+
+/// The well-known key document of `name` for `key`, self-signed, valid until `valid_until_ts`.
+pub fn key_document(name: &str, key: &crypto::ServerKey, valid_until_ts: u64) -> Value {
+    let mut doc = json!({
+        "server_name": name,
+        "public_key": key.public_key_base64(),
+        "protocol_versions": ["v1"],
+        "verify_keys": {key.key_id(): {"key": key.public_key_base64()}},
+        "valid_until_ts": valid_until_ts,
+    });
+    crypto::sign_json(&mut doc, name, key).unwrap();
+    doc
+}
+
+/// Serves `app` over TLS (a certificate of the testnet CA) on `ip:8448`, in the background: a
+/// stand-in peer.
+pub async fn serve_tls(
+    ip: Ipv4Addr,
+    cert_pem: Vec<u8>,
+    key_pem: Vec<u8>,
+    app: axum::Router,
+) -> axum_server::Handle<SocketAddr> {
+    let tls = axum_server::tls_rustls::RustlsConfig::from_pem(cert_pem, key_pem).await.expect("fake peer TLS config");
+    let listener = std::net::TcpListener::bind((ip, testnet::FEDERATION_PORT)).expect("bind fake peer");
+    listener.set_nonblocking(true).unwrap();
+    let handle = axum_server::Handle::new();
+    let server = axum_server::from_tcp_rustls(listener, tls).unwrap().handle(handle.clone());
+    tokio::spawn(async move { server.serve(app.into_make_service()).await });
+    handle
+}
+
+/// An event uuid no other event of this process has: events built within one millisecond
+/// must not look like retries of each other.
+fn unique_uuid() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    format!("u-{}-{}", now_ms(), NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+}
+
+/// Signs requests and events as one server (a node of the testnet, with its own key file, or
+/// a stand-in with a key of its own).
+pub struct AsPeer {
+    pub origin: String,
+    pub key: crypto::ServerKey,
+    pub http: reqwest::Client,
+}
+
+impl AsPeer {
+    /// The testnet node `short` (its server name and current key).
+    pub fn node(net: &Testnet, short: &str) -> AsPeer {
+        let origin = net.node(short).unwrap().server_name.clone();
+        AsPeer { origin, key: node_key(net, short), http: tls_client(net) }
+    }
+
+    /// A signed request to `dest`; answers the status and the JSON body.
+    pub async fn request(&self, dest: &str, method: &str, uri: &str, body: Option<&Value>) -> (u16, Value) {
+        let header =
+            crypto::RequestToSign { method, uri, origin: &self.origin, destination: dest, ts: now_ms(), content: body }
+                .authorization_header(&self.key)
+                .unwrap();
+        let url = format!("https://{dest}:{}{uri}", testnet::FEDERATION_PORT);
+        let mut req = self.http.request(method.parse().unwrap(), url).header("authorization", header);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.expect("the request reaches the node");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Any event of `room`, hashed and signed with this peer's key; answers its id, its form
+    /// and its depth (one more than its deepest parent).
+    #[allow(clippy::too_many_arguments)]
+    pub fn build(
+        &self,
+        room: &str,
+        sender: &str,
+        event_type: &str,
+        state_key: Option<&str>,
+        content: Value,
+        prev: &[(String, i64)],
+        auth: &[String],
+    ) -> (String, Value, i64) {
+        let depth = prev.iter().map(|(_, d)| *d).max().unwrap_or(0) + 1;
+        let prev_ids: Vec<&str> = prev.iter().map(|(id, _)| id.as_str()).collect();
+        let mut value = json!({
+            "room_id": room, "sender": sender, "origin": self.origin, "origin_ts": now_ms() / 1000,
+            "event_type": event_type, "content": content, "prev_events": prev_ids, "auth_events": auth,
+            "depth": depth, "event_uuid": unique_uuid(),
+        });
+        if let Some(k) = state_key {
+            value["state_key"] = json!(k);
+        }
+        let (id, signed) = crypto::build_and_sign_event(value, &self.origin, &self.key).unwrap();
+        (id, signed, depth)
+    }
+
+    /// A text message of `room` by `sender` at depth 2, hashed and signed with this peer's key.
+    pub fn event(&self, room: &str, sender: &str, body: &str, prev: &[&str]) -> (String, Value) {
+        let value = json!({
+            "room_id": room, "sender": sender, "origin": self.origin, "origin_ts": now_ms() / 1000,
+            "event_type": "swp.room.message", "content": {"msgtype": "swp.text", "body": body},
+            "prev_events": prev, "auth_events": [], "depth": 2, "event_uuid": format!("u-{body}"),
+        });
+        crypto::build_and_sign_event(value, &self.origin, &self.key).unwrap()
+    }
 }
