@@ -9,7 +9,7 @@ mod support;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use serde_json::{Value, json};
-use support::{AsPeer, key_document, now_ms, options, serve_tls};
+use support::{AsPeer, federated_room, key_document, now_ms, options, serve_tls};
 use testnet::Testnet;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,6 +99,30 @@ fn graph_of(db: &rusqlite::Connection, room: &str) -> (Vec<((String, String), St
     (state, heads)
 }
 
+/// Alice's public room "Lobby" on alpha with federation on, as alpha's database holds it: its
+/// current state, its forward extremities and the ids of the events a join stands on.
+struct Lobby {
+    alice: testnet::User,
+    room: String,
+    db: rusqlite::Connection,
+    state: Vec<((String, String), String)>,
+    heads: Vec<(String, i64)>,
+    create: String,
+    pl: String,
+    jr: String,
+}
+
+async fn lobby(net: &Testnet) -> Lobby {
+    let alice = net.register("alpha", "alice").await.unwrap();
+    let room = federated_room(net, "alpha", &alice, "public", "Lobby").await;
+    let db = rusqlite::Connection::open(net.node("alpha").unwrap().data_dir.join("homeserver.db")).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    let (state, heads) = graph_of(&db, &room);
+    let id_of = |t: &str| state.iter().find(|((et, k), _)| et == t && k.is_empty()).unwrap().1.clone();
+    let (create, pl, jr) = (id_of("swp.room.create"), id_of("swp.room.power_levels"), id_of("swp.room.join_rules"));
+    Lobby { alice, room, db, state, heads, create, pl, jr }
+}
+
 /// A public room of alpha's with federation on, which beta's Bob joins by sending his own join:
 /// events from beta are checked, ordered, stored and shown to alpha's clients; refused ones
 /// never show; a gap beta cannot fill is answered `retry`.
@@ -106,29 +130,8 @@ fn graph_of(db: &rusqlite::Connection, room: &str) -> (Vec<((String, String), St
 async fn a_peers_events_are_checked_ordered_and_shown_like_local_ones() {
     let dir = tempfile::tempdir().unwrap();
     let net = Testnet::start_with(options(2, dir.path())).await.expect("testnet starts");
+    let Lobby { alice, room, heads, create, pl, jr, .. } = lobby(&net).await;
     let alpha = net.client("alpha").unwrap();
-    let alice = net.register("alpha", "alice").await.unwrap();
-    let r = alpha
-        .post("/v1/rooms", Some(&alice.access_token), &json!({"room_type": "public", "name": "Lobby"}))
-        .await
-        .unwrap();
-    assert_eq!(r.status, 201, "{}", r.body);
-    let room = r.data()["id"].as_str().unwrap().to_string();
-    let r = alpha
-        .request(
-            reqwest::Method::PUT,
-            &format!("/v1/admin/rooms/{room}/federate"),
-            Some(&alice.access_token),
-            Some(&json!({"enabled": true})),
-        )
-        .await
-        .unwrap();
-    assert_eq!(r.status, 200, "federate: {}", r.body);
-    let db = rusqlite::Connection::open(net.node("alpha").unwrap().data_dir.join("homeserver.db")).unwrap();
-    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
-    let (state, heads) = graph_of(&db, &room);
-    let id_of = |t: &str| state.iter().find(|((et, k), _)| et == t && k.is_empty()).unwrap().1.clone();
-    let (create, pl, jr) = (id_of("swp.room.create"), id_of("swp.room.power_levels"), id_of("swp.room.join_rules"));
 
     let beta = AsPeer::node(&net, "beta");
     let send = |txn: &str| format!("/_scaiwave/federation/v1/send/{txn}");
@@ -332,29 +335,8 @@ async fn gap_filled(state_fallback: bool) {
     let opts = options(1, dir.path());
     let subnet = opts.subnet;
     let net = Testnet::start_with(opts).await.expect("testnet starts");
+    let Lobby { alice, room, db, state, heads, create, pl, jr } = lobby(&net).await;
     let alpha = net.client("alpha").unwrap();
-    let alice = net.register("alpha", "alice").await.unwrap();
-    let r = alpha
-        .post("/v1/rooms", Some(&alice.access_token), &json!({"room_type": "public", "name": "Lobby"}))
-        .await
-        .unwrap();
-    assert_eq!(r.status, 201, "{}", r.body);
-    let room = r.data()["id"].as_str().unwrap().to_string();
-    let r = alpha
-        .request(
-            reqwest::Method::PUT,
-            &format!("/v1/admin/rooms/{room}/federate"),
-            Some(&alice.access_token),
-            Some(&json!({"enabled": true})),
-        )
-        .await
-        .unwrap();
-    assert_eq!(r.status, 200, "federate: {}", r.body);
-    let db = rusqlite::Connection::open(net.node("alpha").unwrap().data_dir.join("homeserver.db")).unwrap();
-    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
-    let (state, heads) = graph_of(&db, &room);
-    let id_of = |t: &str| state.iter().find(|((et, k), _)| et == t && k.is_empty()).unwrap().1.clone();
-    let (create, pl, jr) = (id_of("swp.room.create"), id_of("swp.room.power_levels"), id_of("swp.room.join_rules"));
 
     // delta.test: a peer of our own, with its key, its certificate from the testnet CA.
     let key = crypto::ServerKey::generate("d1").unwrap();

@@ -17,7 +17,7 @@ async fn start(nodes: usize, dir: &std::path::Path) -> Testnet {
 /// `alice` on `home` makes a federated room and each `(node, user)` joins it; answers the
 /// room id once every joiner is in on both sides.
 async fn shared_room(net: &Testnet, home: &str, alice: &User, joiners: &[(&str, &User)]) -> String {
-    let room = federated_room(net, home, alice, "fed").await;
+    let room = federated_room(net, home, alice, "group", "fed").await;
     for (node, user) in joiners {
         invite_and_join(net, home, alice, &room, node, user).await;
     }

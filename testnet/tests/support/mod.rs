@@ -122,11 +122,11 @@ pub async fn get(c: &NodeClient, path: &str, token: &str) -> Resp {
     c.get(path, Some(token)).await.expect("request")
 }
 
-/// `owner` (on `node`) creates a group room named `name` and turns federation on for it.
-pub async fn federated_room(net: &Testnet, node: &str, owner: &User, name: &str) -> String {
+/// `owner` (on `node`) creates a room of `room_type` named `name` and turns federation on for it.
+pub async fn federated_room(net: &Testnet, node: &str, owner: &User, room_type: &str, name: &str) -> String {
     let c = net.client(node).unwrap();
     let room =
-        ok(&post(&c, "/v1/rooms", &owner.access_token, &json!({"room_type": "group", "name": name})).await, "create");
+        ok(&post(&c, "/v1/rooms", &owner.access_token, &json!({"room_type": room_type, "name": name})).await, "create");
     let room = room["id"].as_str().unwrap().to_string();
     ok(
         &put(&c, &format!("/v1/admin/rooms/{room}/federate"), &owner.access_token, &json!({"enabled": true})).await,
@@ -138,7 +138,7 @@ pub async fn federated_room(net: &Testnet, node: &str, owner: &User, name: &str)
 /// `owner` (on her node) creates a federated group room "Shared" and `guest` (on another node)
 /// joins it by invitation; answers the room id once the guest is a member on both sides.
 pub async fn shared_room(net: &Testnet, owner_node: &str, owner: &User, guest_node: &str, guest: &User) -> String {
-    let room = federated_room(net, owner_node, owner, "Shared").await;
+    let room = federated_room(net, owner_node, owner, "group", "Shared").await;
     invite_and_join(net, owner_node, owner, &room, guest_node, guest).await;
     room
 }
