@@ -130,7 +130,7 @@ async fn lobby(net: &Testnet) -> Lobby {
 async fn a_peers_events_are_checked_ordered_and_shown_like_local_ones() {
     let dir = tempfile::tempdir().unwrap();
     let net = Testnet::start_with(options(2, dir.path())).await.expect("testnet starts");
-    let Lobby { alice, room, heads, create, pl, jr, .. } = lobby(&net).await;
+    let Lobby { alice, room, db, heads, create, pl, jr, .. } = lobby(&net).await;
     let alpha = net.client("alpha").unwrap();
 
     let beta = AsPeer::node(&net, "beta");
@@ -214,6 +214,34 @@ async fn a_peers_events_are_checked_ordered_and_shown_like_local_ones() {
     // Replayed: the same answer, nothing stored twice.
     let (_, again) = beta.request("alpha.test", "PUT", &send("j1"), Some(&txn)).await;
     assert_eq!(again, body);
+    // The power levels are still the room's own: the refused change is not in its state.
+    let (state_now, _) = graph_of(&db, &room);
+    let pl_now = state_now.iter().find(|((t, k), _)| t == "swp.room.power_levels" && k.is_empty()).unwrap();
+    assert_eq!(pl_now.1, pl, "a refused power-level change must not become state");
+
+    // A well-formed event of Bob's, in a transaction whose request is signed with another key
+    // under beta's key id: refused before the pipeline, so the event never shows.
+    let (smuggled, smuggled_v, _) = beta.build(
+        &room,
+        BOB,
+        "swp.room.message",
+        None,
+        json!({"msgtype": "swp.text", "body": "smuggled"}),
+        &[(hello.clone(), hello_d)],
+        &member_auth,
+    );
+    let forger = AsPeer {
+        origin: beta.origin.clone(),
+        key: crypto::ServerKey::from_seed_base64(
+            beta.key.key_id(),
+            &crypto::ServerKey::generate(beta.key.version()).unwrap().seed_base64(),
+        )
+        .unwrap(),
+        http: beta.http.clone(),
+    };
+    let txn_f = json!({"origin": "beta.test", "origin_ts": now_ms(), "pdus": [smuggled_v], "edus": []});
+    let (status, b) = forger.request("alpha.test", "PUT", &send("f1"), Some(&txn_f)).await;
+    assert_eq!((status, b["error"]["code"].as_str()), (401, Some("SW_FED_SIGNATURE_MISMATCH")), "{b}");
 
     // Alice sees Bob's messages as she sees local ones; the refused ones never.
     let r = alpha.get(&format!("/v1/rooms/{room}/messages?limit=50"), Some(&alice.access_token)).await.unwrap();
@@ -226,7 +254,7 @@ async fn a_peers_events_are_checked_ordered_and_shown_like_local_ones() {
     assert!(shown["sender_id"].as_str().is_some_and(|s| s != BOB), "a local participant id: {shown}");
     let redacted = find(&tampered).expect("the tampered message is kept, redacted");
     assert!(redacted["content"].get("body").is_none(), "{redacted}");
-    for refused in [&carol, &dave] {
+    for refused in [&carol, &dave, &smuggled] {
         assert!(find(refused).is_none(), "{refused} must not show");
     }
     let members = alpha.get(&format!("/v1/rooms/{room}/members"), Some(&alice.access_token)).await.unwrap();

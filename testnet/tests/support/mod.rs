@@ -343,3 +343,38 @@ impl AsPeer {
         crypto::build_and_sign_event(value, &self.origin, &self.key).unwrap()
     }
 }
+
+/// A multipart upload of `bytes` as `file` to the client API at `base`; answers the media id.
+pub async fn upload(base: &str, token: &str, bytes: &[u8], mime: &str) -> String {
+    let boundary = "peers-test-boundary-7d1f";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"blob.bin\"\r\nContent-Type: {mime}\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/v1/media/upload"))
+        .bearer_auth(token)
+        .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    let v: Value = resp.json().await.unwrap();
+    v["data"]["media_id"].as_str().unwrap().to_string()
+}
+
+/// `GET {base}{path}` with a bearer token: status, content type and bytes.
+pub async fn get_bytes(base: &str, path: &str, token: &str) -> (u16, String, Vec<u8>) {
+    let resp = reqwest::Client::new().get(format!("{base}{path}")).bearer_auth(token).send().await.unwrap();
+    let status = resp.status().as_u16();
+    let ct = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    (status, ct, resp.bytes().await.unwrap().to_vec())
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
