@@ -80,8 +80,8 @@ async fn peers_list_is_for_server_admins() {
     net.stop_all().await.unwrap();
 }
 
-/// A peer stopped during a burst of 200 messages receives all 200, exactly once, after it
-/// starts again; meanwhile the admin list shows its queue and back-off.
+/// A peer stopped halfway through a burst of 200 messages receives all 200, exactly once,
+/// after it starts again; meanwhile the admin list shows its queue.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_peer_gets_the_whole_burst_once_back() {
     let dir = tempfile::tempdir().unwrap();
@@ -91,8 +91,12 @@ async fn a_stopped_peer_gets_the_whole_burst_once_back() {
     let room = shared_room(&net, "alpha", &alice, &[("beta", &bob)]).await;
     let c = net.client("alpha").unwrap();
 
+    // Stopped halfway: some of the first half may be in flight when beta goes down.
+    for i in 0..100 {
+        send(&c, &alice, &room, &format!("burst-{i:03}")).await;
+    }
     net.stop_node("beta").await.unwrap();
-    for i in 0..200 {
+    for i in 100..200 {
         send(&c, &alice, &room, &format!("burst-{i:03}")).await;
     }
     let r = peers(&net, "alpha").await;
@@ -113,31 +117,55 @@ async fn a_stopped_peer_gets_the_whole_burst_once_back() {
     net.stop_all().await.unwrap();
 }
 
-/// A dead peer does not slow delivery to a live one: with gamma down, beta still gets every
-/// message while alpha backs off from gamma.
+/// A dead peer does not slow delivery to a live one, whether it hangs (its process frozen: its
+/// connections open and nothing answers) or refuses (killed): beta gets every message while
+/// alpha waits on or backs off from gamma, and gamma gets them all once it is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_peer_does_not_slow_a_live_one() {
     let dir = tempfile::tempdir().unwrap();
     let mut net = start(3, dir.path()).await;
+    // Alpha waits ten minutes for an answer: a sender that let a hung peer hold the others
+    // would keep beta waiting far past the polls' bounds.
+    net.set_node_env("alpha", "HOMESERVER_FEDERATION__REQUEST_TIMEOUT_SECS", "600").unwrap();
+    net.stop_node("alpha").await.unwrap();
+    net.start_node("alpha").await.unwrap();
     let alice = net.register("alpha", "alice").await.unwrap();
     let bob = net.register("beta", "bob").await.unwrap();
     let carol = net.register("gamma", "carol").await.unwrap();
     let room = shared_room(&net, "alpha", &alice, &[("beta", &bob), ("gamma", &carol)]).await;
     let c = net.client("alpha").unwrap();
 
-    net.kill_node("gamma").await.unwrap();
-    for i in 0..50 {
-        send(&c, &alice, &room, &format!("live-{i:02}")).await;
+    let gamma_pid = net.node("gamma").unwrap().pid().expect("gamma runs");
+    // SAFETY: kill(2) has no memory effects; gamma is this test's own child process.
+    assert_eq!(unsafe { libc::kill(gamma_pid as libc::pid_t, libc::SIGSTOP) }, 0);
+    for i in 0..25 {
+        send(&c, &alice, &room, &format!("hung-{i:02}")).await;
     }
-    // Bounded by the poll, not by gamma's back-off or timeouts.
-    wait_for_burst(&net, "beta", &bob, &room, "live-", 50).await;
+    // Bounded by the poll, far below alpha's timeout for gamma.
+    wait_for_burst(&net, "beta", &bob, &room, "hung-", 25).await;
+    // And gamma truly hangs: what was sent to it is still queued.
     let r = peers(&net, "alpha").await;
     let gamma = r.data().as_array().unwrap().iter().find(|p| p["server_name"] == "gamma.test").cloned().unwrap();
-    assert!(gamma["failures"].as_i64().unwrap() >= 1, "{gamma}");
+    assert!(gamma["queue_depth"].as_i64().unwrap() > 0, "{gamma}");
+
+    // Killed while frozen: what alpha had in flight to it fails, later connections are refused.
+    net.kill_node("gamma").await.unwrap();
+    for i in 0..25 {
+        send(&c, &alice, &room, &format!("dead-{i:02}")).await;
+    }
+    wait_for_burst(&net, "beta", &bob, &room, "dead-", 25).await;
+    let gamma = poll_until("alpha counts gamma's failures", Duration::from_secs(60), || async {
+        let r = peers(&net, "alpha").await;
+        let gamma = r.data().as_array()?.iter().find(|p| p["server_name"] == "gamma.test").cloned()?;
+        (gamma["failures"].as_i64()? >= 1).then_some(gamma)
+    })
+    .await
+    .unwrap();
     assert!(gamma["last_error"].is_string(), "{gamma}");
 
     net.start_node("gamma").await.unwrap();
-    wait_for_burst(&net, "gamma", &carol, &room, "live-", 50).await;
+    wait_for_burst(&net, "gamma", &carol, &room, "hung-", 25).await;
+    wait_for_burst(&net, "gamma", &carol, &room, "dead-", 25).await;
     net.stop_all().await.unwrap();
 }
 
