@@ -197,6 +197,22 @@ async fn a_shared_room_replicates_both_ways_and_to_a_third_server() {
         t.iter().any(|m| m["id"] == after_id.as_str() && m["sender_fqid"] == bob.fqid.as_str()).then_some(())
     })
     .await;
+    // Everything after the join reaches gamma, from both other servers, each sender's in order.
+    for i in 0..10 {
+        send_text(&a, &alice, &room, &format!("ca{i}")).await;
+        send_text(&b, &bob, &room, &format!("cb{i}")).await;
+    }
+    let on_gamma = eventually("gamma holds everything since its join", 60, || async {
+        let t = timeline(&g, &carol, &room).await;
+        (t.iter().filter(|m| m["content"]["body"].as_str().is_some_and(|b| b.starts_with('c'))).count() >= 20)
+            .then_some(t)
+    })
+    .await;
+    let since_join = |fqid: &str, prefix: &str| -> Vec<String> {
+        bodies_of(&on_gamma, fqid).into_iter().filter(|b| b.starts_with(prefix)).collect()
+    };
+    assert_eq!(since_join(&alice.fqid, "ca"), (0..10).map(|i| format!("ca{i}")).collect::<Vec<_>>());
+    assert_eq!(since_join(&bob.fqid, "cb"), (0..10).map(|i| format!("cb{i}")).collect::<Vec<_>>());
     let members = ok(&get(&g, &format!("/v1/rooms/{room}/members"), &carol.access_token).await, "members on gamma");
     let joined: Vec<&str> = members
         .as_array()
