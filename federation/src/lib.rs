@@ -30,6 +30,8 @@
 pub mod auth;
 pub mod client;
 pub mod event;
+pub mod gaps;
+pub mod host;
 pub mod inbound;
 pub mod join;
 pub mod keys;
