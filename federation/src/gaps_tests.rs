@@ -16,12 +16,15 @@ const ALICE: &str = "@alice:alpha.test";
 const ROOM: &str = "room-1";
 const V: RoomVersion = RoomVersion::V1;
 
+/// One store of an event: its id, the status given, the state it was stored on.
+type Stored = (EventId, Status, Option<StateMap<EventId>>);
+
 /// Storage held in memory: what is stored, in the order it was, with the state given.
 #[derive(Default)]
 struct MemHost {
     /// event id → (status, depth).
     events: Mutex<BTreeMap<EventId, (Status, i64)>>,
-    log: Mutex<Vec<(EventId, Status, Option<StateMap<EventId>>)>>,
+    log: Mutex<Vec<Stored>>,
 }
 
 impl MemHost {
