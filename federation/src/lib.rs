@@ -1,8 +1,24 @@
-//! Server-to-server federation.
+//! Server-to-server federation: the protocol, as plain functions over data with I/O at the
+//! edges. Storage is the host's, asked for through [`host::Host`], which the homeserver
+//! implements; the dependency stays `homeserver → federation → crypto`.
 //!
 //! - [`event`], [`auth`] and [`state_res`]: rooms as replicated event graphs. A typed view of
 //!   an event, the authorization rules as one pure function, and state resolution. All pure:
 //!   no I/O, no clock, no panics on any input (`docs/federation.md`, "Authorization rules").
+//! - [`wire`]: the wire protocol's shapes and limits (paths, transactions, verdicts, EDUs).
+//! - [`client`]: signed requests to peers ([`client::FedClient`]); [`keys`]: peers' signing
+//!   keys, cached, with the notary fallback ([`keys::KeyRing`]).
+//! - [`verify`]: steps 1–3 of the checks on every inbound event (shape, origin signature,
+//!   content hash).
+//! - [`inbound`]: the receiving side's pure decisions (order of a batch, fetch back-off).
+//! - [`host`]: what the flows ask of their host — storage ([`host::Host`]) and the network
+//!   ([`host::Remote`], really [`host::Network`]: a client and a key ring).
+//! - [`gaps`]: the gap-filling flow of an inbound event (auth chain, `get_missing_events`
+//!   rounds, the state fallback, the per-event fetch back-off), generic over those two.
+//! - [`join`]: joins, leaves and invites as functions over data (templates, stripped state,
+//!   the checks on a `send_join` answer).
+//! - [`sender`]: the per-destination sender's decisions (back-off, transaction ids, batches).
+//! - [`peers`]: decisions about peers' participants and media.
 //! - **Discovery**, finding a peer by its server name, below.
 //!
 //!
@@ -30,6 +46,8 @@
 pub mod auth;
 pub mod client;
 pub mod event;
+pub mod gaps;
+pub mod host;
 pub mod inbound;
 pub mod join;
 pub mod keys;

@@ -2,7 +2,8 @@
 //! transaction's events are grouped by room, rooms run in parallel (at most
 //! [`PARALLEL_ROOMS`]), a room's events in topological order. Each event is checked
 //! (`federation::verify`, steps 1–3), its missing auth events and parents are fetched from the
-//! origin (bounded, with a back-off per event), then [`WriteTx::persist`] decides its status
+//! origin (bounded, with a back-off per event: `federation::gaps`, over this server's
+//! [`StoreHost`]), then [`WriteTx::persist`] decides its status
 //! (steps 4–6) and, when accepted, the same projections as for a local event are applied
 //! (rooms and memberships through the projector, edits, reactions, redactions) before the
 //! commit, so that pages, sync and the stream show it like a local one.
@@ -10,58 +11,27 @@
 //! No lock and no write transaction is held across a request to a peer: fetches come first,
 //! each write is one short transaction.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::collections::HashMap;
 use std::time::Instant;
 
 use federation::auth::RoomVersion;
-use federation::client::FedError;
 use federation::event::{EventId, Pdu, StateMap, types};
-use federation::inbound::{MAX_FETCHED_AUTH_EVENTS, MISSING_ROUNDS, PARALLEL_ROOMS, fetch_backoff_ms, order_batch};
+use federation::gaps;
+use federation::host::Network;
+use federation::inbound::{PARALLEL_ROOMS, order_batch};
 use federation::verify::{Verified, verify_pdu, well_formed};
 use federation::wire::{self, Verdict};
 use futures_util::StreamExt;
 use serde_json::{Map, Value, json};
 
-use super::Active;
+use super::host::{StoreHost, status_of};
 use crate::api::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::messages::{EDIT, REACTION, REDACTION};
 use crate::storage::{EventStatus, PersistError, Persisted, Store, WriteTx};
 
-/// What the receiving side remembers between transactions: events whose gaps could not be
-/// filled, so that a bad event does not make every later request slow.
-#[derive(Default)]
-pub struct InboundState {
-    /// event id → (failures, not before this unix ms).
-    failed_fetches: Mutex<HashMap<EventId, (u32, u64)>>,
-}
-
-/// At most this many events remembered as failed; the oldest entries go first past it.
-const MAX_REMEMBERED_FAILURES: usize = 10_000;
-
-impl InboundState {
-    fn backing_off(&self, event_id: &str, now_ms: u64) -> bool {
-        let map = self.failed_fetches.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(event_id).is_some_and(|(_, until)| *until > now_ms)
-    }
-
-    fn failed(&self, event_id: &str, now_ms: u64) {
-        let mut map = self.failed_fetches.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= MAX_REMEMBERED_FAILURES {
-            map.retain(|_, (_, until)| *until > now_ms);
-        }
-        if map.len() < MAX_REMEMBERED_FAILURES {
-            let entry = map.entry(event_id.to_string()).or_insert((0, 0));
-            entry.0 += 1;
-            entry.1 = now_ms + fetch_backoff_ms(entry.0);
-        }
-    }
-
-    fn succeeded(&self, event_id: &str) {
-        self.failed_fetches.lock().unwrap_or_else(|e| e.into_inner()).remove(event_id);
-    }
-}
+/// What the receiving side remembers between transactions (failed fetches).
+pub type InboundState = federation::gaps::FetchBackoff;
 
 /// `PUT send/{txn_id}`: checks the transaction, answers a repeated one with its first answer,
 /// applies the pdus and the edus; answers `{pdus: {event_id: verdict}}`.
@@ -183,227 +153,14 @@ async fn receive_pdu_inner(
     }
     let active = st.fed.active().map_err(unavailable)?;
     let verified = verify_pdu(&active.keys, value, version, Some(origin)).await.map_err(|r| r.verdict)?;
-    let id = verified.pdu.event_id.clone();
-    // Stored before (sent again, or fetched as a parent): the decision made then.
-    if let Some(stored) = st.store.fed_event(&id).await.map_err(unavailable)? {
-        return Ok(verdict_of(stored.status));
-    }
-    let now = federation::now_ms();
-    let inbound = &st.fed.inbound;
-    let gap = needs_fetching(st, &verified.pdu).await.map_err(unavailable)?;
-    let mut state = None;
-    if gap {
-        if inbound.backing_off(&id, now) {
-            return Ok(Verdict::retry("SW_FED_UNAVAILABLE", "its missing events could not be fetched; later"));
-        }
-        match fill_gap(st, active, origin, &verified, version).await {
-            Ok(given) => {
-                inbound.succeeded(&id);
-                state = given;
-            }
-            Err(e) => {
-                tracing::info!(event_id = %id, %origin, error = %e, "a gap could not be filled");
-                inbound.failed(&id, now);
-                return Ok(Verdict::retry("SW_FED_UNAVAILABLE", format!("missing events not fetchable now: {e}")));
-            }
-        }
-    }
-    let persisted = store_event(&st.store, &verified, state.as_ref()).await?;
-    Ok(verdict_of(persisted.status))
+    let host = StoreHost { store: &st.store };
+    let network = Network { client: &active.client, keys: &active.keys };
+    Ok(gaps::receive(&host, &network, &st.fed.inbound, origin, &verified, version).await)
 }
 
-/// The verdict for a stored event: rejected ones are refused for good with
-/// `SW_ROOM_FORBIDDEN` (the room's rules refuse them); soft-failed ones are taken (stored, not
-/// shown), as the contract says.
+/// The verdict for a stored event ([`federation::host::Status::verdict`]).
 pub fn verdict_of(status: EventStatus) -> Verdict {
-    match status {
-        EventStatus::Rejected => Verdict::rejected("SW_ROOM_FORBIDDEN", "the room's rules refuse this event"),
-        EventStatus::Accepted | EventStatus::SoftFailed | EventStatus::Outlier => Verdict::Accepted,
-    }
-}
-
-/// Whether some auth event or parent of `pdu` is not stored.
-async fn needs_fetching(st: &AppState, pdu: &Pdu) -> Result<bool, sqlx::Error> {
-    let wanted: Vec<String> = pdu.auth_events.iter().chain(&pdu.prev_events).cloned().collect();
-    let found = st.store.stored_event_ids(&wanted).await?;
-    Ok(wanted.iter().any(|id| !found.contains(id)))
-}
-
-#[derive(Debug, thiserror::Error)]
-enum GapError {
-    #[error(transparent)]
-    Fed(#[from] FedError),
-    #[error(transparent)]
-    Store(#[from] sqlx::Error),
-    #[error("{0}")]
-    Other(String),
-}
-
-impl From<Verdict> for GapError {
-    fn from(v: Verdict) -> GapError {
-        GapError::Other(format!("{:?}", v))
-    }
-}
-
-/// Fetches what `event` lacks: its auth chain (`event_auth`, stored as outliers), then its
-/// missing parents (`get_missing_events`, at most [`MISSING_ROUNDS`] rounds of
-/// [`wire::MAX_MISSING_EVENTS`]), stored oldest first. If the parents still miss, the state at
-/// one of them (`state/`, its events stored as outliers) is answered, for
-/// [`WriteTx::persist_with_state`].
-async fn fill_gap(
-    st: &AppState,
-    active: &Active,
-    origin: &str,
-    event: &Verified,
-    version: RoomVersion,
-) -> Result<Option<StateMap<EventId>>, GapError> {
-    let pdu = &event.pdu;
-    let room_id = pdu.room_id.as_str();
-    let auth_missing = {
-        let found = st.store.stored_event_ids(&pdu.auth_events).await?;
-        pdu.auth_events.iter().any(|a| !found.contains(a))
-    };
-    if auth_missing {
-        fetch_auth_chain(st, active, origin, room_id, &pdu.event_id, version).await?;
-    }
-    let stored_prevs = st.store.stored_event_ids(&pdu.prev_events).await?;
-    if pdu.prev_events.iter().all(|p| stored_prevs.contains(p)) {
-        return Ok(None);
-    }
-    let mut fetched: HashMap<EventId, Verified> = HashMap::new();
-    let mut latest = vec![pdu.event_id.clone()];
-    let mut open: Vec<EventId> = Vec::new();
-    for _ in 0..MISSING_ROUNDS {
-        let earliest = st.store.forward_extremities(room_id).await?;
-        let body = json!({
-            "earliest_events": earliest, "latest_events": latest,
-            "limit": wire::MAX_MISSING_EVENTS, "min_depth": 0,
-        });
-        let answer =
-            active.client.request(origin, "POST", &wire::path::get_missing_events(room_id), Some(&body)).await?;
-        let events = answer.get("events").and_then(Value::as_array).cloned().unwrap_or_default();
-        let mut new = 0;
-        for value in events.iter().take(wire::MAX_MISSING_EVENTS) {
-            let Ok(v) = verify_pdu(&active.keys, value, version, None).await else { continue };
-            if v.pdu.room_id == room_id && !fetched.contains_key(&v.pdu.event_id) {
-                fetched.insert(v.pdu.event_id.clone(), v);
-                new += 1;
-            }
-        }
-        let mentioned: Vec<EventId> =
-            pdu.prev_events.iter().chain(fetched.values().flat_map(|v| v.pdu.prev_events.iter())).cloned().collect();
-        let stored = st.store.stored_event_ids(&mentioned).await?;
-        open = mentioned.into_iter().filter(|id| !stored.contains(id) && !fetched.contains_key(id)).collect();
-        if open.is_empty() || new == 0 {
-            break;
-        }
-        latest = fetched
-            .values()
-            .filter(|v| v.pdu.prev_events.iter().any(|p| open.contains(p)))
-            .map(|v| v.pdu.event_id.clone())
-            .collect();
-    }
-    if open.is_empty() {
-        let list: Vec<Verified> = fetched.into_values().collect();
-        let pdus: Vec<Pdu> = list.iter().map(|v| v.pdu.clone()).collect();
-        for (_, order) in order_batch(&pdus) {
-            for i in order {
-                ensure_auth(st, active, origin, &list[i], version).await?;
-                store_event(&st.store, &list[i], None).await?;
-            }
-        }
-        return Ok(None);
-    }
-    // The gap stays open: take the state at the first missing parent from the origin.
-    let Some(prev) = pdu.prev_events.iter().find(|p| !stored_prevs.contains(*p)) else { return Ok(None) };
-    let answer = active.client.request(origin, "GET", &wire::path::state(room_id, prev), None).await?;
-    let list = |k: &str| answer.get(k).and_then(Value::as_array).cloned().unwrap_or_default();
-    let (state_pdus, chain) = (list("pdus"), list("auth_chain"));
-    if state_pdus.len() > wire::MAX_STATE_EVENTS || chain.len() > wire::MAX_STATE_EVENTS {
-        return Err(GapError::Other("the state answered is over the limits".into()));
-    }
-    let mut state = StateMap::new();
-    let mut to_store = Vec::new();
-    for (i, value) in chain.iter().chain(&state_pdus).enumerate() {
-        let Ok(v) = verify_pdu(&active.keys, value, version, None).await else { continue };
-        if v.pdu.room_id != room_id {
-            continue;
-        }
-        if i >= chain.len() {
-            if let Some(key) = v.pdu.state_entry() {
-                state.insert(key, v.pdu.event_id.clone());
-            }
-        }
-        to_store.push(v);
-    }
-    store_outliers(st, to_store).await?;
-    Ok(Some(state))
-}
-
-/// Fetches and stores an event's auth chain from `origin` when some of its auth events are
-/// not stored.
-async fn ensure_auth(
-    st: &AppState,
-    active: &Active,
-    origin: &str,
-    event: &Verified,
-    version: RoomVersion,
-) -> Result<(), GapError> {
-    let found = st.store.stored_event_ids(&event.pdu.auth_events).await?;
-    if event.pdu.auth_events.iter().all(|a| found.contains(a)) {
-        return Ok(());
-    }
-    fetch_auth_chain(st, active, origin, &event.pdu.room_id, &event.pdu.event_id, version).await
-}
-
-/// `event_auth/{room_id}/{event_id}` from `origin`: every event verified, those of the room
-/// not stored kept as outliers (or placed, when their parents are known), shallowest first.
-async fn fetch_auth_chain(
-    st: &AppState,
-    active: &Active,
-    origin: &str,
-    room_id: &str,
-    event_id: &str,
-    version: RoomVersion,
-) -> Result<(), GapError> {
-    let answer = active.client.request(origin, "GET", &wire::path::event_auth(room_id, event_id), None).await?;
-    let chain = answer.get("auth_chain").and_then(Value::as_array).cloned().unwrap_or_default();
-    if chain.len() > MAX_FETCHED_AUTH_EVENTS.max(wire::MAX_STATE_EVENTS) {
-        return Err(GapError::Other("the auth chain answered is over the limits".into()));
-    }
-    let mut out = Vec::new();
-    for value in &chain {
-        if let Ok(v) = verify_pdu(&active.keys, value, version, None).await {
-            if v.pdu.room_id == room_id {
-                out.push(v);
-            }
-        }
-    }
-    store_outliers(st, out).await
-}
-
-/// Stores events fetched for their state or auth role, those not stored yet, auth events
-/// before what they authorise (by depth), in one transaction.
-async fn store_outliers(st: &AppState, mut events: Vec<Verified>) -> Result<(), GapError> {
-    let ids: Vec<String> = events.iter().map(|v| v.pdu.event_id.clone()).collect();
-    let stored = st.store.stored_event_ids(&ids).await?;
-    events.retain(|v| !stored.contains(&v.pdu.event_id));
-    events.sort_by(|a, b| (a.pdu.depth, &a.pdu.event_id).cmp(&(b.pdu.depth, &b.pdu.event_id)));
-    let mut seen = HashSet::new();
-    events.retain(|v| seen.insert(v.pdu.event_id.clone()));
-    if events.is_empty() {
-        return Ok(());
-    }
-    let mut tx = st.store.write().await?;
-    for v in &events {
-        let json = crypto::to_canonical_string(&v.json).map_err(|e| GapError::Other(e.to_string()))?;
-        let p = tx.persist(&v.pdu, &json).await.map_err(|e| GapError::Other(e.to_string()))?;
-        if !p.existed && p.status == EventStatus::Accepted {
-            apply_accepted(&mut tx, &v.pdu).await.map_err(|e| GapError::Other(e.to_string()))?;
-        }
-    }
-    tx.commit().await?;
-    Ok(())
+    status_of(status).verdict()
 }
 
 /// Persists one verified event (with the state before it when its parents are missing) and,

@@ -7,6 +7,7 @@
 //!   sender and the client API's federation operations.
 
 pub mod endpoints;
+pub mod host;
 pub mod inbound;
 pub mod join;
 pub mod limits;
