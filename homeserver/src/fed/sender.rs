@@ -66,6 +66,12 @@ struct Inner {
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
+impl Inner {
+    fn dests_empty(&self) -> bool {
+        lock(&self.dests).is_empty()
+    }
+}
+
 struct Dest {
     name: String,
     wake: Notify,
@@ -268,6 +274,10 @@ impl Sender {
             }
             last_scan = tokio::time::Instant::now();
             let top = *committed.borrow_and_update();
+            if !store.federation_in_use() && self.inner.dests_empty() {
+                // Nothing committed so far can concern a peer.
+                scanned = top;
+            }
             while scanned < top {
                 let upto = (scanned + DISPATCH_CHUNK).min(top);
                 let found = match store.fed_destinations_of_range(&self.inner.us, scanned, upto).await {

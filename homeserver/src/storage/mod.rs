@@ -90,6 +90,9 @@ pub struct Store {
     readers: std::sync::Arc<writer::DirectReaders>,
     /// Parsed auth events, shared by every writer of this process.
     pdus: std::sync::Arc<PduCache>,
+    /// Whether this server has ever federated a room or met a peer: until then the federation
+    /// sender has nothing to look at in new commits (see [`Store::federation_in_use`]).
+    fed_in_use: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// WAL frames (a 4 KiB page and its 24-byte header) in `mib` MiB.
@@ -114,6 +117,7 @@ pub struct WriteTx {
     signer: Option<std::sync::Arc<EventSigner>>,
     last_position: i64,
     pdus: std::sync::Arc<PduCache>,
+    fed_in_use: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Store {
@@ -158,6 +162,11 @@ impl Store {
         let top: i64 =
             sqlx::query_scalar("SELECT COALESCE(MAX(stream_position), 0) FROM events").fetch_one(&pool).await?;
         let (committed, _) = tokio::sync::watch::channel(top);
+        let fed_in_use: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM rooms WHERE federated) OR EXISTS (SELECT 1 FROM fed_destinations)",
+        )
+        .fetch_one(&pool)
+        .await?;
         Ok(Store {
             pool,
             committed: std::sync::Arc::new(committed),
@@ -168,7 +177,15 @@ impl Store {
             wal_restart_frames: wal_frames(crate::config::Config::default().wal_restart_mib),
             readers: Default::default(),
             pdus: Default::default(),
+            fed_in_use: std::sync::Arc::new(fed_in_use.into()),
         })
+    }
+
+    /// False while no room of this server has ever been federated and no peer is known: then
+    /// no committed event can be addressed to a peer. Turns true (for the life of the process)
+    /// as soon as a room's federation is switched on or a federated room is made here.
+    pub fn federation_in_use(&self) -> bool {
+        self.fed_in_use.load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub async fn write(&self) -> Result<WriteTx, sqlx::Error> {
@@ -180,6 +197,7 @@ impl Store {
             signer: self.signer.clone(),
             last_position: 0,
             pdus: self.pdus.clone(),
+            fed_in_use: self.fed_in_use.clone(),
         })
     }
 

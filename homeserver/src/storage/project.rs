@@ -154,6 +154,9 @@ impl WriteTx {
     }
 
     pub async fn set_room_federated(&mut self, room_id: &str, federated: bool) -> Result<(), sqlx::Error> {
+        if federated {
+            self.fed_in_use.store(true, std::sync::atomic::Ordering::Release);
+        }
         sqlx::query("UPDATE rooms SET federated = $2 WHERE id = $1")
             .bind(room_id)
             .bind(federated)

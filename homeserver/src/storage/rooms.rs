@@ -294,6 +294,9 @@ impl WriteTx {
     }
 
     pub async fn insert_room(&mut self, r: &Room) -> Result<(), sqlx::Error> {
+        if r.federated {
+            self.fed_in_use.store(true, std::sync::atomic::Ordering::Release);
+        }
         sqlx::query(
             "INSERT INTO rooms (id, tenant_id, room_alias, room_type, name, topic, workspace_id, creator_id, created_at, state, federated, dm_key)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
