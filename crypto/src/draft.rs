@@ -43,21 +43,12 @@ impl<'a> EventDraft<'a> {
     /// Errors with [`Error::MalformedEvent`] when `content` is not an object, and with the
     /// encoder's errors when the kept part of the content cannot be encoded.
     pub fn new(event_type: &'a str, content: &'a Value, content_json: &'a str) -> Result<Self> {
-        Self::with_content_json(event_type, content, Cow::Borrowed(content_json))
-    }
-
-    /// [`EventDraft::new`] owning the content's canonical JSON.
-    pub fn new_owned(event_type: &'a str, content: &'a Value, content_json: String) -> Result<Self> {
-        Self::with_content_json(event_type, content, Cow::Owned(content_json))
-    }
-
-    fn with_content_json(event_type: &'a str, content: &'a Value, content_json: Cow<'a, str>) -> Result<Self> {
         let content_map = content.as_object().ok_or(Error::MalformedEvent("content is not an object"))?;
         // A caller's mistake here would sign a hash of other bytes than the canonical event:
         // debug builds (every test run) check what release builds trust.
-        debug_assert_eq!(to_canonical_string(content).ok().as_deref(), Some(content_json.as_ref()), "content_json");
+        debug_assert_eq!(to_canonical_string(content).ok().as_deref(), Some(content_json), "content_json");
         let redacted_content = match kept_content_keys(event_type) {
-            KeptContent::All => content_json.clone().into_owned(),
+            KeptContent::All => content_json.to_owned(),
             KeptContent::Keys(keys) if keys.is_empty() => "{}".to_owned(),
             KeptContent::Keys(keys) => {
                 let kept: serde_json::Map<String, Value> =
@@ -68,7 +59,7 @@ impl<'a> EventDraft<'a> {
         let mut type_json = String::with_capacity(event_type.len() + 2);
         write_string(&mut type_json, event_type);
         Ok(EventDraft {
-            members: vec![("content", content_json), ("event_type", Cow::Owned(type_json))],
+            members: vec![("content", Cow::Borrowed(content_json)), ("event_type", Cow::Owned(type_json))],
             redacted_content,
         })
     }

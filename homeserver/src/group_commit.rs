@@ -55,8 +55,7 @@ use crate::ids;
 use crate::ratelimit::SendLimiter;
 use crate::rooms::{self, AuthEvents, NewEventSpec, SignedEvent, event_types, rules};
 use crate::storage::{
-    BatchTx, BatchWriter, EventSigner, GraphHead, GraphRows, Membership, MessageRow, Participant, PduCache, Room,
-    Store, Tenant,
+    BatchTx, BatchWriter, GraphHead, GraphRows, Membership, MessageRow, Participant, PduCache, Room, Store, Tenant,
 };
 
 /// The most sends committed together.
@@ -174,11 +173,6 @@ struct RoomBatch {
     auth_events: Option<AuthEvents>,
     /// The room's forward extremities and current state group as stored so far in this batch.
     head: GraphHead,
-    /// The parents of the room's next event of this batch: the head's extremities, then the
-    /// batch's last event built (phase 1 runs ahead of the rows, phase 3).
-    next_parents: Vec<(String, i64)>,
-    /// An event of the room failed to store: its later events of the batch are refused.
-    broken: bool,
     /// Whether an event was appended, so the extremity must be written.
     appended: bool,
 }
@@ -275,12 +269,7 @@ fn run_in(
 ) -> ApiResult<()> {
     let signer = tx.signer().ok_or_else(|| ApiError::internal("no signing key loaded"))?;
     let mut rooms: HashMap<&str, RoomBatch> = HashMap::new();
-    // Phase 1, in order: the checks, each event built and hashed on top of the one before it
-    // in its room (an id does not depend on a signature), and the rules.
-    let mut prepared: Vec<(usize, Ready, rooms::PreparedEvent<'_>)> = Vec::with_capacity(jobs.len());
-    // `(sender_id, event_uuid) → event_id` of this batch's events: a retry in the same batch is
-    // answered like one already stored.
-    let mut batch_uuids: HashMap<(String, String), (String, String)> = HashMap::new();
+    let mut graph = GraphRows::default();
     for (i, job) in jobs.iter().enumerate() {
         if !rooms.contains_key(job.room_id.as_str()) {
             let state = load_room(tx, &job.room_id, jobs)?;
@@ -299,57 +288,29 @@ fn run_in(
                 continue;
             }
         };
-        if let Some((event_id, room)) = batch_uuids.get(&(ready.sender_id.clone(), ready.event_uuid.clone())) {
-            results[i] = Some(if *room == job.room_id {
-                Ok(Sent::Existing { event_id: event_id.clone() })
-            } else {
-                Err(ApiError::Conflict("event_uuid was already used in another room".into()))
-            });
-            continue;
-        }
+        // The room's next event: its parent is the event stored before it, in this batch or
+        // before. (A send that failed to store is no one's parent.)
         let spec = ready.spec(job);
-        let event = rooms::prepare_event(
+        let signed = rooms::sign_event(
             signer,
             &spec,
-            event_types::MESSAGE,
-            &job.req.content,
             Some(&job.content_json),
             &ready.event_uuid,
             &ready.sender_fqid,
-            &st.next_parents,
+            &st.head.extremities,
             ready.auth_events.clone(),
         );
-        let event = match event {
-            Ok(e) => e,
+        let s = match signed {
+            Ok(s) => s,
             Err(e) => {
                 results[i] = Some(Err(e));
                 continue;
             }
         };
-        if let Err(e) = authorize(st, &spec, &event, &ready.sender_fqid, &signer.server_name) {
+        if let Err(e) = authorize(st, &spec, &s, &ready.sender_fqid, &signer.server_name) {
             results[i] = Some(Err(e));
             continue;
         }
-        st.next_parents = vec![(event.event_id.clone(), event.depth)];
-        batch_uuids
-            .insert((ready.sender_id.clone(), ready.event_uuid.clone()), (event.event_id.clone(), job.room_id.clone()));
-        prepared.push((i, ready, event));
-    }
-
-    // Phase 2: the signatures, the costly part, on this thread and one more.
-    let signed: Vec<(usize, Ready, SignedEvent<'_>)> = sign_all(signer, prepared);
-
-    // Phase 3, in order: the rows. A room whose event failed to store takes none of its later
-    // events of this batch: they name it as their parent.
-    let mut graph = GraphRows::default();
-    for (i, ready, s) in signed {
-        let job = &jobs[i];
-        let st = rooms.get_mut(job.room_id.as_str()).expect("loaded in phase 1");
-        if st.broken {
-            results[i] = Some(Err(ApiError::Unavailable("an earlier send of this batch could not be stored".into())));
-            continue;
-        }
-        let spec = ready.spec(job);
         match tx.append_message(
             &s.new_event(&spec, &ready.event_uuid, &ready.sender_fqid),
             &st.head,
@@ -363,7 +324,6 @@ fn run_in(
             }
             Err(e) => {
                 results[i] = Some(Err(e.into()));
-                st.broken = true;
                 alive(tx)?;
             }
         }
@@ -380,37 +340,6 @@ fn run_in(
     Ok(())
 }
 
-/// Signs a batch's events, the second half on a thread of its own: ed25519 signing is the
-/// largest part of the writer's work per send, and the writer orders every send.
-fn sign_all<'a>(
-    signer: &EventSigner,
-    mut prepared: Vec<(usize, Ready, rooms::PreparedEvent<'a>)>,
-) -> Vec<(usize, Ready, SignedEvent<'a>)> {
-    fn sign<'a>(
-        signer: &EventSigner,
-        events: Vec<(usize, Ready, rooms::PreparedEvent<'a>)>,
-    ) -> Vec<(usize, Ready, SignedEvent<'a>)> {
-        events.into_iter().map(|(i, r, e)| (i, r, e.sign(signer))).collect()
-    }
-    if prepared.len() < SIGN_IN_PARALLEL_FROM {
-        return sign(signer, prepared);
-    }
-    let second = prepared.split_off(prepared.len() / 2);
-    std::thread::scope(|scope| {
-        let other = scope.spawn(|| sign(signer, second));
-        let mut out = sign(signer, prepared);
-        match other.join() {
-            Ok(rest) => out.extend(rest),
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
-        out
-    })
-}
-
-/// Batches smaller than this are signed on the writer's thread alone: a thread costs more than
-/// a few signatures.
-const SIGN_IN_PARALLEL_FROM: usize = 8;
-
 /// After a failed statement: `Err` when SQLite ended the whole transaction.
 fn alive(tx: &BatchTx<'_>) -> ApiResult<()> {
     if tx.is_alive() { Ok(()) } else { Err(ApiError::internal("the database ended the transaction")) }
@@ -421,7 +350,7 @@ fn alive(tx: &BatchTx<'_>) -> ApiResult<()> {
 fn authorize(
     st: &RoomBatch,
     spec: &NewEventSpec<'_>,
-    s: &rooms::PreparedEvent<'_>,
+    s: &SignedEvent,
     sender_fqid: &str,
     origin: &str,
 ) -> ApiResult<()> {
@@ -577,8 +506,6 @@ fn load_room(tx: &BatchTx<'_>, room_id: &str, jobs: &[Job]) -> ApiResult<RoomBat
             auth_fqids: Vec::new(),
             auth_events: None,
             head: GraphHead::default(),
-            next_parents: Vec::new(),
-            broken: false,
             appended: false,
         });
     };
@@ -590,9 +517,7 @@ fn load_room(tx: &BatchTx<'_>, room_id: &str, jobs: &[Job]) -> ApiResult<RoomBat
         auth,
         auth_fqids: fqids.into_iter().map(str::to_string).collect(),
         auth_events: None,
-        next_parents: head.extremities.clone(),
         head,
-        broken: false,
         appended: false,
     })
 }

@@ -282,117 +282,35 @@ impl<'a> SignedEvent<'a> {
 /// `Value`: on the send writer's thread, which orders every send, that is a third less work.
 pub(crate) fn sign_event<'a>(
     signer: &EventSigner,
-    spec: &NewEventSpec<'a>,
+    spec: &NewEventSpec<'_>,
     content_json: Option<&'a str>,
     event_uuid: &str,
     sender_fqid: &str,
     extremities: &[(String, i64)],
     auth_events: Vec<String>,
 ) -> ApiResult<SignedEvent<'a>> {
-    let prepared = prepare_event(
-        signer,
-        spec,
-        spec.event_type,
-        spec.content,
-        content_json,
-        event_uuid,
-        sender_fqid,
-        extremities,
-        auth_events,
-    )?;
-    Ok(prepared.sign(signer))
-}
-
-/// An event built and hashed, its id known, waiting for its signature: the send writer signs
-/// a batch's events on two threads once every id is known (ids do not depend on signatures).
-pub(crate) struct PreparedEvent<'a> {
-    draft: crypto::PreparedDraft<'a>,
-    pub event_id: String,
-    pub content_json: Cow<'a, str>,
-    pub origin_ts: i64,
-    pub depth: i64,
-    pub prev_events: Vec<String>,
-    pub auth_events: Vec<String>,
-}
-
-impl<'a> PreparedEvent<'a> {
-    pub fn sign(self, signer: &EventSigner) -> SignedEvent<'a> {
-        let (event_id, pdu) = self.draft.sign(&signer.server_name, &signer.key);
-        SignedEvent {
-            event_id,
-            pdu,
-            content_json: self.content_json,
-            origin_ts: self.origin_ts,
-            depth: self.depth,
-            prev_events: self.prev_events,
-            auth_events: self.auth_events,
-        }
-    }
-
-    /// The event as the rules see it (see [`SignedEvent::to_pdu`]).
-    pub fn to_pdu(&self, spec: &NewEventSpec<'_>, sender_fqid: &str, origin: &str) -> Pdu {
-        Pdu {
-            event_id: self.event_id.clone(),
-            room_id: spec.room_id.to_owned(),
-            sender: sender_fqid.to_owned(),
-            origin: origin.to_owned(),
-            origin_ts: self.origin_ts,
-            event_type: spec.event_type.to_owned(),
-            content: spec.content.as_object().cloned().unwrap_or_default(),
-            state_key: spec.state_key.map(str::to_owned),
-            prev_events: self.prev_events.clone(),
-            auth_events: self.auth_events.clone(),
-            depth: self.depth,
-        }
-    }
-}
-
-/// [`sign_event`] up to its signature. `event_type` and `content` are the spec's, given apart
-/// so that the result borrows them only, not the rest of the spec.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn prepare_event<'a>(
-    signer: &EventSigner,
-    spec: &NewEventSpec<'_>,
-    event_type: &'a str,
-    content: &'a Value,
-    content_json: Option<&'a str>,
-    event_uuid: &str,
-    sender_fqid: &str,
-    extremities: &[(String, i64)],
-    auth_events: Vec<String>,
-) -> ApiResult<PreparedEvent<'a>> {
     let unsignable = |e: crypto::Error| ApiError::bad_request(format!("event cannot be signed: {e}"));
     let content_json = match content_json {
         Some(c) => Cow::Borrowed(c),
-        None => Cow::Owned(crypto::to_canonical_string(content).map_err(unsignable)?),
+        None => Cow::Owned(crypto::to_canonical_string(spec.content).map_err(unsignable)?),
     };
     let depth = extremities.iter().map(|(_, d)| *d).max().unwrap_or(0) + 1;
     let prev_events: Vec<String> = extremities.iter().map(|(id, _)| id.clone()).collect();
     let origin_ts = now_secs();
-    let draft = {
-        let content_ref: &str = &content_json;
-        // The draft borrows the content's JSON; an owned one is moved into the result, so it is
-        // re-encoded into the draft's own members instead.
-        let mut draft = match &content_json {
-            Cow::Borrowed(c) => crypto::EventDraft::new(event_type, content, c),
-            Cow::Owned(_) => crypto::EventDraft::new_owned(event_type, content, content_ref.to_owned()),
-        }
-        .map_err(unsignable)?;
-        draft
-            .string("event_uuid", event_uuid)
-            .string("room_id", spec.room_id)
-            .string("sender", sender_fqid)
-            .string("origin", &signer.server_name)
-            .strings("prev_events", &prev_events)
-            .strings("auth_events", &auth_events);
-        draft.integer("origin_ts", origin_ts).and_then(|d| d.integer("depth", depth)).map_err(unsignable)?;
-        if let Some(k) = spec.state_key {
-            draft.string("state_key", k);
-        }
-        draft.prepare().map_err(unsignable)?
-    };
-    let event_id = draft.event_id().to_owned();
-    Ok(PreparedEvent { draft, event_id, content_json, origin_ts, depth, prev_events, auth_events })
+    let mut draft = crypto::EventDraft::new(spec.event_type, spec.content, &content_json).map_err(unsignable)?;
+    draft
+        .string("event_uuid", event_uuid)
+        .string("room_id", spec.room_id)
+        .string("sender", sender_fqid)
+        .string("origin", &signer.server_name)
+        .strings("prev_events", &prev_events)
+        .strings("auth_events", &auth_events);
+    draft.integer("origin_ts", origin_ts).and_then(|d| d.integer("depth", depth)).map_err(unsignable)?;
+    if let Some(k) = spec.state_key {
+        draft.string("state_key", k);
+    }
+    let (event_id, pdu) = draft.prepare().map_err(unsignable)?.sign(&signer.server_name, &signer.key);
+    Ok(SignedEvent { event_id, pdu, content_json, origin_ts, depth, prev_events, auth_events })
 }
 
 /// Replaces the stored wire forms of a redacted event (and of its edits) by their redacted
