@@ -129,11 +129,21 @@ pub struct Options {
     pub homeserver_bin: Option<PathBuf>,
     /// `RUST_LOG` for the nodes.
     pub log: String,
+    /// Settings (`HOMESERVER_…` variables) given to every node, from its first command on (a
+    /// benchmark lifts the default tenant's send rate this way).
+    pub env: Vec<(String, String)>,
 }
 
 impl Options {
     pub fn new(nodes: usize, state_dir: impl Into<PathBuf>) -> Options {
-        Options { nodes, state_dir: state_dir.into(), subnet: 0, homeserver_bin: None, log: "info".into() }
+        Options {
+            nodes,
+            state_dir: state_dir.into(),
+            subnet: 0,
+            homeserver_bin: None,
+            log: "info".into(),
+            env: Vec::new(),
+        }
     }
 }
 
@@ -531,6 +541,7 @@ impl Testnet {
             ("HOMESERVER_FEDERATION_CA_FILE".into(), self.ca.cert_path.display().to_string()),
             ("HOMESERVER_REGISTRATION".into(), "open".into()),
         ];
+        env.extend(self.options.env.iter().cloned());
         let extra = self.extra_env.lock().unwrap_or_else(|e| e.into_inner());
         env.extend(extra.get(&node.index).into_iter().flatten().cloned());
         env

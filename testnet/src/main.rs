@@ -101,7 +101,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Cmd::Up { nodes, state_dir, subnet, homeserver_bin, log } => {
-            up(Options { nodes, state_dir, subnet, homeserver_bin, log }).await
+            up(Options { nodes, state_dir, subnet, homeserver_bin, log, env: Vec::new() }).await
         }
         Cmd::Node { action, name, state_dir } => {
             control::send(&state_dir, json!({"cmd": action, "node": name})).await?;
