@@ -104,6 +104,9 @@ async fn receive_pdus(st: &AppState, origin: &str, values: &[Value]) -> Vec<(Eve
     let raw = &raw;
     let per_room = futures_util::stream::iter(rooms)
         .map(|(_, order)| async move {
+            if let Some(verdicts) = receive_room_at_once(st, origin, &order, raw, parsed).await {
+                return verdicts;
+            }
             let mut verdicts = Vec::with_capacity(order.len());
             for i in order {
                 let (value, version) = raw[i];
@@ -121,6 +124,77 @@ async fn receive_pdus(st: &AppState, origin: &str, values: &[Value]) -> Vec<(Eve
         .await;
     out.extend(per_room.into_iter().flatten());
     out
+}
+
+/// The common case of a room's events in a transaction, in one write transaction: the room is
+/// resident and federated, every event verifies, and every parent and auth event is stored
+/// or comes earlier in the batch (no gap to fill). `None` sends the room's events through
+/// [`receive_pdu`] one by one instead, which handles everything else (and answers the same
+/// for what this path takes). One transaction and one check of the room per batch, instead of
+/// per event, is most of a peer's delivery rate.
+async fn receive_room_at_once(
+    st: &AppState,
+    origin: &str,
+    order: &[usize],
+    raw: &[(&Value, Option<RoomVersion>)],
+    parsed: &[Pdu],
+) -> Option<Vec<(EventId, Verdict)>> {
+    let first = *order.first()?;
+    let version = raw[first].1?;
+    let room_id = parsed[first].room_id.as_str();
+    if !st.store.room_federated(room_id).await.ok()?? {
+        return None;
+    }
+    if !st.store.room_servers(room_id).await.ok()?.iter().any(|s| *s == st.fed.server_name) {
+        return None;
+    }
+    let active = st.fed.active().ok()?;
+    let mut verified = Vec::with_capacity(order.len());
+    for &i in order {
+        verified.push(verify_pdu(&active.keys, raw[i].0, version, Some(origin)).await.ok()?);
+    }
+    let in_batch: std::collections::HashSet<&str> = verified.iter().map(|v| v.pdu.event_id.as_str()).collect();
+    let mut needed: Vec<String> = verified
+        .iter()
+        .flat_map(|v| v.pdu.prev_events.iter().chain(v.pdu.auth_events.iter()))
+        .filter(|id| !in_batch.contains(id.as_str()))
+        .cloned()
+        .collect();
+    needed.sort_unstable();
+    needed.dedup();
+    let stored = st.store.stored_event_ids(&needed).await.ok()?;
+    if needed.iter().any(|id| !stored.contains(id)) {
+        return None;
+    }
+    let mut tx = st.store.write().await.ok()?;
+    let mut out = Vec::with_capacity(verified.len());
+    for v in &verified {
+        let json = match crypto::to_canonical_string(&v.json) {
+            Ok(j) => j,
+            Err(e) => {
+                out.push((
+                    v.pdu.event_id.clone(),
+                    Verdict::rejected("SW_BAD_REQUEST", format!("not canonical JSON: {e}")),
+                ));
+                continue;
+            }
+        };
+        let persisted = match tx.persist(&v.pdu, &json).await {
+            Ok(p) => p,
+            Err(PersistError::Unstorable(m)) => {
+                out.push((v.pdu.event_id.clone(), Verdict::rejected("SW_BAD_REQUEST", m)));
+                continue;
+            }
+            // The transaction may be unusable: start over, event by event.
+            Err(_) => return None,
+        };
+        if !persisted.existed && persisted.status == EventStatus::Accepted {
+            apply_accepted(&mut tx, &v.pdu).await.ok()?;
+        }
+        out.push((v.pdu.event_id.clone(), verdict_of(persisted.status)));
+    }
+    tx.commit().await.ok()?;
+    Some(out)
 }
 
 /// One pdu of a transaction, through every check; never fails the others.
