@@ -6,9 +6,11 @@
 //!   ([`federation::client::FedClient`]) live in [`Federation`], shared by the endpoints, the
 //!   sender and the client API's federation operations.
 
+pub mod dm;
 pub mod endpoints;
 pub mod host;
 pub mod inbound;
+pub mod invite;
 pub mod join;
 pub mod limits;
 pub mod remote;
