@@ -3,6 +3,7 @@
 //! or a changed rule is fixed in one place for every test.
 
 use crate::config::Durability;
+use crate::rooms::{NewEventSpec, append_by, event_types};
 use crate::storage::{EventSigner, Participant, Room, RoomState, RoomType, Store, Tenant, Workspace};
 
 /// A store in `dir`, signing as `server_name` with the fixed test key, with a `default` tenant
@@ -66,4 +67,26 @@ pub(crate) fn group_room(id: &str, creator: &Participant) -> Room {
         federated: false,
         dm_key: None,
     }
+}
+
+/// The spec of a plain message by `who` in `room_id`.
+pub(crate) fn message<'a>(room_id: &'a str, who: &'a Participant, content: &'a serde_json::Value) -> NewEventSpec<'a> {
+    NewEventSpec {
+        room_id,
+        sender_id: &who.id,
+        event_type: event_types::MESSAGE,
+        state_key: None,
+        content,
+        event_uuid: None,
+        relates_to: None,
+        unsigned: None,
+    }
+}
+
+/// `who` says `body` in `room_id` through the room operations (rules checked), committed.
+pub(crate) async fn say(store: &Store, room_id: &str, who: &Participant, body: &str) {
+    let content = serde_json::json!({"msgtype": "swp.text", "body": body});
+    let mut tx = store.write().await.expect("tx");
+    append_by(&mut tx, message(room_id, who, &content), who.fqid.clone()).await.expect("append");
+    tx.commit().await.expect("commit");
 }

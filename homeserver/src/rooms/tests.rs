@@ -67,16 +67,7 @@ async fn a_projection_out_of_step_with_the_events_lets_nothing_through() {
 
     let content = json!({"msgtype": "swp.text", "body": "hi"});
     let mut tx = store.write().await.expect("tx");
-    let spec = NewEventSpec {
-        room_id: "room-t1",
-        sender_id: &bob.id,
-        event_type: event_types::MESSAGE,
-        state_key: None,
-        content: &content,
-        event_uuid: None,
-        relates_to: None,
-        unsigned: None,
-    };
+    let spec = test_fixtures::message("room-t1", &bob, &content);
     let refused = append_by(&mut tx, spec, bob.fqid.clone()).await;
     assert!(matches!(refused, Err(ApiError::NotMember(_))), "room operations: {:?}", refused.err());
     drop(tx);

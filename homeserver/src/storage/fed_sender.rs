@@ -422,20 +422,7 @@ mod tests {
     }
 
     async fn say(store: &Store, who: &Participant, body: &str) -> i64 {
-        let content = json!({"msgtype": "swp.text", "body": body});
-        let mut tx = store.write().await.expect("tx");
-        let spec = NewEventSpec {
-            room_id: "room-f1",
-            sender_id: &who.id,
-            event_type: event_types::MESSAGE,
-            state_key: None,
-            content: &content,
-            event_uuid: None,
-            relates_to: None,
-            unsigned: None,
-        };
-        append_by(&mut tx, spec, who.fqid.clone()).await.expect("append");
-        tx.commit().await.expect("commit");
+        test_fixtures::say(store, "room-f1", who, body).await;
         store.committed_position()
     }
 

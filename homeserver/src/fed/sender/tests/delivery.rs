@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::config::Config;
 use crate::fed::sender::Sender;
-use crate::rooms::{NewEventSpec, append_by, event_types, populate_new_room};
+use crate::rooms::populate_new_room;
 use crate::storage::{Membership, Participant, Store};
 use crate::test_fixtures;
 
@@ -108,20 +108,7 @@ async fn alice_in_room_with(store: &Store, peer_names: &[&str]) -> Participant {
 }
 
 async fn say(store: &Store, who: &Participant, body: &str) {
-    let content = json!({"msgtype": "swp.text", "body": body});
-    let mut tx = store.write().await.unwrap();
-    let spec = NewEventSpec {
-        room_id: "room-d1",
-        sender_id: &who.id,
-        event_type: event_types::MESSAGE,
-        state_key: None,
-        content: &content,
-        event_uuid: None,
-        relates_to: None,
-        unsigned: None,
-    };
-    append_by(&mut tx, spec, who.fqid.clone()).await.unwrap();
-    tx.commit().await.unwrap();
+    test_fixtures::say(store, "room-d1", who, body).await
 }
 
 /// Polls every 20 ms, for at most 20 s.
