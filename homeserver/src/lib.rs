@@ -26,3 +26,5 @@ pub mod rooms;
 pub mod server;
 pub mod signing;
 pub mod storage;
+#[cfg(test)]
+pub(crate) mod test_fixtures;

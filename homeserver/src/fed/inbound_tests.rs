@@ -8,67 +8,27 @@ use federation::verify::Verified;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::config::Durability;
-use crate::storage::{EventSigner, Participant, Room, RoomState, RoomType, Store, Tenant, Workspace};
+use crate::storage::{Participant, Room, RoomType, Store};
+use crate::test_fixtures;
 
 const ROOM: &str = "room-in1";
 const BOB: &str = "@bob:beta.test";
 
 async fn store(dir: &std::path::Path) -> Store {
-    let url = crate::config::sqlite_url(dir);
-    let key = crypto::ServerKey::from_seed("1", &[7; 32]).expect("key");
-    let store = Store::open(&url, Durability::Normal).await.expect("store");
-    let store = store.with_signer(EventSigner { server_name: "hs.test".into(), key });
-    let tenant = Tenant {
-        id: "default".into(),
-        name: "Default".into(),
-        max_participants: 100,
-        send_rate_per_s: 1000,
-        send_burst: 1000,
-        created_at: 0,
-    };
-    store.create_tenant(&tenant).await.expect("tenant");
-    store
+    test_fixtures::store(dir, "hs.test").await
 }
 
 async fn alice(store: &Store) -> Participant {
-    let p = Participant {
-        id: "p-alice".into(),
-        tenant_id: "default".into(),
-        local_id: "alice".into(),
-        server_name: "hs.test".into(),
-        fqid: "@alice:hs.test".into(),
-        display_name: "alice".into(),
-        is_admin: false,
-        created_at: 0,
-    };
-    let ws = Workspace {
-        id: "ws-alice".into(),
-        tenant_id: "default".into(),
-        owner_id: p.id.clone(),
-        name: "alice".into(),
-        personal: true,
-        created_at: 0,
-    };
-    assert!(store.create_participant(&p, None, &ws).await.expect("participant"));
-    p
+    test_fixtures::person(store, "alice", "hs.test").await
 }
 
 /// A public room of Alice's, federated.
 async fn public_room(store: &Store, alice: &Participant) {
     let room = Room {
-        id: ROOM.into(),
-        tenant_id: "default".into(),
-        room_alias: None,
         room_type: RoomType::Public,
         name: Some("Lobby".into()),
-        topic: None,
-        workspace_id: "ws-alice".into(),
-        creator_id: alice.id.clone(),
-        created_at: 0,
-        state: RoomState::Open,
         federated: true,
-        dm_key: None,
+        ..test_fixtures::group_room(ROOM, alice)
     };
     let mut tx = store.write().await.expect("tx");
     crate::rooms::populate_new_room(&mut tx, &room, alice, &[]).await.expect("room");

@@ -8,65 +8,25 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::*;
-use crate::config::Durability;
 use crate::group_commit::{CheckedSend, GroupCommit, References, SendRequest};
 use crate::ratelimit::SendLimiter;
-use crate::storage::{Tenant, Workspace};
+
+use crate::test_fixtures;
 
 async fn store(dir: &std::path::Path) -> Store {
-    let url = crate::config::sqlite_url(dir);
-    let key = crypto::ServerKey::from_seed("1", &[7; 32]).expect("key");
-    let store = Store::open(&url, Durability::Normal).await.expect("store");
-    let store = store.with_signer(EventSigner { server_name: "hs.test".into(), key });
-    let tenant = Tenant {
-        id: "default".into(),
-        name: "Default".into(),
-        max_participants: 100,
-        send_rate_per_s: 1000,
-        send_burst: 1000,
-        created_at: 0,
-    };
-    store.create_tenant(&tenant).await.expect("tenant");
-    store
+    test_fixtures::store(dir, "hs.test").await
 }
 
 async fn person(store: &Store, name: &str) -> Participant {
-    let p = Participant {
-        id: format!("p-{name}"),
-        tenant_id: "default".into(),
-        local_id: name.into(),
-        server_name: "hs.test".into(),
-        fqid: format!("@{name}:hs.test"),
-        display_name: name.into(),
-        is_admin: false,
-        created_at: 0,
-    };
-    let ws = Workspace {
-        id: format!("ws-{name}"),
-        tenant_id: "default".into(),
-        owner_id: p.id.clone(),
-        name: name.into(),
-        personal: true,
-        created_at: 0,
-    };
-    assert!(store.create_participant(&p, None, &ws).await.expect("participant"));
-    p
+    test_fixtures::person(store, name, "hs.test").await
 }
 
+/// The fixture's group room with the local facts (alias, topic) the projector must keep.
 fn group_room(creator: &Participant) -> Room {
     Room {
-        id: "room-t1".into(),
-        tenant_id: "default".into(),
         room_alias: Some("#team:hs.test".into()),
-        room_type: RoomType::Group,
-        name: Some("Team".into()),
         topic: Some("plans".into()),
-        workspace_id: format!("ws-{}", creator.local_id),
-        creator_id: creator.id.clone(),
-        created_at: 0,
-        state: RoomState::Open,
-        federated: false,
-        dm_key: None,
+        ..test_fixtures::group_room("room-t1", creator)
     }
 }
 
@@ -107,16 +67,7 @@ async fn a_projection_out_of_step_with_the_events_lets_nothing_through() {
 
     let content = json!({"msgtype": "swp.text", "body": "hi"});
     let mut tx = store.write().await.expect("tx");
-    let spec = NewEventSpec {
-        room_id: "room-t1",
-        sender_id: &bob.id,
-        event_type: event_types::MESSAGE,
-        state_key: None,
-        content: &content,
-        event_uuid: None,
-        relates_to: None,
-        unsigned: None,
-    };
+    let spec = test_fixtures::message("room-t1", &bob, &content);
     let refused = append_by(&mut tx, spec, bob.fqid.clone()).await;
     assert!(matches!(refused, Err(ApiError::NotMember(_))), "room operations: {:?}", refused.err());
     drop(tx);

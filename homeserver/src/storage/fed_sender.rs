@@ -402,85 +402,27 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::config::Durability;
     use crate::rooms::{NewEventSpec, append_by, event_types, populate_new_room};
-    use crate::storage::{EventSigner, Membership, Participant, Room, RoomState, RoomType, Tenant, Workspace};
+    use crate::storage::{Membership, Participant, Room};
+    use crate::test_fixtures;
 
     const US: &str = "hs.test";
     const PEER: &str = "peer.test";
 
     async fn store(dir: &std::path::Path) -> Store {
-        let url = crate::config::sqlite_url(dir);
-        let key = crypto::ServerKey::from_seed("1", &[7; 32]).expect("key");
-        let store = Store::open(&url, Durability::Normal).await.expect("store");
-        let store = store.with_signer(EventSigner { server_name: US.into(), key });
-        let tenant = Tenant {
-            id: "default".into(),
-            name: "Default".into(),
-            max_participants: 100,
-            send_rate_per_s: 1000,
-            send_burst: 1000,
-            created_at: 0,
-        };
-        store.create_tenant(&tenant).await.expect("tenant");
-        store
+        test_fixtures::store(dir, US).await
     }
 
     async fn alice(store: &Store) -> Participant {
-        let p = Participant {
-            id: "p-alice".into(),
-            tenant_id: "default".into(),
-            local_id: "alice".into(),
-            server_name: US.into(),
-            fqid: format!("@alice:{US}"),
-            display_name: "alice".into(),
-            is_admin: false,
-            created_at: 0,
-        };
-        let ws = Workspace {
-            id: "ws-alice".into(),
-            tenant_id: "default".into(),
-            owner_id: p.id.clone(),
-            name: "alice".into(),
-            personal: true,
-            created_at: 0,
-        };
-        assert!(store.create_participant(&p, None, &ws).await.expect("participant"));
-        p
+        test_fixtures::person(store, "alice", US).await
     }
 
     fn room(creator: &Participant) -> Room {
-        Room {
-            id: "room-f1".into(),
-            tenant_id: "default".into(),
-            room_alias: None,
-            room_type: RoomType::Group,
-            name: Some("Team".into()),
-            topic: None,
-            workspace_id: "ws-alice".into(),
-            creator_id: creator.id.clone(),
-            created_at: 0,
-            state: RoomState::Open,
-            federated: false,
-            dm_key: None,
-        }
+        test_fixtures::group_room("room-f1", creator)
     }
 
     async fn say(store: &Store, who: &Participant, body: &str) -> i64 {
-        let content = json!({"msgtype": "swp.text", "body": body});
-        let mut tx = store.write().await.expect("tx");
-        let spec = NewEventSpec {
-            room_id: "room-f1",
-            sender_id: &who.id,
-            event_type: event_types::MESSAGE,
-            state_key: None,
-            content: &content,
-            event_uuid: None,
-            relates_to: None,
-            unsigned: None,
-        };
-        append_by(&mut tx, spec, who.fqid.clone()).await.expect("append");
-        tx.commit().await.expect("commit");
+        test_fixtures::say(store, "room-f1", who, body).await;
         store.committed_position()
     }
 

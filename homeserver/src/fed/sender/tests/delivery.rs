@@ -11,10 +11,11 @@ use axum::extract::{Path, State};
 use axum::routing::put;
 use serde_json::{Value, json};
 
-use crate::config::{Config, Durability};
+use crate::config::Config;
 use crate::fed::sender::Sender;
-use crate::rooms::{NewEventSpec, append_by, event_types, populate_new_room};
-use crate::storage::{EventSigner, Membership, Participant, Room, RoomState, RoomType, Store, Tenant, Workspace};
+use crate::rooms::populate_new_room;
+use crate::storage::{Membership, Participant, Store};
+use crate::test_fixtures;
 
 const ACCEPT: u8 = 0;
 const FAIL: u8 = 1;
@@ -89,55 +90,12 @@ async fn peer(dir: &std::path::Path, peer: Peer) -> (String, String, tokio::sync
 }
 
 async fn store(dir: &std::path::Path) -> Store {
-    let key = crypto::ServerKey::from_seed("1", &[7; 32]).unwrap();
-    let store = Store::open(&crate::config::sqlite_url(dir), Durability::Normal).await.unwrap();
-    let store = store.with_signer(EventSigner { server_name: "hs.test".into(), key });
-    let tenant = Tenant {
-        id: "default".into(),
-        name: "Default".into(),
-        max_participants: 100,
-        send_rate_per_s: 1000,
-        send_burst: 1000,
-        created_at: 0,
-    };
-    store.create_tenant(&tenant).await.unwrap();
-    store
+    test_fixtures::store(dir, "hs.test").await
 }
 
 async fn alice_in_room_with(store: &Store, peer_names: &[&str]) -> Participant {
-    let alice = Participant {
-        id: "p-alice".into(),
-        tenant_id: "default".into(),
-        local_id: "alice".into(),
-        server_name: "hs.test".into(),
-        fqid: "@alice:hs.test".into(),
-        display_name: "alice".into(),
-        is_admin: false,
-        created_at: 0,
-    };
-    let ws = Workspace {
-        id: "ws-alice".into(),
-        tenant_id: "default".into(),
-        owner_id: alice.id.clone(),
-        name: "alice".into(),
-        personal: true,
-        created_at: 0,
-    };
-    assert!(store.create_participant(&alice, None, &ws).await.unwrap());
-    let room = Room {
-        id: "room-d1".into(),
-        tenant_id: "default".into(),
-        room_alias: None,
-        room_type: RoomType::Group,
-        name: Some("Team".into()),
-        topic: None,
-        workspace_id: "ws-alice".into(),
-        creator_id: alice.id.clone(),
-        created_at: 0,
-        state: RoomState::Open,
-        federated: false,
-        dm_key: None,
-    };
+    let alice = test_fixtures::person(store, "alice", "hs.test").await;
+    let room = test_fixtures::group_room("room-d1", &alice);
     let mut tx = store.write().await.unwrap();
     populate_new_room(&mut tx, &room, &alice, &[]).await.unwrap();
     for peer_name in peer_names {
@@ -150,20 +108,7 @@ async fn alice_in_room_with(store: &Store, peer_names: &[&str]) -> Participant {
 }
 
 async fn say(store: &Store, who: &Participant, body: &str) {
-    let content = json!({"msgtype": "swp.text", "body": body});
-    let mut tx = store.write().await.unwrap();
-    let spec = NewEventSpec {
-        room_id: "room-d1",
-        sender_id: &who.id,
-        event_type: event_types::MESSAGE,
-        state_key: None,
-        content: &content,
-        event_uuid: None,
-        relates_to: None,
-        unsigned: None,
-    };
-    append_by(&mut tx, spec, who.fqid.clone()).await.unwrap();
-    tx.commit().await.unwrap();
+    test_fixtures::say(store, "room-d1", who, body).await
 }
 
 /// Polls every 20 ms, for at most 20 s.
