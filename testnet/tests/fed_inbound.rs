@@ -292,6 +292,13 @@ async fn a_peers_events_are_checked_ordered_and_shown_like_local_ones() {
         .await;
     assert_eq!(status, 200, "{b}");
     assert!(b["data"]["pdu_ids"].as_array().unwrap().contains(&json!(join)), "{b}");
+    // A signed request with a malformed query is the peer's mistake: 400 in the envelope.
+    for path in
+        [format!("/_scaiwave/federation/v1/state/{room}"), format!("/_scaiwave/federation/v1/state_ids/{room}?id=x")]
+    {
+        let (status, b) = beta.request("alpha.test", "GET", &path, None).await;
+        assert_eq!((status, b["error"]["code"].as_str()), (400, Some("SW_BAD_REQUEST")), "{path}: {b}");
+    }
     let (status, b) = beta.request("alpha.test", "GET", &format!("/_scaiwave/federation/v1/event/{hello}"), None).await;
     assert_eq!((status, &b["data"]["pdu"]["content"]["body"]), (200, &json!("hello from beta")), "{b}");
 

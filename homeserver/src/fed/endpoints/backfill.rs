@@ -1,8 +1,9 @@
 //! `GET rooms/{room_id}/backfill?v={event_id}&v=…&limit={n}` → `{pdus}`: up to `n` (≤ 1000)
 //! accepted events of the room reached by walking `prev_events` back from the given ones.
 
+use crate::api::extract::Path;
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use federation::wire::MAX_BACKFILL;
 use serde_json::{Value, json};
 

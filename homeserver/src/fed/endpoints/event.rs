@@ -1,8 +1,9 @@
 //! `GET event/{event_id}` → `{pdu}`: an accepted event (or an outlier: auth events are asked
 //! for one by one too) of a room the peer may read.
 
+use crate::api::extract::Path;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde_json::{Value, json};
 
 use crate::api::AppState;

@@ -1,8 +1,9 @@
 //! `GET event_auth/{room_id}/{event_id}` → `{auth_chain}`: the auth chain of an event of the
 //! room (accepted or outlier events), at most `MAX_STATE_EVENTS`.
 
+use crate::api::extract::Path;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use federation::wire::MAX_STATE_EVENTS;
 use serde_json::{Value, json};
 

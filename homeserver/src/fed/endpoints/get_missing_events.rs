@@ -2,8 +2,9 @@
 //! min_depth}` → `{events}`: accepted events reached by walking `prev_events` back from
 //! `latest_events`, not past `earliest_events`.
 
+use crate::api::extract::Path;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use federation::wire::MAX_MISSING_EVENTS;
 use serde::Deserialize;
 use serde_json::{Value, json};

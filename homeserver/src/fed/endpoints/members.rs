@@ -1,7 +1,8 @@
 //! `GET rooms/{room_id}/members` → `[{fqid, local_id, server_name, display_name, membership}]`.
 
+use crate::api::extract::Path;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde_json::{Value, json};
 
 use crate::api::AppState;

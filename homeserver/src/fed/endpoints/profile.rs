@@ -1,8 +1,9 @@
 //! `GET profile/{local_id}` → `{fqid, local_id, server_name, display_name}` of a participant of
 //! this server; unknown (or foreign) → 404 `SW_PARTICIPANT_NOT_FOUND`.
 
+use crate::api::extract::Path;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde_json::{Value, json};
 
 use crate::api::AppState;

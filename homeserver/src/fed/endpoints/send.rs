@@ -1,8 +1,9 @@
 //! `PUT send/{txn_id}` `{origin, origin_ts, pdus (≤ 50), edus (≤ 100)}` → `{pdus: {event_id:
 //! verdict}}`: a peer's transaction, through the inbound pipeline ([`crate::fed::inbound`]).
 
+use crate::api::extract::Path;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde_json::{Value, json};
 
 use crate::api::AppState;

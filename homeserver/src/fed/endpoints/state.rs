@@ -1,8 +1,9 @@
 //! `GET state/{room_id}?event_id=` → `{pdus, auth_chain}`: the state at an event (the state
 //! after it, its state group) and its auth chain, as events.
 
+use crate::api::extract::{Path, Query};
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use serde_json::{Value, json};
 
 use super::state_ids::{At, state_and_chain};

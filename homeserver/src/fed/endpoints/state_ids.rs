@@ -2,8 +2,9 @@
 //! (the state after it, its state group), at most `MAX_STATE_EVENTS` entries, and its auth
 //! chain.
 
+use crate::api::extract::{Path, Query};
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use federation::wire::MAX_STATE_EVENTS;
 use serde::Deserialize;
 use serde_json::{Value, json};
