@@ -110,9 +110,15 @@ enum FederationCommand {
 
 #[derive(Subcommand)]
 enum KeyCommand {
-    /// Make a new signing key. The old one stays in `old_verify_keys` for 30 days so history it
-    /// signed still verifies. Restart the server to start signing with the new key.
+    /// Make a new signing key. The old one moves to `old_verify_keys`, listed for ever so that
+    /// history it signed verifies everywhere; it still signs validly for 30 days (the overlap).
+    /// Restart the server to start signing with the new key; peers fetch it on its first
+    /// request.
     Rotate {
+        /// The old key is compromised: expire it now. Events it signs from now on are refused
+        /// by every peer that has fetched the new key document; restart the server at once.
+        #[arg(long)]
+        revoke: bool,
         #[command(flatten)]
         flags: ConfigFlags,
     },
@@ -183,15 +189,27 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
 
 async fn admin(command: AdminCommand) -> Result<(), Box<dyn std::error::Error>> {
     match command {
-        AdminCommand::Federation { command: FederationCommand::Key { command: KeyCommand::Rotate { flags } } } => {
+        AdminCommand::Federation {
+            command: FederationCommand::Key { command: KeyCommand::Rotate { revoke, flags } },
+        } => {
             let config = load_config(&flags)?;
             let before = crate::signing::Keys::load_or_create(&config.data_dir)?;
-            let after = crate::signing::Keys::rotate(&config.data_dir)?;
-            println!(
-                "rotated: new key {} (old key {} verifies until it expires in 30 days); restart the server to sign with the new key",
-                after.current.key_id(),
-                before.current.key_id()
-            );
+            let after = crate::signing::Keys::rotate(&config.data_dir, revoke)?;
+            if revoke {
+                println!(
+                    "rotated: new key {}; old key {} revoked (it verifies only what it signed before now); \
+                     restart the server now to sign with the new key",
+                    after.current.key_id(),
+                    before.current.key_id()
+                );
+            } else {
+                println!(
+                    "rotated: new key {} (old key {} stays listed and signs validly for 30 more days); \
+                     restart the server to sign with the new key",
+                    after.current.key_id(),
+                    before.current.key_id()
+                );
+            }
             Ok(())
         }
         AdminCommand::CreateUser { name, password, admin, tenant, display_name, flags } => {

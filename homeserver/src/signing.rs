@@ -137,18 +137,20 @@ impl Keys {
         Ok(Keys { current, old: file.old })
     }
 
-    /// Makes a new current key; the previous one stays verifiable for the overlap period.
-    pub fn rotate(data_dir: &Path) -> Result<Keys, KeyError> {
+    /// Makes a new current key. The previous one stays verifiable for events sent before the
+    /// overlap period ends or, with `revoke` (a compromised key), only for events sent before
+    /// now. Retired keys are never dropped: history they signed must verify for ever, also on
+    /// a server that joins years later.
+    pub fn rotate(data_dir: &Path, revoke: bool) -> Result<Keys, KeyError> {
         let path = key_path(data_dir);
         let mut file = read_key_file(&path)?;
         let previous = Self::from_file(&path, file.clone())?.current;
         let key = new_key(Some(previous.key_id()))?;
         let now = now_ms();
-        file.old.retain(|k| k.expired_ts > now);
         file.old.push(OldKey {
             key_id: previous.key_id().to_string(),
             public_key: previous.public_key_base64(),
-            expired_ts: now + OLD_KEY_OVERLAP_MS,
+            expired_ts: if revoke { now } else { now + OLD_KEY_OVERLAP_MS },
         });
         file.current = CurrentKey { key_id: key.key_id().to_string(), seed: key.seed_base64(), created_ts: now };
         write_key_file(&path, &file)?;
@@ -193,7 +195,7 @@ mod tests {
         let k1 = Keys::load_or_create(dir.path()).unwrap();
         let again = Keys::load_or_create(dir.path()).unwrap();
         assert_eq!(k1.current.key_id(), again.current.key_id());
-        let k2 = Keys::rotate(dir.path()).unwrap();
+        let k2 = Keys::rotate(dir.path(), false).unwrap();
         assert_ne!(k1.current.key_id(), k2.current.key_id());
         assert_eq!(k2.old[0].key_id, k1.current.key_id());
         assert_eq!(k2.old[0].public_key, k1.current.public_key_base64());
@@ -208,6 +210,32 @@ mod tests {
         k2.old[0].expired_ts = 1;
         let doc = k2.well_known("alpha.test");
         assert_eq!(doc["old_verify_keys"][k1.current.key_id()]["expired_ts"], 1);
+    }
+
+    #[test]
+    fn a_revoked_key_expires_now_and_every_retired_key_stays_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let k1 = Keys::load_or_create(dir.path()).unwrap();
+        let k2 = Keys::rotate(dir.path(), false).unwrap();
+        let before = now_ms();
+        let k3 = Keys::rotate(dir.path(), true).unwrap();
+        let after = now_ms();
+        let doc = k3.well_known("alpha.test");
+        let old = doc["old_verify_keys"].as_object().unwrap();
+        assert_eq!(old.len(), 2, "both retired keys are listed: {doc}");
+        let revoked = old[k2.current.key_id()]["expired_ts"].as_i64().unwrap();
+        assert!((before..=after).contains(&revoked), "the revoked key expired at rotation");
+        assert!(old[k1.current.key_id()]["expired_ts"].as_i64().unwrap() > after, "the earlier overlap is kept");
+        // The public key ring agrees: the revoked key verifies an event sent before the
+        // revocation and nothing sent after it.
+        let keys = federation::keys::verify_document(&doc, "alpha.test").unwrap();
+        assert!(keys.key_at(k2.current.key_id(), (before - 1000) as u64).is_some());
+        assert!(keys.key_at(k2.current.key_id(), after as u64 + 1).is_none());
+        assert!(keys.key_at(k3.current.key_id(), after as u64 + 1).is_some());
+
+        // Long expired keys survive later rotations.
+        let k4 = Keys::rotate(dir.path(), false).unwrap();
+        assert_eq!(k4.well_known("alpha.test")["old_verify_keys"].as_object().unwrap().len(), 3);
     }
 
     #[cfg(unix)]
