@@ -52,6 +52,7 @@ pub mod inbound;
 pub mod join;
 pub mod keys;
 pub mod peers;
+pub mod policy;
 pub mod sender;
 pub mod state_res;
 #[cfg(test)]

@@ -8,6 +8,7 @@ pub mod extract;
 pub mod fed_delivery;
 pub mod fed_join;
 pub mod fed_peers;
+pub mod fed_policy;
 pub mod media;
 pub mod messages;
 pub mod realtime;
@@ -143,6 +144,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/admin/federation/identity", get(fed_peers::identity))
         .route("/v1/admin/federation/foreign/{participant_id}/refresh", post(fed_peers::refresh_foreign))
         .route("/v1/admin/federation/peers", get(fed_delivery::peers))
+        .route("/v1/admin/federation/policy", get(fed_policy::get_policy).put(fed_policy::put_policy))
+        .route(
+            "/v1/admin/rooms/{room_id}/federation/servers",
+            get(fed_policy::get_servers).put(fed_policy::put_servers),
+        )
         .route("/v1/admin/rooms/{room_id}/federate", put(fed_join::federate))
         .route("/v1/admin/rooms/{room_id}/federation/invite", post(fed_join::invite))
         .route("/v1/me/federated-dms", post(fed_join::federated_dm))

@@ -104,6 +104,22 @@ async fn receive_pdus(st: &AppState, origin: &str, values: &[Value]) -> Vec<(Eve
     let raw = &raw;
     let per_room = futures_util::stream::iter(rooms)
         .map(|(_, order)| async move {
+            // A room whose server lists or this server's policy refuse the origin takes none
+            // of its events (not stored: the refusal is transport, not the room's verdict).
+            if let Some(&first) = order.first()
+                && let Err(e) = super::policy::check_room(st, &parsed[first].room_id, origin).await
+            {
+                let (code, message) = match &e {
+                    ApiError::FedPeerUnknown(m) => ("SW_FED_PEER_UNKNOWN", m.clone()),
+                    other => ("SW_FED_UNAVAILABLE", other.to_string()),
+                };
+                let verdict = if code == "SW_FED_PEER_UNKNOWN" {
+                    Verdict::rejected(code, message)
+                } else {
+                    Verdict::retry(code, message)
+                };
+                return order.iter().map(|&i| (parsed[i].event_id.clone(), verdict.clone())).collect();
+            }
             if let Some(verdicts) = receive_room_at_once(st, origin, &order, raw, parsed).await {
                 return verdicts;
             }
@@ -350,7 +366,7 @@ async fn receive_edus(st: &AppState, origin: &str, edus: &[Value]) {
                     .ok()
                     .flatten()
                     .is_some_and(|m| m.member.membership == crate::storage::Membership::Join);
-                if joined {
+                if joined && super::policy::check_room(st, room_id, origin).await.is_ok() {
                     crate::api::realtime::typing_notice(&st.hub, room_id, &participant.id, typing, Instant::now());
                 }
             }
@@ -373,12 +389,14 @@ async fn receive_edus(st: &AppState, origin: &str, edus: &[Value]) {
 
 /// What every read endpoint checks before serving a room to `origin`: the room is known here
 /// and `origin` has or had a member in it (else 404 `SW_ROOM_NOT_FOUND`, never leaking the
-/// room), and its federation is on (else 409 `SW_FED_DISABLED`).
+/// room), the room's server lists and this server's policy let `origin` in (else 403
+/// `SW_FED_PEER_UNKNOWN`), and its federation is on (else 409 `SW_FED_DISABLED`).
 pub async fn room_readable_by(st: &AppState, room_id: &str, origin: &str) -> ApiResult<()> {
     let federated = st.store.room_federated(room_id).await?.ok_or(ApiError::RoomNotFound)?;
     if !st.store.server_ever_in_room(room_id, origin).await? {
         return Err(ApiError::RoomNotFound);
     }
+    super::policy::check_room(st, room_id, origin).await?;
     if !federated {
         return Err(ApiError::FedDisabled("federation is off for this room".into()));
     }

@@ -61,6 +61,7 @@ pub async fn invite_remote(
     if service::is_service(fqid) {
         return Err(ApiError::ParticipantNotFound("a server's service participant is not a person".into()));
     }
+    super::policy::check_invite_to(st, &server)?;
     let (event_id, signed, version, body) = {
         let mut tx = st.store.write().await?;
         let (room, me) = rooms::load(&mut tx, room_id, caller).await?;
@@ -81,6 +82,9 @@ pub async fn invite_remote(
         rules::require_open(&room)?;
         if !room.federated {
             return Err(ApiError::FedDisabled("federation is off for this room: federate it first".into()));
+        }
+        if !super::policy::acl_allows(&st.store, room_id, &server).await? {
+            return Err(ApiError::FedPeerUnknown(format!("the room's server lists refuse {server}")));
         }
         if let Some(p) = tx.participant_by_fqid(fqid).await? {
             match tx.member(room_id, &p.id).await?.map(|m| m.membership) {
@@ -183,6 +187,11 @@ pub async fn receive_invite(
     origin: &str,
     body: Option<Value>,
 ) -> ApiResult<Value> {
+    // A room this server holds whose server lists refuse the inviting server: refused like
+    // every other endpoint of the room.
+    if !super::policy::acl_allows(&st.store, room_id, origin).await? {
+        return Err(ApiError::FedPeerUnknown(format!("the room's server lists refuse {origin}")));
+    }
     let body = body.ok_or_else(|| ApiError::bad_request("a JSON body is required"))?;
     let event = body.get("event").cloned().ok_or_else(|| ApiError::bad_request("event is required"))?;
     let stripped: Vec<Value> = match body.get("invite_room_state") {

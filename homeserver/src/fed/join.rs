@@ -183,6 +183,12 @@ pub async fn membership_template(
     if !room.federated {
         return Err(ApiError::FedDisabled("federation is off for this room".into()));
     }
+    drop(tx);
+    super::policy::check_room(st, room_id, origin).await?;
+    if membership == "join" {
+        super::policy::check_join_cap(st, room_id, fqid).await?;
+    }
+    let mut tx = st.store.write().await?;
     let head = tx.graph_head(room_id).await?;
     let (auth_ids, state) = auth_for(&mut tx, room_id, fqid, fqid, membership == "join").await?;
     drop(tx);
@@ -218,6 +224,7 @@ pub async fn accept_membership(
         let create = versioned_create(&mut tx, room_id).await?;
         RoomVersion::of_create(&create).map_err(rooms::refusal)?
     };
+    super::policy::check_room(st, room_id, origin).await?;
     let active = st.fed.active()?;
     let verified = federation::verify::verify_pdu(&active.keys, &event, version, Some(origin))
         .await
@@ -231,6 +238,9 @@ pub async fn accept_membership(
         && pdu.content.get("membership").and_then(Value::as_str) == Some(membership);
     if !is_membership {
         return Err(ApiError::bad_request(format!("not a {membership} of its sender")));
+    }
+    if membership == "join" {
+        super::policy::check_join_cap(st, room_id, &pdu.sender).await?;
     }
     let mut json = verified.json;
     crypto::countersign_event(version.redaction_rules(), &mut json, &st.fed.server_name, &st.keys.current)

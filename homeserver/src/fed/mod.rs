@@ -13,6 +13,7 @@ pub mod inbound;
 pub mod invite;
 pub mod join;
 pub mod limits;
+pub mod policy;
 pub mod remote;
 pub mod request;
 pub mod sender;
@@ -37,6 +38,8 @@ pub struct Federation {
     sender: std::sync::OnceLock<sender::Sender>,
     /// The receiving side's memory (failed fetches).
     pub inbound: inbound::InboundState,
+    /// This server's federation policy (who it answers and sends to).
+    pub policy: Arc<policy::PolicyHolder>,
 }
 
 /// Federation that can reach peers.
@@ -88,13 +91,19 @@ impl Federation {
             limits: limits::PeerLimits::new(&config.federation),
             sender: Default::default(),
             inbound: Default::default(),
+            policy: Arc::new(policy::PolicyHolder::load(store).await),
         }
     }
 
     /// Starts the per-destination sender (when federation is available).
     pub fn start_sender(&self, store: &Store, config: &Config) {
         if let Ok(active) = &self.active {
-            let _ = self.sender.set(sender::Sender::start(store.clone(), active.client.clone(), config));
+            let _ = self.sender.set(sender::Sender::start(
+                store.clone(),
+                active.client.clone(),
+                self.policy.clone(),
+                config,
+            ));
         }
     }
 

@@ -3,7 +3,8 @@
 //! the destination is us and `ts` within 60 s, that the origin's key is known (fetching it if
 //! need be); only then is the body read, parsed as strict JSON and the signature checked over
 //! method, URI as sent, origin, destination, `ts` and body. Any failure answers 401
-//! `SW_FED_SIGNATURE_MISMATCH`.
+//! `SW_FED_SIGNATURE_MISMATCH`. A verified origin this server's policy refuses answers 403
+//! `SW_FED_PEER_UNKNOWN`.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -19,6 +20,8 @@ pub struct SignedRequest {
     pub origin: String,
     /// The body, if there was one (strict JSON).
     pub body: Option<Value>,
+    /// What this server's policy lets the origin do (never nothing: that is refused here).
+    pub access: federation::policy::PeerAccess,
     /// The origin's in-flight slot, held until the handler is done.
     _permit: crate::fed::limits::Permit,
 }
@@ -78,8 +81,9 @@ impl FromRequest<AppState> for SignedRequest {
         };
         auth.verify(&method, &uri, body.as_ref(), ours, now, &key)
             .map_err(|e| mismatch(format!("request signature: {e}")))?;
+        let access = crate::fed::policy::check_peer(st, &auth.origin)?;
         st.fed.peer_contacted(&auth.origin);
         let permit = st.fed.limits.admit(&auth.origin, std::time::Instant::now())?;
-        Ok(SignedRequest { origin: auth.origin, body, _permit: permit })
+        Ok(SignedRequest { origin: auth.origin, body, access, _permit: permit })
     }
 }

@@ -62,6 +62,8 @@ struct Inner {
     versioned: Mutex<HashMap<String, bool>>,
     /// When each peer's contact was last recorded.
     seen: Mutex<HashMap<String, Instant>>,
+    /// This server's federation policy: nothing goes to a peer it refuses.
+    policy: Arc<crate::fed::policy::PolicyHolder>,
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
 }
@@ -91,7 +93,12 @@ fn now_ms() -> u64 {
 impl Sender {
     /// Starts the dispatcher and a task for every destination on record (resuming their
     /// cursors and back-offs).
-    pub fn start(store: Store, client: FedClient, config: &crate::config::Config) -> Sender {
+    pub fn start(
+        store: Store,
+        client: FedClient,
+        policy: Arc<crate::fed::policy::PolicyHolder>,
+        config: &crate::config::Config,
+    ) -> Sender {
         let inner = Arc::new(Inner {
             dispatched: AtomicI64::new(store.committed_position()),
             store,
@@ -102,6 +109,7 @@ impl Sender {
             dests: Default::default(),
             versioned: Default::default(),
             seen: Default::default(),
+            policy,
             stop: watch::channel(false).0,
             tasks: Default::default(),
         });
@@ -180,7 +188,12 @@ impl Sender {
             match s.inner.store.fed_typing_servers(&room_id, &s.inner.us).await {
                 Ok(servers) => {
                     let content = json!({"room_id": room_id, "fqid": fqid, "typing": typing});
+                    let policy = s.inner.policy.get();
                     for server in servers {
+                        if !crate::fed::policy::may_send(&s.inner.store, &policy, &s.inner.us, &room_id, &server).await
+                        {
+                            continue;
+                        }
                         s.queue_edu(&server, Edu { edu_type: wire::edu::TYPING.into(), content: content.clone() });
                     }
                 }
@@ -204,7 +217,11 @@ impl Sender {
             match store.fed_presence_servers(&participant_id, &s.inner.us).await {
                 Ok(servers) => {
                     let content = json!({"fqid": fqid, "presence": presence});
+                    let policy = s.inner.policy.get();
                     for server in servers {
+                        if policy.access(&server) == federation::policy::PeerAccess::None {
+                            continue;
+                        }
                         s.queue_edu(&server, Edu { edu_type: wire::edu::PRESENCE.into(), content: content.clone() });
                     }
                 }
@@ -333,12 +350,26 @@ impl Sender {
         }
     }
 
-    async fn candidates(&self, events: &[OutboundEvent]) -> Vec<(Candidate, Option<Value>)> {
+    /// The events as the planner sees them, for `dest`: skipped when they cannot go out, or
+    /// when this server's policy or the room's server lists refuse `dest` (checked once per
+    /// room of the batch).
+    async fn candidates(&self, dest: &str, events: &[OutboundEvent]) -> Vec<(Candidate, Option<Value>)> {
         let mut out = Vec::with_capacity(events.len());
+        let policy = self.inner.policy.get();
+        let mut allowed: HashMap<&str, bool> = HashMap::new();
         for e in events {
             let origin = federation::event::parse_fqid(&e.sender).map(|(_, s)| s.to_string()).unwrap_or_default();
             let pdu = serde_json::from_str::<Value>(&e.pdu).ok();
-            let skip = pdu.is_none() || origin.is_empty() || !self.room_federates(&e.room_id).await;
+            let may = match allowed.get(e.room_id.as_str()) {
+                Some(m) => *m,
+                None => {
+                    let m = crate::fed::policy::may_send(&self.inner.store, &policy, &self.inner.us, &e.room_id, dest)
+                        .await;
+                    allowed.insert(&e.room_id, m);
+                    m
+                }
+            };
+            let skip = !may || pdu.is_none() || origin.is_empty() || !self.room_federates(&e.room_id).await;
             out.push((Candidate { pos: e.pos, event_id: e.event_id.clone(), origin, skip }, pdu));
         }
         out
@@ -423,8 +454,8 @@ impl Sender {
                     edu_batch = Some((ulid::Ulid::generate().to_string(), taken));
                 }
             }
-            let fresh = self.candidates(&fresh).await;
-            let retries = self.candidates(&retries).await;
+            let fresh = self.candidates(name, &fresh).await;
+            let retries = self.candidates(name, &retries).await;
             let fresh_c: Vec<Candidate> = fresh.iter().map(|(c, _)| c.clone()).collect();
             let retry_c: Vec<Candidate> = retries.iter().map(|(c, _)| c.clone()).collect();
             let edus_queued = edu_batch.as_ref().map_or(0, |(_, e)| e.len());

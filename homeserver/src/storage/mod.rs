@@ -11,6 +11,7 @@ mod fed;
 mod fed_inbound;
 mod fed_join;
 mod fed_peers;
+mod fed_policy;
 mod fed_sender;
 mod graph;
 mod identity;
@@ -59,6 +60,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (7, "tenant_registration_tokens", include_str!("../../../migrations/sqlite/0007_tenant_registration_tokens.sql")),
     (8, "event_graph", include_str!("../../../migrations/sqlite/0008_event_graph.sql")),
     (9, "federation", include_str!("../../../migrations/sqlite/0009_federation.sql")),
+    (10, "fed_policy", include_str!("../../../migrations/sqlite/0010_fed_policy.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -175,7 +175,7 @@ async fn delivers_backs_off_and_sends_again_what_the_peer_asked_for() {
     let key = crypto::ServerKey::from_seed("1", &[7; 32]).unwrap();
     let client =
         federation::client::FedClient::new(discovery, "hs.test", Arc::new(key), Duration::from_secs(120)).unwrap();
-    let sender = Sender::start(store.clone(), client, &config);
+    let sender = Sender::start(store.clone(), client, Default::default(), &config);
 
     // Delivered, once each, in a transaction of the right shape.
     say(&store, &alice, "one").await;
