@@ -1,6 +1,8 @@
 //! The federation switches of a server and of a room: `GET|PUT /v1/admin/federation/policy`
 //! (server admin only) and `GET|PUT /v1/admin/rooms/{room_id}/federation/servers` (the room's
-//! creator, a member at power 100 or a server admin). `fed::policy` does the work.
+//! creator, a member at power 100 or a server admin), and the room-scoped
+//! `POST /v1/admin/rooms/{room_id}/federation/backfill`. `fed::policy` and `fed::backfill` do
+//! the work.
 
 use axum::extract::State;
 use axum::response::IntoResponse;
@@ -75,4 +77,26 @@ pub async fn put_servers(
         crate::fed::policy::set_room_servers(&st, &caller.participant, &room_id, b.allow, b.deny.unwrap_or_default())
             .await?;
     Ok(data(lists))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackfillBody {
+    #[serde(default)]
+    server: Option<String>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+/// `POST /v1/admin/rooms/{room_id}/federation/backfill {server?, limit?}` →
+/// `{fetched, history_complete}`.
+pub async fn backfill(
+    State(st): State<AppState>,
+    caller: Caller,
+    RoomId(room_id): RoomId,
+    Json(b): Json<BackfillBody>,
+) -> ApiResult<impl IntoResponse> {
+    let done =
+        crate::fed::backfill::admin_backfill(&st, &caller.participant, &room_id, b.server.as_deref(), b.limit).await?;
+    Ok(data(serde_json::json!({"fetched": done.fetched, "history_complete": done.complete})))
 }

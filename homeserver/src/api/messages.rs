@@ -48,11 +48,29 @@ pub async fn list(
     // `direction=forward&from=0` starts at the beginning of the room (contract section 5), which
     // is below zero once older history was backfilled; no event has position 0.
     let from = from.filter(|f| !(forward && *f == 0));
-    let page = messages::list(&st.store, &caller.participant, &room_id, from, forward, limit).await?;
+    let mut page = messages::list(&st.store, &caller.participant, &room_id, from, forward, limit).await?;
+    // A backward page that reached the oldest stored event of a federated room joined late
+    // asks peers for older history, then answers; `gap_before` tells the client whether older
+    // history still exists elsewhere (docs/federation.md, "Backfill").
+    let mut gap_before = None;
+    if !forward && !page.has_more {
+        let mut gap = crate::fed::backfill::history_gap(&st, &room_id).await?;
+        if gap {
+            if crate::fed::backfill::on_demand(&st, &room_id).await > 0 {
+                page = messages::list(&st.store, &caller.participant, &room_id, from, forward, limit).await?;
+            }
+            gap = !page.has_more && crate::fed::backfill::history_gap(&st, &room_id).await?;
+        }
+        gap_before = Some(gap);
+    } else if !forward {
+        gap_before = Some(false);
+    }
     #[derive(serde::Serialize)]
     struct Meta<'a> {
         has_more: bool,
         next_cursor: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        gap_before: Option<bool>,
     }
     #[derive(serde::Serialize)]
     struct Body<'a> {
@@ -61,7 +79,7 @@ pub async fn list(
     }
     let body = Body {
         data: page.messages.iter().map(|m| messages::message_out(m, &page.reactions)).collect(),
-        meta: Meta { has_more: page.has_more, next_cursor: page.next_cursor.as_deref() },
+        meta: Meta { has_more: page.has_more, next_cursor: page.next_cursor.as_deref(), gap_before },
     };
     Ok(axum::Json(body).into_response())
 }

@@ -144,6 +144,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/admin/federation/identity", get(fed_peers::identity))
         .route("/v1/admin/federation/foreign/{participant_id}/refresh", post(fed_peers::refresh_foreign))
         .route("/v1/admin/federation/peers", get(fed_delivery::peers))
+        .route("/v1/admin/rooms/{room_id}/federation/backfill", post(fed_policy::backfill))
         .route("/v1/admin/federation/policy", get(fed_policy::get_policy).put(fed_policy::put_policy))
         .route(
             "/v1/admin/rooms/{room_id}/federation/servers",

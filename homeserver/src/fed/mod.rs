@@ -6,6 +6,7 @@
 //!   ([`federation::client::FedClient`]) live in [`Federation`], shared by the endpoints, the
 //!   sender and the client API's federation operations.
 
+pub mod backfill;
 pub mod dm;
 pub mod endpoints;
 pub mod host;

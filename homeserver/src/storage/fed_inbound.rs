@@ -267,7 +267,8 @@ impl Store {
     }
 
     /// `backfill`: up to `limit` accepted events of the room reached by walking `prev_events`
-    /// back from `from` (included), breadth first.
+    /// back from `from` (included), the deepest first: what is left out is older than all
+    /// that is answered, so the asker walks on from the parents of what it got.
     pub async fn backfill_events(&self, room_id: &str, from: &[String], limit: usize) -> StoreResult<Vec<Value>> {
         if from.is_empty() || limit == 0 {
             return Ok(Vec::new());
@@ -278,7 +279,8 @@ impl Store {
                  SELECT stream_position FROM events WHERE room_id = $1 AND event_id IN ({})
                  UNION SELECT x.prev_pos FROM event_edges x JOIN walk w ON x.event_pos = w.pos LIMIT {})
              SELECT e.pdu FROM walk w JOIN events e ON e.stream_position = w.pos
-             WHERE e.room_id = $1 AND e.status = 0 AND e.pdu IS NOT NULL",
+             WHERE e.room_id = $1 AND e.status = 0 AND e.pdu IS NOT NULL
+             ORDER BY e.depth DESC, e.stream_position DESC",
             placeholders(2, from.len()),
             limit * 2
         );

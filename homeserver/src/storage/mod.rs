@@ -8,6 +8,7 @@
 mod dag;
 mod export;
 mod fed;
+mod fed_backfill;
 mod fed_inbound;
 mod fed_join;
 mod fed_peers;
@@ -61,6 +62,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (8, "event_graph", include_str!("../../../migrations/sqlite/0008_event_graph.sql")),
     (9, "federation", include_str!("../../../migrations/sqlite/0009_federation.sql")),
     (10, "fed_policy", include_str!("../../../migrations/sqlite/0010_fed_policy.sql")),
+    (11, "fed_backfill", include_str!("../../../migrations/sqlite/0011_fed_backfill.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -307,7 +307,24 @@ impl WriteTx {
             .await?;
         }
 
-        if status == EventStatus::Accepted {
+        // History fetched backwards is older than everything the room has: it never becomes a
+        // forward extremity (its children may be outliers, which record no successor) and it
+        // changes neither the state of what follows it nor the current state — unless it shows
+        // that an extremity was in fact its ancestor.
+        if status == EventStatus::Accepted && position.is_some() {
+            let mut dropped = 0;
+            for prev in &pdu.prev_events {
+                dropped += sqlx::query(DELETE_EXTREMITY_SQL)
+                    .bind(&pdu.room_id)
+                    .bind(prev)
+                    .execute(&mut *self.tx)
+                    .await?
+                    .rows_affected();
+            }
+            if dropped > 0 {
+                self.resolve_current_state(&pdu.room_id, version).await?;
+            }
+        } else if status == EventStatus::Accepted {
             for prev in &pdu.prev_events {
                 sqlx::query(DELETE_EXTREMITY_SQL).bind(&pdu.room_id).bind(prev).execute(&mut *self.tx).await?;
             }
