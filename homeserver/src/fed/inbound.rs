@@ -63,6 +63,12 @@ pub async fn receive_transaction(st: &AppState, origin: &str, txn_id: &str, body
     }
     let verdicts = receive_pdus(st, origin, pdus).await;
     receive_edus(st, origin, edus).await;
+    // A peer's federation switch event may free the events this server held for the room.
+    if pdus.iter().any(|p| p.get("event_type").and_then(Value::as_str) == Some(types::FEDERATION))
+        && let Some(sender) = st.fed.sender()
+    {
+        sender.wake_all();
+    }
     let map: Map<String, Value> = verdicts.into_iter().map(|(id, v)| (id, v.to_json())).collect();
     let answer = json!({"pdus": map});
     st.store.save_received_txn(origin, txn_id, &answer, federation::now_ms() as i64).await?;

@@ -462,12 +462,15 @@ impl Sender {
             let plan = plan_batch(name, row.delivered_pos, top, &retry_c, &fresh_c, fresh_complete, edus_queued);
 
             if plan.is_empty() {
-                if plan.cursor > row.delivered_pos
-                    && let Err(e) = store.fed_advance_cursor(name, plan.cursor).await
-                {
-                    tracing::warn!(peer = name, error = %e, "cannot move a destination's cursor");
-                    self.pause(&dest, STORE_PAUSE).await;
-                    continue;
+                if plan.cursor > row.delivered_pos {
+                    if let Err(e) = store.fed_advance_cursor(name, &self.inner.us, plan.cursor).await {
+                        tracing::warn!(peer = name, error = %e, "cannot move a destination's cursor");
+                        self.pause(&dest, STORE_PAUSE).await;
+                        continue;
+                    }
+                    // Passing events may have held some (a room switched off), and a switch
+                    // turned on again frees those held before: look at the list again.
+                    has_retries = true;
                 }
                 if !fresh_complete {
                     // A whole read of events it does not need: read on at once.
@@ -475,6 +478,8 @@ impl Sender {
                 }
                 let wait = (has_retries && retry_due > now).then(|| Duration::from_millis(retry_due - now));
                 self.idle(&dest, wait).await;
+                // Woken: a room's switch may have been turned on again, freeing held events.
+                has_retries = true;
                 continue;
             }
 
@@ -522,8 +527,9 @@ impl Sender {
                             }
                         }
                     }
-                    if let Err(e) =
-                        store.fed_transaction_answered(name, plan.cursor, &done, &again, now_ms() as i64).await
+                    if let Err(e) = store
+                        .fed_transaction_answered(name, &self.inner.us, plan.cursor, &done, &again, now_ms() as i64)
+                        .await
                     {
                         // The same batch goes again, under the same id: the peer answers it
                         // from its record.
@@ -532,6 +538,9 @@ impl Sender {
                         continue;
                     }
                     edu_batch = None;
+                    if plan.cursor > row.delivered_pos {
+                        has_retries = true;
+                    }
                     if !again.is_empty() {
                         has_retries = true;
                         retry_rounds = retry_rounds.saturating_add(1);
@@ -588,6 +597,14 @@ impl Sender {
                     _ = self.stopped() => {}
                 }
             }
+        }
+    }
+
+    /// Wakes every destination's task: a room's federation switch changed, so events held
+    /// for it may go now.
+    pub fn wake_all(&self) {
+        for dest in lock(&self.inner.dests).values() {
+            dest.wake.notify_one();
         }
     }
 

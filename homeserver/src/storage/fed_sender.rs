@@ -13,16 +13,45 @@ use super::Store;
 
 type StoreResult<T> = Result<T, sqlx::Error>;
 
-/// The conditions on `e` (an `events` row joined with its room `r`) shared by every query
-/// below: `$1` is the destination, `$2` this server's name.
-const TO_DESTINATION: &str = "e.status = 0 AND e.stream_position > 0 AND e.pdu IS NOT NULL
-    AND (r.federated = TRUE OR e.event_type = 'swp.room.federation')
+/// Whether the event `e` (an `events` row joined with its room `r`) concerns the destination
+/// `$1`, whatever the room's switch: `$2` is this server's name.
+macro_rules! concerns {
+    () => {
+        "e.status = 0 AND e.stream_position > 0 AND e.pdu IS NOT NULL
     AND (EXISTS (SELECT 1 FROM participants o WHERE o.fqid = e.sender AND o.server_name = $2)
          OR EXISTS (SELECT 1 FROM fed_relay_events x WHERE x.event_pos = e.stream_position))
     AND (EXISTS (SELECT 1 FROM memberships m JOIN participants p ON p.id = m.participant_id
                  WHERE m.room_id = e.room_id AND m.membership = 'join' AND p.server_name = $1)
          OR (e.event_type = 'swp.room.member'
-             AND EXISTS (SELECT 1 FROM participants s WHERE s.fqid = e.state_key AND s.server_name = $1)))";
+             AND EXISTS (SELECT 1 FROM participants s WHERE s.fqid = e.state_key AND s.server_name = $1)))"
+    };
+}
+
+/// The conditions shared by every query below: the event concerns the destination and may
+/// leave now (the room's switch is on, or it is a toggle event itself).
+const TO_DESTINATION: &str = concat!("(r.federated = TRUE OR e.event_type = 'swp.room.federation') AND ", concerns!());
+
+/// An event that concerns the destination but may not leave while the room's switch is off:
+/// kept in `fed_retry_events` when the cursor passes it, sent once the switch is on again.
+const HELD_WHILE_OFF: &str = concat!("r.federated = FALSE AND e.event_type <> 'swp.room.federation' AND ", concerns!());
+
+/// Before a destination's cursor moves to `upto`: the events it passes that wait for their
+/// room's switch join its retry list.
+async fn hold_switched_off(tx: &mut super::WriteTx, server: &str, us: &str, upto: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO fed_retry_events (server_name, event_pos)
+         SELECT $1, e.stream_position FROM events e JOIN rooms r ON r.id = e.room_id
+         WHERE e.stream_position > (SELECT delivered_pos FROM fed_destinations WHERE server_name = $1)
+           AND e.stream_position <= $3 AND {HELD_WHILE_OFF}
+         ON CONFLICT (server_name, event_pos) DO NOTHING"
+    )))
+    .bind(server)
+    .bind(us)
+    .bind(upto)
+    .execute(&mut *tx.tx)
+    .await?;
+    Ok(())
+}
 
 /// An event waiting for a destination.
 #[derive(Debug, Clone)]
@@ -153,8 +182,8 @@ impl Store {
     /// The servers (not `us`) that events in `(after, upto]` are addressed to, each with the
     /// first such position: where the dispatcher makes destination records.
     pub async fn fed_destinations_of_range(&self, us: &str, after: i64, upto: i64) -> StoreResult<Vec<(String, i64)>> {
+        // Rooms whose switch is off count too: their destinations' tasks keep what they pass.
         let common = "e.stream_position > $2 AND e.stream_position <= $3 AND e.status = 0 AND e.pdu IS NOT NULL
-            AND (r.federated = TRUE OR e.event_type = 'swp.room.federation')
             AND (EXISTS (SELECT 1 FROM participants o WHERE o.fqid = e.sender AND o.server_name = $1)
                  OR EXISTS (SELECT 1 FROM fed_relay_events x WHERE x.event_pos = e.stream_position))
             AND p.server_name <> $1";
@@ -239,9 +268,11 @@ impl Store {
         tx.commit().await
     }
 
-    /// Moves a destination's cursor forward (never back).
-    pub async fn fed_advance_cursor(&self, server: &str, cursor: i64) -> StoreResult<()> {
+    /// Moves a destination's cursor forward (never back), keeping what it passes of rooms
+    /// whose switch is off.
+    pub async fn fed_advance_cursor(&self, server: &str, us: &str, cursor: i64) -> StoreResult<()> {
         let mut tx = self.write().await?;
+        hold_switched_off(&mut tx, server, us, cursor).await?;
         sqlx::query("UPDATE fed_destinations SET delivered_pos = $2 WHERE server_name = $1 AND delivered_pos < $2")
             .bind(server)
             .bind(cursor)
@@ -256,12 +287,14 @@ impl Store {
     pub async fn fed_transaction_answered(
         &self,
         server: &str,
+        us: &str,
         cursor: i64,
         done: &[i64],
         retry: &[i64],
         now_ms: i64,
     ) -> StoreResult<()> {
         let mut tx = self.write().await?;
+        hold_switched_off(&mut tx, server, us, cursor).await?;
         sqlx::query(
             "UPDATE fed_destinations SET
                  delivered_pos = CASE WHEN delivered_pos < $2 THEN $2 ELSE delivered_pos END,
@@ -452,11 +485,19 @@ mod tests {
         let before = store.committed_position();
         let m1 = say(&store, &alice, "one").await;
         assert!(pending(&store, PEER, before).await.is_empty(), "federation off: nothing leaves");
-        assert!(store.fed_destinations_of_range(US, before, m1).await.expect("range").is_empty());
+        // … but the peer's task is woken, and what its cursor passes is kept for later.
+        assert_eq!(store.fed_destinations_of_range(US, before, m1).await.expect("range"), vec![(PEER.to_string(), m1)]);
+        store.fed_ensure_destinations(&[(PEER.to_string(), m1)]).await.expect("record");
+        store.fed_advance_cursor(PEER, US, m1).await.expect("advance");
+        let retries = |store: Store| async move {
+            store.fed_retry_candidates(PEER, US, 10).await.expect("retries").iter().map(|e| e.pos).collect::<Vec<_>>()
+        };
+        assert!(retries(store.clone()).await.is_empty(), "held while the switch is off");
 
         let mut tx = store.write().await.expect("tx");
         tx.set_room_federated("room-f1", true).await.expect("switch");
         tx.commit().await.expect("commit");
+        assert_eq!(retries(store.clone()).await, vec![m1], "sent once the switch is on again");
         let m2 = say(&store, &alice, "two").await;
         let m3 = say(&store, &alice, "three").await;
         assert_eq!(pending(&store, PEER, m1).await, vec![m2, m3]);
@@ -517,7 +558,7 @@ mod tests {
         assert_eq!(row.last_error.as_deref(), Some("peer.test is unreachable"));
 
         // Answered: m1 accepted, m2 to be sent again.
-        store.fed_transaction_answered(PEER, m2, &[m1], &[m2], 9_000).await.expect("answered");
+        store.fed_transaction_answered(PEER, US, m2, &[m1], &[m2], 9_000).await.expect("answered");
         let row = store.fed_destination_row(PEER).await.expect("row").expect("row");
         assert_eq!((row.failures, row.retry_at, row.delivered_pos, row.last_success_at), (0, None, m2, Some(9_000)));
         let retry = store.fed_retry_candidates(PEER, US, 10).await.expect("retries");
@@ -526,10 +567,10 @@ mod tests {
         assert_eq!((peers.len(), peers[0].queue_depth), (1, 1), "one event to send again");
 
         // An older answer never moves the cursor back; a verdict for good clears the retry.
-        store.fed_transaction_answered(PEER, m1, &[m2], &[], 9_500).await.expect("answered");
+        store.fed_transaction_answered(PEER, US, m1, &[m2], &[], 9_500).await.expect("answered");
         assert_eq!(store.fed_destination_row(PEER).await.expect("row").expect("row").delivered_pos, m2);
         assert!(store.fed_retry_candidates(PEER, US, 10).await.expect("retries").is_empty());
-        store.fed_advance_cursor(PEER, m1).await.expect("advance");
+        store.fed_advance_cursor(PEER, US, m1).await.expect("advance");
         assert_eq!(store.fed_destination_row(PEER).await.expect("row").expect("row").delivered_pos, m2);
 
         // An idle destination follows the stream; one still behind, or addressed, does not.
