@@ -288,6 +288,31 @@ pub async fn store_event(
 /// sent here: the sender's local record, the projections of a state event that is now part
 /// of the current state, and the folded rows of edits, reactions and redactions.
 pub async fn apply_accepted(tx: &mut WriteTx, pdu: &Pdu) -> ApiResult<()> {
+    apply_event(tx, pdu).await?;
+    // The resolution may have changed other entries of the current state (a concurrent
+    // branch's ban undone, a name set back): each gets its projection too, so that every
+    // server shows the state it resolved.
+    for (room_id, event_id) in tx.take_state_changes() {
+        if event_id == pdu.event_id || room_id != pdu.room_id {
+            continue;
+        }
+        let Some(json) = tx.stored_pdu(&event_id).await? else { continue };
+        let now_current =
+            tx.pdu_cache().get_or_parse(&event_id, &json).map_err(|e| ApiError::internal(e.to_string()))?;
+        if now_current.event_type == types::CREATE {
+            continue;
+        }
+        let own_name = (now_current.event_type == types::MEMBER
+            && now_current.state_key.as_deref() == Some(now_current.sender.as_str()))
+        .then(|| now_current.content.get("display_name").and_then(Value::as_str))
+        .flatten();
+        tx.ensure_foreign_participant(&now_current.sender, own_name, "default", crate::clock::now_secs()).await?;
+        crate::rooms::project::apply(tx, &now_current, None).await?;
+    }
+    Ok(())
+}
+
+async fn apply_event(tx: &mut WriteTx, pdu: &Pdu) -> ApiResult<()> {
     let now = crate::clock::now_secs();
     // A member event about its sender names the display name to create the record with.
     let own_name = (pdu.event_type == types::MEMBER && pdu.state_key.as_deref() == Some(pdu.sender.as_str()))

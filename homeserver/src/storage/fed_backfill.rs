@@ -72,3 +72,14 @@ impl Store {
         Ok(())
     }
 }
+
+impl super::WriteTx {
+    /// A stored event's wire form.
+    pub async fn stored_pdu(&mut self, event_id: &str) -> Result<Option<String>, sqlx::Error> {
+        let pdu: Option<Option<String>> = sqlx::query_scalar("SELECT pdu FROM events WHERE event_id = $1")
+            .bind(event_id)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        Ok(pdu.flatten())
+    }
+}

@@ -122,6 +122,9 @@ pub struct WriteTx {
     last_position: i64,
     pdus: std::sync::Arc<PduCache>,
     fed_in_use: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Entries of a room's current state that a resolution changed in this transaction,
+    /// `(room_id, event_id now current)`: their projections follow ([`WriteTx::take_state_changes`]).
+    state_changes: Vec<(String, String)>,
 }
 
 impl Store {
@@ -202,6 +205,7 @@ impl Store {
             last_position: 0,
             pdus: self.pdus.clone(),
             fed_in_use: self.fed_in_use.clone(),
+            state_changes: Vec::new(),
         })
     }
 

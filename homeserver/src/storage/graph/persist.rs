@@ -597,6 +597,13 @@ impl WriteTx {
         Ok(())
     }
 
+    /// The entries of current state changed since the last call, `(room_id, event_id)`: a
+    /// resolution may change keys other than the new event's own (a concurrent branch's ban
+    /// undone, a name set back), and each needs its projection.
+    pub fn take_state_changes(&mut self) -> Vec<(String, String)> {
+        std::mem::take(&mut self.state_changes)
+    }
+
     /// Makes `state` (group `group`) the room's current state: `room_current`, and the rows of
     /// `room_state` that differ.
     pub(super) async fn set_current_state(
@@ -623,6 +630,7 @@ impl WriteTx {
         for ((t, k), (_, id)) in state {
             let same = stored.iter().any(|(st, sk, sid)| st == t && sk == k && sid == id);
             if !same {
+                self.state_changes.push((room_id.to_string(), id.clone()));
                 sqlx::query(UPSERT_ROOM_STATE_SQL)
                     .bind(room_id)
                     .bind(t)
