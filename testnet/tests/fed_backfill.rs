@@ -133,3 +133,31 @@ async fn a_late_server_backfills_history_in_order_by_admin_request_and_on_demand
     assert_eq!(paged, want, "carol pages through the whole history in order");
     net.down().await.unwrap();
 }
+
+/// Backfill throughput: a server joins a room of 10,000 messages and backfills all of them
+/// through the admin endpoint; prints verified and stored events per second.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement: run with --ignored --nocapture on a release build"]
+async fn backfill_10000_measure() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = fast_testnet(2, dir.path()).await;
+    let (alpha, beta) = (net.client("alpha").unwrap(), net.client("beta").unwrap());
+    let alice = net.register("alpha", "alice").await.unwrap();
+    let bob = net.register("beta", "bob").await.unwrap();
+    let room = federated_room(&net, "alpha", &alice, "group", "Long history").await;
+    write_history(&alpha, &alice, &room, 10_000).await;
+    invite_and_join(&net, "alpha", &alice, &room, "beta", &bob).await;
+    let admin = net.admin_token("beta").await.unwrap();
+    let path = format!("/v1/admin/rooms/{room}/federation/backfill");
+    let t0 = Instant::now();
+    let done = ok(&post(&beta, &path, &admin, &json!({"limit": 10000})).await, "backfill");
+    let secs = t0.elapsed().as_secs_f64();
+    let fetched = done["fetched"].as_u64().unwrap();
+    println!(
+        "backfill: {fetched} events verified and stored in {secs:.2} s = {:.0} events/s (complete: {})",
+        fetched as f64 / secs,
+        done["history_complete"]
+    );
+    assert_eq!(bodies(&timeline(&beta, &bob, &room).await).len(), 10_000);
+    net.down().await.unwrap();
+}

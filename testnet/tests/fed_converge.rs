@@ -432,3 +432,43 @@ async fn twenty_random_rounds_of_faults_end_in_one_history() {
     println!("{} acknowledged messages on every server after 20 rounds", acknowledged.len());
     net.down().await.unwrap();
 }
+
+/// Convergence time: alpha and beta cut apart while each writes 1,000 messages; prints the
+/// time from healing until both hold the same events and state.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement: run with --ignored --nocapture on a release build"]
+async fn convergence_after_1000_events_on_each_side_measure() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(2, dir.path());
+    opts.env.push(("HOMESERVER_FEDERATION__BACKOFF_CAP_SECS".into(), "1".into()));
+    opts.env.push(("HOMESERVER_FEDERATION__BACKOFF_BASE_MS".into(), "100".into()));
+    for k in ["HOMESERVER_TENANT_DEFAULTS__SEND_RATE_PER_S", "HOMESERVER_TENANT_DEFAULTS__SEND_BURST"] {
+        opts.env.push((k.into(), "1000000".into()));
+    }
+    let mut net = Testnet::start_with(opts).await.expect("testnet starts");
+    let (alpha, beta) = (net.client("alpha").unwrap(), net.client("beta").unwrap());
+    let alice = net.register("alpha", "alice").await.unwrap();
+    let bob = net.register("beta", "bob").await.unwrap();
+    let room = support::shared_room(&net, "alpha", &alice, "beta", &bob).await;
+    net.partition("alpha", "beta").unwrap();
+    let mut tasks = Vec::new();
+    for (c, u, side) in [(alpha.clone(), alice.clone(), "alpha"), (beta.clone(), bob.clone(), "beta")] {
+        let room = room.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..1000 {
+                send_text(&c, &u, &room, &format!("{side} {i}")).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let t0 = std::time::Instant::now();
+    net.heal().unwrap();
+    let users = [("alpha", &alice), ("beta", &bob)];
+    converged(&net, &room, &users).await;
+    let secs = t0.elapsed().as_secs_f64();
+    let n = bodies(&timeline(&alpha, &alice, &room).await).len();
+    println!("convergence: {n} messages on both servers, identical events and state {secs:.2} s after healing");
+    net.down().await.unwrap();
+}
