@@ -190,6 +190,10 @@ pub struct FederationSettings {
     /// Requests one peer may make here per second (sustained) and in a burst.
     pub requests_per_origin_per_s: u32,
     pub requests_per_origin_burst: u32,
+    /// A `send_join?omit_members=true` leaves others' member events out (a join in stages)
+    /// only when the room has more member events than this: a small room's joiner gets its
+    /// whole member list at once.
+    pub omit_members_above: u32,
 }
 
 impl Default for FederationSettings {
@@ -202,6 +206,7 @@ impl Default for FederationSettings {
             max_inflight_per_origin: 32,
             requests_per_origin_per_s: 100,
             requests_per_origin_burst: 400,
+            omit_members_above: 100,
         }
     }
 }

@@ -63,6 +63,7 @@ pub async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     });
 
     state.fed.start_sender(&store, &config);
+    crate::fed::partial::resume_all(&state).await;
     let fd_budget = crate::listener::raise_fd_limit();
     let limits = crate::listener::ConnLimits::new(&config.limits, fd_budget);
     let client =

@@ -167,7 +167,12 @@ pub async fn members(
         None => vec![Membership::Join, Membership::Invite],
     };
     let rows = rooms::members(&st.store, &caller.participant, &room_id, &filter).await?;
-    Ok(data(Value::Array(rows.iter().map(views::member).collect())))
+    // `partial`: the room was joined in stages and its member list is still completing.
+    let partial = st.store.is_partial(&room_id).await?;
+    Ok(axum::Json(serde_json::json!({
+        "data": Value::Array(rows.iter().map(views::member).collect()),
+        "meta": {"partial": partial},
+    })))
 }
 
 #[derive(Deserialize)]

@@ -125,7 +125,16 @@ pub async fn backfill(st: &AppState, room_id: &str, server: Option<&str>, limit:
     let version = st.store.room_version(room_id).await?.ok_or(ApiError::RoomNotFound)?;
     let servers: Vec<String> = match server {
         Some(s) => vec![s.to_string()],
-        None => st.store.room_servers(room_id).await?.into_iter().filter(|s| *s != st.fed.server_name).collect(),
+        None => {
+            // A room joined in stages knows few members yet: its join's answer named the rest.
+            let mut all = st.store.partial_servers(room_id).await?;
+            for s in st.store.room_servers(room_id).await? {
+                if !all.contains(&s) {
+                    all.push(s);
+                }
+            }
+            all.into_iter().filter(|s| *s != st.fed.server_name).collect()
+        }
     };
     if servers.is_empty() {
         return Err(ApiError::FedUnavailable("no other server is in the room to ask for its history".into()));

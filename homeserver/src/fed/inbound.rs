@@ -358,8 +358,14 @@ async fn apply_event(tx: &mut WriteTx, pdu: &Pdu) -> ApiResult<()> {
             // The rules let any member's redaction in; it takes effect for the target's sender
             // or a member at the room's `redact` level above the target's sender.
             if msg.sender_fqid != pdu.sender {
-                let mine = tx.member(&pdu.room_id, &sender.id).await?.map(|m| m.power_level).unwrap_or(0);
-                let theirs = tx.member(&pdu.room_id, &msg.sender_id).await?.map(|m| m.power_level).unwrap_or(0);
+                // Levels from the power-levels event itself, not the member projections: a room
+                // joined in stages may not list the redacting moderator yet.
+                let levels = crate::rooms::project::state_event(tx, &pdu.room_id, types::POWER_LEVELS).await?;
+                let create = crate::rooms::project::state_event(tx, &pdu.room_id, types::CREATE).await?;
+                let creator = create.map(|c| c.sender.clone()).unwrap_or_default();
+                let power = federation::auth::power::Power::new(levels.as_deref(), &creator)
+                    .map_err(|e| ApiError::internal(e.to_string()))?;
+                let (mine, theirs) = (power.user(&pdu.sender), power.user(&msg.sender_fqid));
                 let needed = crate::rooms::thresholds(tx, &pdu.room_id).await?.redact;
                 if mine < needed || mine <= theirs {
                     return Ok(());

@@ -175,6 +175,7 @@ pub async fn membership_template(
     if server != origin {
         return Err(ApiError::RoomForbidden(format!("{origin} may ask only for its own participants")));
     }
+    super::partial::refuse_if_partial(st, room_id).await?;
     let mut tx = st.store.write().await?;
     let room = tx.room(room_id).await?.ok_or(ApiError::RoomNotFound)?;
     if !tx.holds_room_graph(room_id).await? || room.room_type == RoomType::Incognito {
@@ -212,6 +213,9 @@ pub async fn accept_membership(
     omit_members: bool,
 ) -> ApiResult<Value> {
     let event = body.ok_or_else(|| ApiError::bad_request("the signed event is the body"))?;
+    if membership == "join" {
+        super::partial::refuse_if_partial(st, room_id).await?;
+    }
     let version = {
         let mut tx = st.store.write().await?;
         let room = tx.room(room_id).await?.ok_or(ApiError::RoomNotFound)?;
@@ -269,6 +273,8 @@ pub async fn accept_membership(
     let joiner = pdu.sender.as_str();
     let member_type = types::MEMBER;
     let mut omitted = false;
+    let members_in_state = state.iter().filter(|(_, p)| p.contains(r#""event_type":"swp.room.member""#)).count();
+    let omit_members = omit_members && members_in_state > st.config.federation.omit_members_above as usize;
     let mut state_out = Vec::with_capacity(state.len());
     for (_, pdu) in &state {
         let v: Value = serde_json::from_str(pdu).map_err(ApiError::internal)?;
@@ -343,7 +349,8 @@ pub(super) async fn remote_membership(
 ) -> ApiResult<Remote> {
     let active = st.fed.active()?;
     let (make, send): (String, fn(&str, &str) -> String) = if membership == "join" {
-        (path::make_join(room_id, &caller.fqid), |r, e| path::send_join(r, e, false))
+        // In stages: others' member events come after, in the background (`fed::partial`).
+        (path::make_join(room_id, &caller.fqid), |r, e| path::send_join(r, e, true))
     } else {
         (path::make_leave(room_id, &caller.fqid), path::send_leave)
     };
@@ -442,6 +449,15 @@ pub(super) async fn join_via(st: &AppState, server: &str, caller: &Participant, 
     all.dedup_by(|a, b| a.0.event_id == b.0.event_id);
     let join_json = crypto::to_canonical_string(&remote.event).map_err(ApiError::internal)?;
 
+    let omitted = remote.answer.get("members_omitted").and_then(Value::as_bool) == Some(true);
+    let mut ask: Vec<String> = vec![server.to_string()];
+    for s in remote.answer.get("servers_in_room").and_then(Value::as_array).into_iter().flatten() {
+        if let Some(s) = s.as_str().filter(|s| federation::event::is_server_name(s) && *s != st.fed.server_name) {
+            if !ask.iter().any(|a| a == s) {
+                ask.push(s.to_string());
+            }
+        }
+    }
     let mut tx = st.store.write().await?;
     if tx.holds_room_graph(room_id).await? {
         // Joined meanwhile through another path: a local join now.
@@ -472,7 +488,18 @@ pub(super) async fn join_via(st: &AppState, server: &str, caller: &Participant, 
         project::apply(&mut tx, e, None).await?;
     }
     project::apply(&mut tx, &remote.pdu, None).await?;
+    if omitted {
+        tx.mark_partial(room_id, &remote.pdu.event_id, &ask, federation::now_ms() as i64).await?;
+    }
     tx.commit().await?;
+    if omitted {
+        let room = crate::storage::PartialRoom {
+            room_id: room_id.to_string(),
+            join_event_id: remote.pdu.event_id.clone(),
+            servers: ask,
+        };
+        super::partial::spawn_completion(st.clone(), room);
+    }
     st.store.room_view(room_id, &caller.id).await?.ok_or(ApiError::RoomNotFound)
 }
 

@@ -14,6 +14,7 @@ pub mod inbound;
 pub mod invite;
 pub mod join;
 pub mod limits;
+pub mod partial;
 pub mod policy;
 pub mod remote;
 pub mod request;

@@ -4,7 +4,8 @@
 //! An event goes to a destination when it is accepted, appended (positive position), has a
 //! signed wire form, belongs to a room whose federation switch is on (its own toggle events
 //! always), was made here or is marked for relay, and the destination has a joined member in
-//! the room now or is the server of a member event's subject. The room-version check (a room
+//! the room now or is the server of a member event's subject, or is named by the answer of a
+//! join in stages whose state is not complete yet (`fed_partial_rooms`). The room-version check (a room
 //! whose create event names none never federates) is the caller's, over the create content.
 
 use serde_json::Value;
@@ -23,7 +24,9 @@ macro_rules! concerns {
     AND (EXISTS (SELECT 1 FROM memberships m JOIN participants p ON p.id = m.participant_id
                  WHERE m.room_id = e.room_id AND m.membership = 'join' AND p.server_name = $1)
          OR (e.event_type = 'swp.room.member'
-             AND EXISTS (SELECT 1 FROM participants s WHERE s.fqid = e.state_key AND s.server_name = $1)))"
+             AND EXISTS (SELECT 1 FROM participants s WHERE s.fqid = e.state_key AND s.server_name = $1))
+         OR EXISTS (SELECT 1 FROM fed_partial_rooms pr, json_each(pr.servers) j
+                    WHERE pr.room_id = e.room_id AND j.value = $1))"
     };
 }
 
@@ -195,7 +198,12 @@ impl Store {
              UNION ALL
              SELECT p.server_name, MIN(e.stream_position) FROM events e JOIN rooms r ON r.id = e.room_id
              JOIN participants p ON p.fqid = e.state_key
-             WHERE e.event_type = 'swp.room.member' AND {common} GROUP BY p.server_name"
+             WHERE e.event_type = 'swp.room.member' AND {common} GROUP BY p.server_name
+             UNION ALL
+             SELECT p.server_name, MIN(e.stream_position) FROM events e JOIN rooms r ON r.id = e.room_id
+             JOIN (SELECT pr.room_id, j.value AS server_name FROM fed_partial_rooms pr, json_each(pr.servers) j) p
+               ON p.room_id = e.room_id
+             WHERE {common} GROUP BY p.server_name"
         )))
         .bind(us)
         .bind(after)

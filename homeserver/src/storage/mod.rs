@@ -11,6 +11,7 @@ mod fed;
 mod fed_backfill;
 mod fed_inbound;
 mod fed_join;
+mod fed_partial;
 mod fed_peers;
 mod fed_policy;
 mod fed_sender;
@@ -25,6 +26,7 @@ mod writer;
 
 pub use export::{ExportEventRow, ExportMember, ExportReader};
 pub use fed_inbound::{FedEvent, FedMember};
+pub use fed_partial::PartialRoom;
 pub use fed_sender::{DestinationRow, OutboundEvent, PeerStatus};
 pub use graph::{
     EventStatus, GraphHead, GraphRows, GroupRef, Incoming, LocalAppend, PersistError, Persisted, SNAPSHOT_EVERY,
@@ -63,6 +65,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (9, "federation", include_str!("../../../migrations/sqlite/0009_federation.sql")),
     (10, "fed_policy", include_str!("../../../migrations/sqlite/0010_fed_policy.sql")),
     (11, "fed_backfill", include_str!("../../../migrations/sqlite/0011_fed_backfill.sql")),
+    (12, "partial_state", include_str!("../../../migrations/sqlite/0012_partial_state.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -20,6 +20,8 @@ pub async fn handle(
     req: SignedRequest,
 ) -> ApiResult<Json<Value>> {
     room_readable_by(&st, &room_id, &req.origin).await?;
+    // A server that joined in stages does not hold the whole state yet.
+    crate::fed::partial::refuse_if_partial(&st, &room_id).await?;
     let (ids, chain) = state_and_chain(&st, &room_id, &at.event_id).await?;
     let both = [EventStatus::Accepted, EventStatus::Outlier];
     let pdus = st.store.room_pdus(&room_id, &ids, &both).await?;

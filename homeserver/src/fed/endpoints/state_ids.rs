@@ -33,6 +33,8 @@ pub async fn handle(
     req: SignedRequest,
 ) -> ApiResult<Json<Value>> {
     room_readable_by(&st, &room_id, &req.origin).await?;
+    // A server that joined in stages does not hold the whole state yet.
+    crate::fed::partial::refuse_if_partial(&st, &room_id).await?;
     let (ids, chain) = state_and_chain(&st, &room_id, &at.event_id).await?;
     Ok(Json(json!({"data": {"pdu_ids": ids, "auth_chain_ids": chain}})))
 }

@@ -411,6 +411,86 @@ impl WriteTx {
         Ok(())
     }
 
+    /// Whether the room was joined in stages and its state is not complete yet.
+    pub async fn room_is_partial(&mut self, room_id: &str) -> Result<bool, sqlx::Error> {
+        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM fed_partial_rooms WHERE room_id = $1")
+            .bind(room_id)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        Ok(found.is_some())
+    }
+
+    /// Completes the state a join in stages stood on with `entries` (stored events: the member
+    /// events the join's answer left out): each key the join's state group lacks is added to
+    /// it (the groups after it are deltas on it and see them too), and each key the room's
+    /// current state lacks is added there. Answers the ids added to the current state.
+    pub async fn complete_partial_state(
+        &mut self,
+        room_id: &str,
+        join_event_id: &str,
+        entries: &[(StateKey, String)],
+    ) -> Result<Vec<String>, sqlx::Error> {
+        let group: Option<Option<i64>> = sqlx::query_scalar("SELECT state_group FROM events WHERE event_id = $1")
+            .bind(join_event_id)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        let mut added = Vec::new();
+        let mut positions: HashMap<String, i64> = HashMap::new();
+        for chunk in entries.chunks(500) {
+            let sql = format!(
+                "SELECT event_id, stream_position FROM events WHERE event_id IN ({})",
+                (1..=chunk.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+            );
+            let mut q = sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(sql));
+            for (_, id) in chunk {
+                q = q.bind(id);
+            }
+            positions.extend(q.fetch_all(&mut *self.tx).await?);
+        }
+        if let Some(Some(group)) = group {
+            let have = self.state_group(group).await?;
+            let missing: Vec<GroupEntry> = entries
+                .iter()
+                .filter(|(k, _)| !have.contains_key(k))
+                .filter_map(|(k, id)| positions.get(id).map(|p| (k.clone(), Some(*p))))
+                .collect();
+            self.insert_group_entries(group, &missing).await?;
+        }
+        let current: Vec<(String, String)> =
+            sqlx::query_as("SELECT event_type, state_key FROM room_state WHERE room_id = $1")
+                .bind(room_id)
+                .fetch_all(&mut *self.tx)
+                .await?;
+        let current: std::collections::HashSet<(String, String)> = current.into_iter().collect();
+        for ((t, k), id) in entries {
+            if current.contains(&(t.clone(), k.clone())) || !positions.contains_key(id) {
+                continue;
+            }
+            sqlx::query(UPSERT_ROOM_STATE_SQL).bind(room_id).bind(t).bind(k).bind(id).execute(&mut *self.tx).await?;
+            added.push(id.clone());
+        }
+        Ok(added)
+    }
+
+    /// After a room's state is complete: what was taken provisionally since the join and whose
+    /// sender the complete state does not show joined (a ban or a leave the join's answer left
+    /// out) is soft-failed — stored, no longer shown. Answers how many.
+    pub async fn soft_fail_unjoined_since(&mut self, room_id: &str, since_pos: i64) -> Result<u64, sqlx::Error> {
+        let done = sqlx::query(
+            "UPDATE events SET status = 1
+             WHERE room_id = $1 AND stream_position > $2 AND status = 0 AND state_key IS NULL
+               AND NOT EXISTS (SELECT 1 FROM room_state s JOIN events m ON m.event_id = s.event_id
+                               WHERE s.room_id = $1 AND s.event_type = 'swp.room.member'
+                                 AND s.state_key = events.sender
+                                 AND m.content LIKE '%\"membership\":\"join\"%')",
+        )
+        .bind(room_id)
+        .bind(since_pos)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// The state of a group, by key: `(event position, event id)`.
     pub async fn state_group(&mut self, group: i64) -> Result<PositionState, sqlx::Error> {
         let rows = sqlx::query_as(GROUP_ENTRIES_SQL).bind(group).fetch_all(&mut *self.tx).await?;

@@ -212,10 +212,19 @@ impl WriteTx {
                     let state: StateMap<&Pdu> =
                         before.iter().filter_map(|(k, (_, id))| events.event(id).map(|e| (k.clone(), e))).collect();
                     if auth::check(version, pdu, &state).is_err() {
-                        EventStatus::Rejected
+                        // A room joined in stages lacks others' member events until its state
+                        // is complete: its own auth events allowed the event, so it is taken
+                        // for now and checked again then (`fed::partial`).
+                        if self.room_is_partial(&pdu.room_id).await? {
+                            EventStatus::Accepted
+                        } else {
+                            EventStatus::Rejected
+                        }
                     } else if position.is_some() || self.allowed_by_current_state(version, pdu).await? {
                         // History (backfill) is not checked against today's state: a message
                         // of someone who left since was allowed when it was sent.
+                        EventStatus::Accepted
+                    } else if self.room_is_partial(&pdu.room_id).await? {
                         EventStatus::Accepted
                     } else {
                         EventStatus::SoftFailed
