@@ -15,6 +15,7 @@ const FED: &str = "/_scaiwave/federation/v1";
 
 async fn fast_testnet(nodes: usize, dir: &std::path::Path) -> Testnet {
     let mut opts = options(nodes, dir);
+    opts.log = "warn,homeserver::fed::backfill=info".into();
     // The default tenant's send rate (50/s) would make writing history slow.
     for k in ["HOMESERVER_TENANT_DEFAULTS__SEND_RATE_PER_S", "HOMESERVER_TENANT_DEFAULTS__SEND_BURST"] {
         opts.env.push((k.into(), "1000000".into()));
@@ -145,9 +146,12 @@ async fn backfill_10000_measure() {
     let alice = net.register("alpha", "alice").await.unwrap();
     let bob = net.register("beta", "bob").await.unwrap();
     let room = federated_room(&net, "alpha", &alice, "group", "Long history").await;
-    write_history(&alpha, &alice, &room, 10_000).await;
+    let n: usize = std::env::var("BACKFILL_N").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    write_history(&alpha, &alice, &room, n).await;
     invite_and_join(&net, "alpha", &alice, &room, "beta", &bob).await;
     let admin = net.admin_token("beta").await.unwrap();
+    let members = get(&beta, &format!("/v1/rooms/{room}/members"), &bob.access_token).await;
+    println!("members on beta: {}", members.body);
     let path = format!("/v1/admin/rooms/{room}/federation/backfill");
     let t0 = Instant::now();
     let done = ok(&post(&beta, &path, &admin, &json!({"limit": 10000})).await, "backfill");
@@ -158,6 +162,10 @@ async fn backfill_10000_measure() {
         fetched as f64 / secs,
         done["history_complete"]
     );
-    assert_eq!(bodies(&timeline(&beta, &bob, &room).await).len(), 10_000);
+    let log = std::fs::read_to_string(&net.node("beta").unwrap().log_path).unwrap_or_default();
+    for line in log.lines().filter(|l| l.contains("backfill stored")) {
+        println!("{line}");
+    }
+    assert_eq!(bodies(&timeline(&beta, &bob, &room).await).len(), n);
     net.down().await.unwrap();
 }

@@ -168,14 +168,19 @@ async fn walk(st: &AppState, room_id: &str, version: RoomVersion, server: &str, 
     let mut frontier = st.store.oldest_accepted_events(room_id, MAX_FROM as i64).await?;
     placed.extend(frontier.iter().cloned());
     let mut refused = 0usize;
+    let mut verify_time = Duration::ZERO;
     while !frontier.is_empty() && fresh.len() < limit {
         let want = (limit - fresh.len() + frontier.len()).min(MAX_BACKFILL);
         let path = wire::path::backfill(room_id, &frontier, want);
         let answer = active.client.request(server, "GET", &path, None).await.map_err(super::join::peer_error)?;
-        let pdus = answer.get("pdus").and_then(Value::as_array).cloned().unwrap_or_default();
+        let mut pdus = answer.get("pdus").and_then(Value::as_array).cloned().unwrap_or_default();
+        pdus.truncate(MAX_BACKFILL);
+        let started = std::time::Instant::now();
+        let verified = verify_in_parallel(st, pdus, version).await;
+        verify_time += started.elapsed();
         let mut round = Vec::new();
-        for value in pdus.iter().take(MAX_BACKFILL) {
-            match verify_pdu(&active.keys, value, version, None).await {
+        for result in verified {
+            match result {
                 Ok(v) if v.pdu.room_id == room_id => {
                     if seen.insert(v.pdu.event_id.clone()) {
                         round.push(v);
@@ -303,6 +308,7 @@ async fn walk(st: &AppState, room_id: &str, version: RoomVersion, server: &str, 
         .zip(&jsons)
         .map(|(v, json)| Incoming { pdu: &v.pdu, json, state_before: states.get(&v.pdu.event_id) })
         .collect();
+    let started = std::time::Instant::now();
     let mut tx = st.store.write().await?;
     let stored = tx.persist_backfilled(&incoming).await.map_err(|e| ApiError::internal(e.to_string()))?;
     let mut fetched = 0;
@@ -315,6 +321,13 @@ async fn walk(st: &AppState, room_id: &str, version: RoomVersion, server: &str, 
         }
     }
     tx.commit().await?;
+    tracing::info!(
+        room_id,
+        fetched,
+        verify_ms = verify_time.as_millis() as u64,
+        store_ms = started.elapsed().as_millis() as u64,
+        "backfill stored"
+    );
     if complete {
         st.store.set_history_complete(room_id, federation::now_ms() as i64).await?;
     }
@@ -369,4 +382,43 @@ async fn state_at(
         StoreHost { store: &st.store }.store_outliers(keep).await.map_err(|e| ApiError::internal(e.0))?;
     }
     Ok(state)
+}
+
+/// Steps 1–3 of the inbound checks over a peer's answer, on every core: signature checks are
+/// most of a backfill's CPU. Answers in the order given.
+async fn verify_in_parallel(
+    st: &AppState,
+    pdus: Vec<Value>,
+    version: RoomVersion,
+) -> Vec<Result<Verified, federation::verify::Refusal>> {
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
+    if pdus.len() < 64 || workers == 1 {
+        let Ok(active) = st.fed.active() else { return Vec::new() };
+        let mut out = Vec::with_capacity(pdus.len());
+        for value in &pdus {
+            out.push(verify_pdu(&active.keys, value, version, None).await);
+        }
+        return out;
+    }
+    let per = pdus.len().div_ceil(workers);
+    let mut tasks = Vec::new();
+    let mut pdus = pdus;
+    while !pdus.is_empty() {
+        let rest = pdus.split_off(per.min(pdus.len()));
+        let chunk = std::mem::replace(&mut pdus, rest);
+        let st = st.clone();
+        tasks.push(tokio::spawn(async move {
+            let Ok(active) = st.fed.active() else { return Vec::new() };
+            let mut out = Vec::with_capacity(chunk.len());
+            for value in &chunk {
+                out.push(verify_pdu(&active.keys, value, version, None).await);
+            }
+            out
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.extend(t.await.unwrap_or_default());
+    }
+    out
 }
