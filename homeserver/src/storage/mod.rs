@@ -128,6 +128,9 @@ pub struct WriteTx {
     /// Entries of a room's current state that a resolution changed in this transaction,
     /// `(room_id, event_id now current)`: their projections follow ([`WriteTx::take_state_changes`]).
     state_changes: Vec<(String, String)>,
+    /// State groups read in this transaction (groups never change but by
+    /// `insert_group_entries`, which forgets them).
+    group_cache: std::collections::HashMap<i64, graph::PositionState>,
 }
 
 impl Store {
@@ -209,6 +212,7 @@ impl Store {
             pdus: self.pdus.clone(),
             fed_in_use: self.fed_in_use.clone(),
             state_changes: Vec::new(),
+            group_cache: Default::default(),
         })
     }
 

@@ -380,6 +380,7 @@ impl WriteTx {
     }
 
     async fn insert_group_entries(&mut self, group: i64, entries: &[GroupEntry]) -> Result<(), sqlx::Error> {
+        self.group_cache.remove(&group);
         // SQLite allows 32,766 parameters a statement: 4 per entry.
         for chunk in entries.chunks(4096) {
             let sql = group_entries_sql(chunk.len());
@@ -492,9 +493,16 @@ impl WriteTx {
     }
 
     /// The state of a group, by key: `(event position, event id)`.
+    /// Read once per transaction: consecutive events (a backfilled batch, a peer's burst)
+    /// mostly stand on the same group.
     pub async fn state_group(&mut self, group: i64) -> Result<PositionState, sqlx::Error> {
+        if let Some(state) = self.group_cache.get(&group) {
+            return Ok(state.clone());
+        }
         let rows = sqlx::query_as(GROUP_ENTRIES_SQL).bind(group).fetch_all(&mut *self.tx).await?;
-        Ok(fold_group(rows))
+        let state = fold_group(rows);
+        self.group_cache.insert(group, state.clone());
+        Ok(state)
     }
 }
 
