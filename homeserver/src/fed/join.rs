@@ -92,6 +92,10 @@ pub async fn federate(st: &AppState, caller: &Participant, room_id: &str, enable
         let sender = acting_sender(&mut tx, caller, seat, needed, room_id, &mut content).await?;
         append_state(&mut tx, room_id, &sender, types::FEDERATION, "", &content).await?;
         tx.commit().await?;
+        // Events held for the room, or answered `retry` by peers while it was off, go now.
+        if let Some(sender) = st.fed.sender() {
+            sender.wake_all();
+        }
     } else {
         drop(tx);
     }

@@ -80,6 +80,9 @@ struct Dest {
     edus: Mutex<VecDeque<Edu>>,
     /// Unix ms until which the peer backs off; 0 when it does not.
     backoff_until: std::sync::atomic::AtomicU64,
+    /// A room's federation switch changed: what waits on the retry list goes at once, whatever
+    /// back-off the peer's earlier `retry` answers set.
+    switch_changed: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -241,6 +244,7 @@ impl Sender {
             wake: Notify::new(),
             edus: Default::default(),
             backoff_until: Default::default(),
+            switch_changed: Default::default(),
         });
         dests.insert(name.to_string(), d.clone());
         drop(dests);
@@ -388,6 +392,11 @@ impl Sender {
         loop {
             if *self.inner.stop.borrow() {
                 return;
+            }
+            if dest.switch_changed.swap(false, Ordering::AcqRel) {
+                has_retries = true;
+                retry_rounds = 0;
+                retry_due = now_ms();
             }
             let row = match store.fed_destination_row(name).await {
                 Ok(Some(row)) => row,
@@ -604,6 +613,7 @@ impl Sender {
     /// for it may go now.
     pub fn wake_all(&self) {
         for dest in lock(&self.inner.dests).values() {
+            dest.switch_changed.store(true, Ordering::Release);
             dest.wake.notify_one();
         }
     }
