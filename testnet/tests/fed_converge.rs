@@ -305,14 +305,8 @@ async fn remote_bans_and_redactions_are_enforced_everywhere() {
     }
     // A message built on the ban is refused outright (the state before it bans her).
     let as_gamma = AsPeer::node(&net, "gamma");
-    let db = rusqlite::Connection::open(net.node("alpha").unwrap().data_dir.join("homeserver.db")).unwrap();
-    let heads: Vec<(String, i64)> = db
-        .prepare("SELECT event_id, depth FROM room_extremities WHERE room_id = ?1")
-        .unwrap()
-        .query_map([&room], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let db = support::node_db(&net, "alpha");
+    let (_, heads) = support::graph_of(&db, &room);
     let id_of = |t: &str, k: &str| -> String {
         db.query_row(
             "SELECT event_id FROM room_state WHERE room_id = ?1 AND event_type = ?2 AND state_key = ?3",

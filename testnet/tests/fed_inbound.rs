@@ -6,6 +6,8 @@
 
 mod support;
 
+use support::graph_of;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use serde_json::{Value, json};
@@ -83,20 +85,6 @@ async fn transactions_are_checked_deduplicated_and_answered_per_event() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(!r.body.to_string().contains("@bob:beta.test"), "{}", r.body);
     net.down().await.unwrap();
-}
-
-/// A room's current state (`(type, state_key)` → event id) and forward extremities (with
-/// depths), read from a node's database.
-fn graph_of(db: &rusqlite::Connection, room: &str) -> (Vec<((String, String), String)>, Vec<(String, i64)>) {
-    let mut q = db.prepare("SELECT event_type, state_key, event_id FROM room_state WHERE room_id = ?1").unwrap();
-    let state = q
-        .query_map([room], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let mut q = db.prepare("SELECT event_id, depth FROM room_extremities WHERE room_id = ?1").unwrap();
-    let heads = q.query_map([room], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
-    (state, heads)
 }
 
 /// Alice's public room "Lobby" on alpha with federation on, as alpha's database holds it: its

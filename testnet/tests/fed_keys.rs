@@ -4,6 +4,8 @@
 
 mod support;
 
+use support::graph_of;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -29,22 +31,6 @@ fn rotate(data_dir: &Path, revoke: bool) -> String {
 async fn well_known(net: &Testnet, node: &str) -> Value {
     let url = format!("{}/.well-known/scaiwave/server", net.node(node).unwrap().federation_url);
     tls_client(net).get(url).send().await.unwrap().json().await.unwrap()
-}
-
-/// `(type, state_key) → event id` of the room's current state, and its forward extremities with
-/// their depths, read from a node's database.
-fn graph_of(net: &Testnet, node: &str, room: &str) -> (Vec<((String, String), String)>, Vec<(String, i64)>) {
-    let db = rusqlite::Connection::open(net.node(node).unwrap().data_dir.join("homeserver.db")).unwrap();
-    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
-    let mut q = db.prepare("SELECT event_type, state_key, event_id FROM room_state WHERE room_id = ?1").unwrap();
-    let state = q
-        .query_map([room], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let mut q = db.prepare("SELECT event_id, depth FROM room_extremities WHERE room_id = ?1").unwrap();
-    let heads = q.query_map([room], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
-    (state, heads)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,7 +88,7 @@ async fn rotated_and_revoked_keys_verify_what_they_signed_in_time_and_nothing_af
     })
     .await;
 
-    let (state, heads) = graph_of(&net, "beta", &room);
+    let (state, heads) = graph_of(&support::node_db(&net, "beta"), &room);
     let id_of = |t: &str, k: &str| state.iter().find(|((et, sk), _)| et == t && sk == k).unwrap().1.clone();
     let auth =
         [id_of("swp.room.create", ""), id_of("swp.room.power_levels", ""), id_of("swp.room.member", &alice.fqid)];

@@ -6,6 +6,8 @@
 
 mod support;
 
+use support::graph_of;
+
 use serde_json::{Value, json};
 use support::{
     AsPeer, bodies, eventually, federated_room, get, invite_and_join, ok, options, post, put, send_text, timeline,
@@ -14,26 +16,10 @@ use testnet::Testnet;
 
 const FED: &str = "/_scaiwave/federation/v1";
 
-/// The room's current state (`(type, state_key)` → event id) and forward extremities (with
-/// depths), read from a node's database.
-fn graph_of(net: &Testnet, node: &str, room: &str) -> (Vec<((String, String), String)>, Vec<(String, i64)>) {
-    let db = rusqlite::Connection::open(net.node(node).unwrap().data_dir.join("homeserver.db")).unwrap();
-    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
-    let mut q = db.prepare("SELECT event_type, state_key, event_id FROM room_state WHERE room_id = ?1").unwrap();
-    let state = q
-        .query_map([room], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let mut q = db.prepare("SELECT event_id, depth FROM room_extremities WHERE room_id = ?1").unwrap();
-    let heads = q.query_map([room], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
-    (state, heads)
-}
-
 /// A message of `sender` (a participant of `peer`'s server) in `room`, built on `node`'s view of
 /// the room: a valid event but for who sends it.
 fn message_of(net: &Testnet, node: &str, peer: &AsPeer, room: &str, sender: &str, body: &str) -> (String, Value) {
-    let (state, heads) = graph_of(net, node, room);
+    let (state, heads) = graph_of(&support::node_db(net, node), room);
     let id_of = |t: &str, k: &str| state.iter().find(|((et, sk), _)| et == t && sk == k).unwrap().1.clone();
     let auth = [id_of("swp.room.create", ""), id_of("swp.room.power_levels", ""), id_of("swp.room.member", sender)];
     let content = json!({"msgtype": "swp.text", "body": body});
@@ -46,7 +32,7 @@ fn message_of(net: &Testnet, node: &str, peer: &AsPeer, room: &str, sender: &str
 /// (A peer the server policy refuses gets 403 for the whole transaction instead.)
 async fn refused_on_every_room_endpoint(net: &Testnet, peer: &AsPeer, dest: &str, room: &str, sender: &str) {
     let short = dest.trim_end_matches(".test");
-    let (state, _) = graph_of(net, short, room);
+    let (state, _) = graph_of(&support::node_db(net, short), room);
     let create = state.iter().find(|((t, _), _)| t == "swp.room.create").unwrap().1.clone();
     let someone = format!("@newcomer:{}", peer.origin);
     let calls: Vec<(&str, String, Option<Value>)> = vec![

@@ -13,9 +13,7 @@ use testnet::Testnet;
 const FED: &str = "/_scaiwave/federation/v1";
 
 fn db(net: &Testnet, node: &str) -> rusqlite::Connection {
-    let c = rusqlite::Connection::open(net.node(node).unwrap().data_dir.join("homeserver.db")).unwrap();
-    c.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
-    c
+    support::node_db(net, node)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,13 +88,7 @@ async fn a_large_room_is_joined_in_stages() {
             .unwrap()
     };
     let auth = [id_of("swp.room.create"), id_of("swp.room.power_levels"), mallory_join];
-    let heads: Vec<(String, i64)> = db(&net, "beta")
-        .prepare("SELECT event_id, depth FROM room_extremities WHERE room_id = ?1")
-        .unwrap()
-        .query_map([&room], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let (_, heads) = support::graph_of(&db(&net, "beta"), &room);
     let content = json!({"msgtype": "swp.text", "body": "mallory slips in"});
     let (id, pdu, _) = as_alpha.build(&room, &mallory.fqid, "swp.room.message", None, content, &heads, &auth);
     let body = json!({"origin": "alpha.test", "origin_ts": support::now_ms(), "pdus": [pdu], "edus": []});

@@ -65,18 +65,7 @@ pub async fn admin_backfill(
     server: Option<&str>,
     limit: Option<usize>,
 ) -> ApiResult<Backfilled> {
-    {
-        let mut tx = st.store.write().await?;
-        let (room, me) = crate::rooms::load(&mut tx, room_id, caller).await?;
-        let seat = crate::rooms::rules::Seat::of(me.as_ref());
-        crate::rooms::rules::require_owner(
-            &room,
-            seat,
-            caller,
-            "backfilling the room",
-            crate::rooms::rules::POWER_MAX,
-        )?;
-    }
+    super::require_room_admin(st, caller, room_id, "backfilling the room").await?;
     let limit = limit.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
         return Err(ApiError::bad_request(format!("limit must be 1 to {MAX_LIMIT}")));

@@ -148,6 +148,21 @@ impl Federation {
     }
 }
 
+/// The room-scoped federation admin endpoints (contract 8): the room's creator, a member at
+/// power 100, or a server admin; others 403 `SW_ROOM_FORBIDDEN`, and a room the caller may not
+/// see 404 `SW_ROOM_NOT_FOUND`.
+pub async fn require_room_admin(
+    st: &crate::api::AppState,
+    caller: &crate::storage::Participant,
+    room_id: &str,
+    what: &str,
+) -> ApiResult<()> {
+    use crate::rooms::rules;
+    let mut tx = st.store.write().await?;
+    let (room, me) = crate::rooms::load(&mut tx, room_id, caller).await?;
+    rules::require_owner(&room, rules::Seat::of(me.as_ref()), caller, what, rules::POWER_MAX)
+}
+
 /// Keeps every accepted key document in `fed_server_keys`, off the caller's path.
 struct PersistKeys {
     store: Store,

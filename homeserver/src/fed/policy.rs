@@ -150,18 +150,7 @@ pub async fn room_servers(
     caller: &crate::storage::Participant,
     room_id: &str,
 ) -> ApiResult<serde_json::Value> {
-    {
-        let mut tx = st.store.write().await?;
-        let (room, me) = crate::rooms::load(&mut tx, room_id, caller).await?;
-        let seat = crate::rooms::rules::Seat::of(me.as_ref());
-        crate::rooms::rules::require_owner(
-            &room,
-            seat,
-            caller,
-            "reading the room's server lists",
-            crate::rooms::rules::POWER_MAX,
-        )?;
-    }
+    super::require_room_admin(st, caller, room_id, "reading the room's server lists").await?;
     Ok(lists_view(st.store.room_server_acl(room_id).await?.as_ref()))
 }
 

@@ -215,6 +215,28 @@ pub async fn send_text(c: &NodeClient, user: &User, room: &str, body: &str) -> V
     ok(&r, &format!("send {body}"))
 }
 
+/// A node's database, for reading what it holds (tests only).
+pub fn node_db(net: &Testnet, node: &str) -> rusqlite::Connection {
+    let db = rusqlite::Connection::open(net.node(node).unwrap().data_dir.join("homeserver.db")).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    db
+}
+
+/// A room's current state (`(type, state_key)` → event id) and forward extremities (with
+/// depths), read from a node's database.
+#[allow(clippy::type_complexity)]
+pub fn graph_of(db: &rusqlite::Connection, room: &str) -> (Vec<((String, String), String)>, Vec<(String, i64)>) {
+    let mut q = db.prepare("SELECT event_type, state_key, event_id FROM room_state WHERE room_id = ?1").unwrap();
+    let state = q
+        .query_map([room], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let mut q = db.prepare("SELECT event_id, depth FROM room_extremities WHERE room_id = ?1").unwrap();
+    let heads = q.query_map([room], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
+    (state, heads)
+}
+
 /// Unix milliseconds now.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
