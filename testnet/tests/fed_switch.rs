@@ -9,7 +9,6 @@ use support::{bodies, eventually, get, ok, options, put, send_text, shared_room,
 use testnet::Testnet;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "flaky: in about one run in four the toggle-on event does not reach the peer within 30 s (see docs/federation.md, Known limits); run with --ignored"]
 async fn a_room_switched_off_keeps_its_events_home_and_catches_up_both_ways_when_on_again() {
     let dir = tempfile::tempdir().unwrap();
     let mut opts = options(2, dir.path());

@@ -1,7 +1,12 @@
 //! Step 5's order: the *mainline* is the resolved power-levels event, the power-levels event
 //! in its auth events, and so on back to the first one. An event sorts by the mainline event
 //! it hangs off (the first one met walking power-levels auth events up from it), the older
-//! first, then by `origin_ts`, then by id.
+//! first, then by `origin_ts`, then by `depth`, then by id.
+//!
+//! `origin_ts` counts whole seconds (the contract's unit), so two changes made within one
+//! second tie on it; `depth` then keeps an event after its ancestors (a switch turned off and
+//! on again within a second resolves to "on" everywhere), where the id alone would pick one at
+//! random.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -55,7 +60,7 @@ pub fn mainline_sort(
             }
             at = power_levels_of(current, events)?;
         }
-        keyed.push(((depth, event.origin_ts, id.as_str()), id));
+        keyed.push(((depth, event.origin_ts, event.depth, id.as_str()), id));
     }
     keyed.sort();
     Ok(keyed.into_iter().map(|(_, id)| id.clone()).collect())

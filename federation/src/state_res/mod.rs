@@ -11,11 +11,12 @@
 //!    and kicks and bans of others; not the lifecycle or the server ACL, see
 //!    [`power_sort::is_power_event`]), with the events of their auth chains that are in the
 //!    set, in auth order by Kahn's algorithm, ties broken by the sender's power (higher
-//!    first), then `origin_ts`, then event id.
+//!    first), then `origin_ts`, then `depth`, then event id.
 //! 4. [`iterative`]: the auth checks, event by event, starting from an **empty** state (2.1):
 //!    an event that passes takes its state entry.
 //! 5. [`mainline`]: the other events of the full conflicted set, ordered by where they hang off
-//!    the resolved power-levels event's chain, then `origin_ts`, then id; auth-checked the
+//!    the resolved power-levels event's chain, then `origin_ts`, then `depth`, then id
+//!    (`origin_ts` is in seconds: `depth` orders changes of one second); auth-checked the
 //!    same way, continuing from step 4's state.
 //! 6. The unconflicted entries are put back on top.
 //!

@@ -1,5 +1,6 @@
 //! Step 3: which events are power events, and their order (Kahn's algorithm over the auth
-//! graph, ties broken by the sender's power, then `origin_ts`, then event id).
+//! graph, ties broken by the sender's power, then `origin_ts`, then `depth`, then event id;
+//! `depth` orders two changes of one second, as in [`super::mainline`]).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -48,14 +49,14 @@ pub fn sender_power(event: &Pdu, events: &impl EventSource) -> i64 {
 
 /// `set` in auth order: an event after every event of its auth chain that is in `set`; among
 /// the events ready at once, the highest sender power first, then the earliest `origin_ts`,
-/// then the smallest event id.
+/// then the smallest `depth`, then the smallest event id.
 pub fn power_sort(set: &BTreeSet<EventId>, events: &impl EventSource) -> Result<Vec<EventId>, ResolveError> {
     let mut waiting_on: BTreeMap<&str, usize> = BTreeMap::new();
     let mut unblocks: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    let mut keys: BTreeMap<&str, (Reverse<i64>, i64)> = BTreeMap::new();
+    let mut keys: BTreeMap<&str, (Reverse<i64>, i64, i64)> = BTreeMap::new();
     for id in set {
         let event = events.event(id).ok_or_else(|| ResolveError::MissingEvent(id.clone()))?;
-        keys.insert(id, (Reverse(sender_power(event, events)), event.origin_ts));
+        keys.insert(id, (Reverse(sender_power(event, events)), event.origin_ts, event.depth));
         // The whole chain, not only the direct auth events: a path through events outside
         // `set` still orders its two ends.
         let before: Vec<EventId> = auth_chain([id.as_str()], events)?.into_iter().filter(|a| set.contains(a)).collect();
@@ -65,22 +66,22 @@ pub fn power_sort(set: &BTreeSet<EventId>, events: &impl EventSource) -> Result<
             unblocks.entry(auth).or_default().push(id);
         }
     }
-    let mut ready: BinaryHeap<Reverse<(Reverse<i64>, i64, &str)>> = BinaryHeap::new();
+    let mut ready: BinaryHeap<Reverse<(Reverse<i64>, i64, i64, &str)>> = BinaryHeap::new();
     for (&id, &count) in &waiting_on {
         if count == 0 {
-            let (power, ts) = keys.get(id).copied().unwrap_or((Reverse(0), 0));
-            ready.push(Reverse((power, ts, id)));
+            let (power, ts, depth) = keys.get(id).copied().unwrap_or((Reverse(0), 0, 0));
+            ready.push(Reverse((power, ts, depth, id)));
         }
     }
     let mut sorted = Vec::with_capacity(set.len());
-    while let Some(Reverse((_, _, id))) = ready.pop() {
+    while let Some(Reverse((_, _, _, id))) = ready.pop() {
         sorted.push(id.to_owned());
         for &next in unblocks.get(id).into_iter().flatten() {
             let count = waiting_on.entry(next).or_default();
             *count = count.saturating_sub(1);
             if *count == 0 {
-                let (power, ts) = keys.get(next).copied().unwrap_or((Reverse(0), 0));
-                ready.push(Reverse((power, ts, next)));
+                let (power, ts, depth) = keys.get(next).copied().unwrap_or((Reverse(0), 0, 0));
+                ready.push(Reverse((power, ts, depth, next)));
             }
         }
     }

@@ -216,3 +216,37 @@ fn a_missing_event_is_an_error_not_a_guess() {
         Err(ResolveError::MissingEvent("evt-dave-join".into()))
     );
 }
+
+/// `origin_ts` counts seconds: a switch turned off and on again within one second ties on it,
+/// and the later change (deeper in the graph) wins everywhere, whatever the event ids say.
+#[test]
+fn changes_within_one_second_resolve_to_the_later_one() {
+    let mut base = Room::group(ALICE, "public");
+    base.join("evt-bob-join", BOB);
+    // Ids chosen so that the id order is the wrong one.
+    base.send("evt-z-off", ALICE, types::FEDERATION, Some(""), json!({"enabled": false}));
+    let second = base.ts;
+    let mut ours = base.clone();
+    ours.ts = second - 1;
+    ours.send("evt-m-msg", ALICE, types::MESSAGE, None, json!({"body": "while off"}));
+    ours.ts = second - 1;
+    ours.send("evt-a-on", ALICE, types::FEDERATION, Some(""), json!({"enabled": true}));
+    assert_eq!(ours.events["evt-a-on"].origin_ts, ours.events["evt-z-off"].origin_ts);
+    let mut theirs = base.clone();
+    theirs.send("evt-bob-msg", BOB, types::MESSAGE, None, json!({"body": "meanwhile"}));
+    let events = all_events(&[&ours, &theirs]);
+    let key = (types::FEDERATION.to_owned(), String::new());
+    for states in [[ours.state.clone(), theirs.state.clone()], [theirs.state.clone(), ours.state.clone()]] {
+        let resolved = resolve(RoomVersion::V1, &states, &events).unwrap();
+        assert_eq!(resolved[&key], "evt-a-on");
+    }
+    // The same in step 3's order: two join-rules changes of one second keep their graph order.
+    let mut rules = Room::group(ALICE, "public");
+    let second = rules.ts;
+    rules.ts = second;
+    rules.send("evt-z-invite", ALICE, types::JOIN_RULES, Some(""), json!({"join_rule": "invite"}));
+    rules.ts = second;
+    rules.send("evt-a-public", ALICE, types::JOIN_RULES, Some(""), json!({"join_rule": "public"}));
+    let set = ids(&["evt-z-invite", "evt-a-public"]);
+    assert_eq!(power_sort(&set, &rules.events).unwrap(), ["evt-z-invite", "evt-a-public"].map(String::from));
+}
