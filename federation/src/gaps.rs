@@ -27,6 +27,9 @@ pub struct FetchBackoff {
     failed_fetches: Mutex<HashMap<EventId, (u32, u64)>>,
 }
 
+/// The most events one gap pulls before it is left to history (see [`pull_long_gap`]).
+pub const MAX_PULLED_EVENTS: usize = 20_000;
+
 /// At most this many events remembered as failed; the oldest entries go first past it.
 const MAX_REMEMBERED_FAILURES: usize = 10_000;
 
@@ -103,7 +106,7 @@ async fn receive_inner<H: Host, R: Remote>(
         return Ok(status.verdict());
     }
     let now = crate::now_ms();
-    let mut state = None;
+    let state;
     if needs_fetching(host, &event.pdu).await.map_err(unavailable)? {
         if memory.backing_off(id, now) {
             return Ok(Verdict::retry("SW_FED_UNAVAILABLE", "its missing events could not be fetched; later"));
@@ -117,6 +120,18 @@ async fn receive_inner<H: Host, R: Remote>(
                 tracing::info!(event_id = %id, %origin, error = %e, "a gap could not be filled");
                 memory.failed(id, now);
                 return Ok(Verdict::retry("SW_FED_UNAVAILABLE", format!("missing events not fetchable now: {e}")));
+            }
+        }
+    } else {
+        // Every parent stored, but perhaps only as outliers: then the state comes from the origin.
+        match state_for_outlier_parents(host, remote, origin, &event.pdu, version).await {
+            Ok(given) => state = given,
+            Err(e) => {
+                tracing::info!(event_id = %id, %origin, error = %e, "the state at its parents could not be fetched");
+                return Ok(Verdict::retry(
+                    "SW_FED_UNAVAILABLE",
+                    format!("the state at its parents not fetchable now: {e}"),
+                ));
             }
         }
     }
@@ -188,20 +203,91 @@ pub async fn fill_gap<H: Host, R: Remote>(
             .map(|v| v.pdu.event_id.clone())
             .collect();
     }
+    if !open.is_empty() {
+        pull_long_gap(host, remote, origin, room_id, version, &mut fetched, &mut open).await?;
+    }
     if open.is_empty() {
         let list: Vec<Verified> = fetched.into_values().collect();
         let pdus: Vec<Pdu> = list.iter().map(|v| v.pdu.clone()).collect();
         for (_, order) in order_batch(&pdus) {
             for i in order {
                 ensure_auth(host, remote, origin, &list[i], version).await?;
-                host.store_event(&list[i], None).await?;
+                let state = state_for_outlier_parents(host, remote, origin, &list[i].pdu, version).await?;
+                host.store_event(&list[i], state.as_ref()).await?;
             }
         }
-        return Ok(None);
+        // The event itself may hang off outliers only (a fetched parent that stayed one).
+        return state_for_outlier_parents(host, remote, origin, pdu, version).await;
     }
     // The gap stays open: take the state at the first missing parent from the origin.
     let Some(prev) = pdu.prev_events.iter().find(|p| !stored_prevs.contains(*p)) else { return Ok(None) };
-    let answer = remote.request(origin, "GET", &wire::path::state(room_id, prev), None).await?;
+    state_at(host, remote, origin, room_id, prev, version).await.map(Some)
+}
+
+/// A gap longer than the missing-events rounds close (a peer catching up after an outage sends
+/// only the newest event of each room): the rest is pulled with `backfill`, up to
+/// [`wire::MAX_BACKFILL`] events a request, walking back from the ids still `open` until every
+/// parent is known, at most [`MAX_PULLED_EVENTS`] in all. Past that the gap stays open and the
+/// caller takes the state at the missing parent (the rest is history, for backfill).
+async fn pull_long_gap<H: Host, R: Remote>(
+    host: &H,
+    remote: &R,
+    origin: &str,
+    room_id: &str,
+    version: RoomVersion,
+    fetched: &mut HashMap<EventId, Verified>,
+    open: &mut Vec<EventId>,
+) -> Result<(), GapError> {
+    while !open.is_empty() && fetched.len() < MAX_PULLED_EVENTS {
+        open.sort();
+        open.truncate(wire::MAX_MISSING_EVENTS);
+        let path = wire::path::backfill(room_id, open, wire::MAX_BACKFILL);
+        let answer = remote.request(origin, "GET", &path, None).await?;
+        let pdus = answer.get("pdus").and_then(Value::as_array).cloned().unwrap_or_default();
+        let ids: Vec<EventId> = pdus
+            .iter()
+            .take(wire::MAX_BACKFILL)
+            .filter_map(|v| crate::verify::well_formed(v, version, None).ok().map(|p| p.event_id))
+            .collect();
+        let stored = host.stored_event_ids(&ids).await?;
+        let mut new = 0;
+        for value in pdus.iter().take(wire::MAX_BACKFILL) {
+            let Ok(v) = remote.verify(value, version).await else { continue };
+            if v.pdu.room_id == room_id && !stored.contains(&v.pdu.event_id) && !fetched.contains_key(&v.pdu.event_id) {
+                fetched.insert(v.pdu.event_id.clone(), v);
+                new += 1;
+            }
+        }
+        if new == 0 {
+            break;
+        }
+        let mut mentioned: Vec<EventId> = fetched
+            .values()
+            .flat_map(|v| v.pdu.prev_events.iter())
+            .filter(|id| !fetched.contains_key(*id))
+            .cloned()
+            .collect();
+        mentioned.sort();
+        mentioned.dedup();
+        let stored = host.stored_event_ids(&mentioned).await?;
+        *open = mentioned.into_iter().filter(|id| !stored.contains(id) && !fetched.contains_key(id)).collect();
+        open.sort();
+        open.dedup();
+    }
+    Ok(())
+}
+
+/// The state after `event_id` as `origin` answers it (`state/`), its events (and their auth
+/// chain) stored as outliers when new.
+async fn state_at<H: Host, R: Remote>(
+    host: &H,
+    remote: &R,
+    origin: &str,
+    room_id: &str,
+    event_id: &str,
+    version: RoomVersion,
+) -> Result<StateMap<EventId>, GapError> {
+    let answer = remote.request(origin, "GET", &wire::path::state(room_id, event_id), None).await?;
     let list = |k: &str| answer.get(k).and_then(Value::as_array).cloned().unwrap_or_default();
     let (state_pdus, chain) = (list("pdus"), list("auth_chain"));
     if state_pdus.len() > wire::MAX_STATE_EVENTS || chain.len() > wire::MAX_STATE_EVENTS {
@@ -222,7 +308,26 @@ pub async fn fill_gap<H: Host, R: Remote>(
         to_store.push(v);
     }
     store_outliers(host, to_store).await?;
-    Ok(Some(state))
+    Ok(state)
+}
+
+/// The state to place `pdu` on when no parent it has is placed here (each is stored only as an
+/// outlier, known from a join's state or an auth chain, or kept without a state, as an
+/// invitation that arrived before the join): the state after its
+/// first parent, from `origin`. Without it the event would be an outlier too — an event made
+/// concurrently with this server's join, on a parent from before the join, would never show.
+pub async fn state_for_outlier_parents<H: Host, R: Remote>(
+    host: &H,
+    remote: &R,
+    origin: &str,
+    pdu: &Pdu,
+    version: RoomVersion,
+) -> Result<Option<StateMap<EventId>>, GapError> {
+    let Some(first) = pdu.prev_events.first() else { return Ok(None) };
+    if !host.placed_event_ids(&pdu.prev_events).await?.is_empty() {
+        return Ok(None);
+    }
+    state_at(host, remote, origin, &pdu.room_id, first, version).await.map(Some)
 }
 
 /// Fetches and stores an event's auth chain from `origin` when some of its auth events are

@@ -62,6 +62,11 @@ impl Host for MemHost {
         Ok(self.events.lock().unwrap().get(event_id).map(|(s, _)| *s))
     }
 
+    async fn placed_event_ids(&self, ids: &[EventId]) -> Result<HashSet<EventId>, HostError> {
+        let events = self.events.lock().unwrap();
+        Ok(ids.iter().filter(|id| events.get(*id).is_some_and(|(s, _)| *s != Status::Outlier)).cloned().collect())
+    }
+
     async fn forward_extremities(&self, _room_id: &str) -> Result<Vec<EventId>, HostError> {
         let events = self.events.lock().unwrap();
         // A line of events: the deepest one is the only extremity.
@@ -85,15 +90,22 @@ impl Host for MemHost {
 struct MemPeer {
     events: BTreeMap<EventId, Value>,
     down: bool,
-    /// Whether `get_missing_events` answers nothing (so the state is asked for).
+    /// Whether `get_missing_events` and `backfill` answer nothing (so the state is asked for).
     no_missing: bool,
     requests: Mutex<Vec<String>>,
+    backfills: Mutex<Vec<String>>,
 }
 
 impl MemPeer {
     fn new(events: &[Value]) -> MemPeer {
         let events = events.iter().map(|v| (id_of(v), v.clone())).collect();
-        MemPeer { events, down: false, no_missing: false, requests: Mutex::new(Vec::new()) }
+        MemPeer {
+            events,
+            down: false,
+            no_missing: false,
+            requests: Mutex::new(Vec::new()),
+            backfills: Default::default(),
+        }
     }
 
     fn pdu(&self, id: &str) -> Option<Pdu> {
@@ -151,6 +163,36 @@ impl Remote for MemPeer {
                 }
             }
             return Ok(json!({"events": out}));
+        }
+        if let Some(query) = path.strip_prefix(
+            &wire::path::backfill(ROOM, &[], 0)[..wire::path::backfill(ROOM, &[], 0).find('?').unwrap() + 1],
+        ) {
+            self.backfills.lock().unwrap().push(path.to_string());
+            if self.no_missing {
+                return Ok(json!({"pdus": []}));
+            }
+            // Walking back from the given events (included), deepest first, up to the limit.
+            let mut from = Vec::new();
+            let mut limit = 0;
+            for pair in query.split('&') {
+                match pair.split_once('=') {
+                    Some(("v", id)) => from.push(id.to_string()),
+                    Some(("limit", n)) => limit = n.parse().unwrap(),
+                    _ => {}
+                }
+            }
+            let (mut seen, mut out) = (HashSet::new(), Vec::new());
+            let mut todo = from;
+            while let Some(id) = todo.pop() {
+                if out.len() == limit || !seen.insert(id.clone()) {
+                    continue;
+                }
+                if let Some(p) = self.pdu(&id) {
+                    todo.extend(p.prev_events.iter().cloned());
+                    out.push(self.events[&id].clone());
+                }
+            }
+            return Ok(json!({"pdus": out}));
         }
         for id in self.events.keys() {
             if path == wire::path::event_auth(ROOM, id) {
@@ -269,6 +311,7 @@ async fn an_open_gap_takes_the_state_at_the_missing_parent() {
         peer.requests(),
         vec![
             format!("POST {}", wire::path::get_missing_events(ROOM)),
+            format!("GET {}", wire::path::backfill(ROOM, &[ids[3].clone()], wire::MAX_BACKFILL)),
             format!("GET {}", wire::path::state(ROOM, &ids[3])),
         ]
     );
@@ -291,4 +334,60 @@ async fn an_unfillable_gap_is_retried_later_without_asking_again() {
     assert_eq!(peer.requests().len(), 1);
     assert!(host.stored_in_order().is_empty());
     assert!(memory.backing_off(&ids[3], crate::now_ms()));
+}
+
+/// A server that joined late holds the room's older events as outliers (from its join's
+/// state). An event made concurrently with its join, on such a parent, is placed on the state
+/// after that parent as the origin answers it, whether it comes in a transaction or as a
+/// fetched parent: never an outlier that no page would show.
+#[tokio::test]
+async fn an_event_on_outlier_parents_is_placed_on_the_state_the_origin_gives() {
+    let room = line(3);
+    let ids: Vec<EventId> = room.iter().map(id_of).collect();
+    let peer = MemPeer::new(&room);
+    // Directly: its parent is stored, as an outlier.
+    let host = MemHost::with(&room[..1]);
+    host.events.lock().unwrap().extend(room[1..3].iter().map(|v| (id_of(v), (Status::Outlier, verified(v).pdu.depth))));
+    let verdict = receive(&host, &peer, &FetchBackoff::default(), "alpha.test", &verified(&room[3]), V).await;
+    assert_eq!(verdict, Verdict::Accepted);
+    let log = host.log.lock().unwrap().clone();
+    assert_eq!(log.len(), 1);
+    let state = log[0].2.clone().expect("placed on the state after its parent");
+    assert_eq!(state.get(&(types::MEMBER.to_string(), ALICE.to_string())), Some(&ids[1]));
+    assert_eq!(peer.requests(), vec![format!("GET {}", wire::path::state(ROOM, &ids[2]))]);
+
+    // As a fetched parent: the first fetched event hangs off the outlier and gets the state;
+    // its child then hangs off a placed event.
+    let host = MemHost::with(&room[..1]);
+    host.events.lock().unwrap().extend(room[1..3].iter().map(|v| (id_of(v), (Status::Outlier, verified(v).pdu.depth))));
+    let peer = MemPeer::new(&room);
+    let verdict = receive(&host, &peer, &FetchBackoff::default(), "alpha.test", &verified(&room[4]), V).await;
+    assert_eq!(verdict, Verdict::Accepted);
+    let log = host.log.lock().unwrap().clone();
+    assert_eq!(
+        log.iter().map(|(id, s, st)| (id.clone(), *s, st.is_some())).collect::<Vec<_>>(),
+        vec![(ids[3].clone(), Status::Accepted, true), (ids[4].clone(), Status::Accepted, false)]
+    );
+}
+
+/// A gap longer than the missing-events rounds reach (a peer catching up sends only its newest
+/// event): the rest is pulled with backfill until it closes, and everything is stored oldest
+/// first, placed.
+#[tokio::test]
+async fn a_long_gap_is_pulled_with_backfill_until_it_closes() {
+    let room = line(2500);
+    let ids: Vec<EventId> = room.iter().map(id_of).collect();
+    let host = MemHost::with(&room[..3]);
+    let peer = MemPeer::new(&room);
+    let verdict =
+        receive(&host, &peer, &FetchBackoff::default(), "alpha.test", &verified(room.last().unwrap()), V).await;
+    assert_eq!(verdict, Verdict::Accepted);
+    let stored = host.stored_in_order();
+    assert_eq!(stored.len(), room.len() - 3, "every event of the gap, and the event itself");
+    assert!(stored.iter().all(|(_, s)| *s == Status::Accepted));
+    assert_eq!(stored.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(), ids[3..].to_vec(), "oldest first");
+    // Three rounds of 20, then backfill requests of up to 1000.
+    let pulls = peer.backfills.lock().unwrap().len();
+    assert!((3..=4).contains(&pulls), "{pulls} backfill requests");
+    assert!(host.log.lock().unwrap().iter().all(|(_, _, state)| state.is_none()), "no state fallback");
 }

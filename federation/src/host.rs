@@ -54,6 +54,10 @@ pub trait Host: Sync {
     /// The status of a stored event, `None` when it is not stored.
     fn event_status(&self, event_id: &str) -> impl Future<Output = Result<Option<Status>, HostError>> + Send;
 
+    /// Those of `ids` stored with a state here (placed in the room's graph): not outliers, and
+    /// not events kept without one (an invitation that arrived before the join).
+    fn placed_event_ids(&self, ids: &[EventId]) -> impl Future<Output = Result<HashSet<EventId>, HostError>> + Send;
+
     /// The room's forward extremities, deepest first (at most 20).
     fn forward_extremities(&self, room_id: &str) -> impl Future<Output = Result<Vec<EventId>, HostError>> + Send;
 

@@ -194,6 +194,9 @@ pub struct FederationSettings {
     /// only when the room has more member events than this: a small room's joiner gets its
     /// whole member list at once.
     pub omit_members_above: u32,
+    /// A destination more than this many events behind (back from an outage) catches up: the
+    /// newest event of each room goes, and the peer pulls the rest. 0 replays everything.
+    pub catch_up_above: u32,
 }
 
 impl Default for FederationSettings {
@@ -207,6 +210,7 @@ impl Default for FederationSettings {
             requests_per_origin_per_s: 100,
             requests_per_origin_burst: 400,
             omit_members_above: 100,
+            catch_up_above: 1000,
         }
     }
 }

@@ -123,6 +123,53 @@ async fn a_stopped_peer_gets_the_whole_burst_once_back() {
     net.stop_all().await.unwrap();
 }
 
+/// A peer far behind (more than `catch_up_above` events) catches up newest first: the sender
+/// sends the newest event of each room and the peer pulls the rest through it (missing events,
+/// then backfill pages), until every message is there, once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_far_behind_catches_up_newest_first_and_pulls_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(2, dir.path());
+    for k in ["HOMESERVER_TENANT_DEFAULTS__SEND_RATE_PER_S", "HOMESERVER_TENANT_DEFAULTS__SEND_BURST"] {
+        opts.env.push((k.into(), "1000000".into()));
+    }
+    opts.env.push(("HOMESERVER_FEDERATION__CATCH_UP_ABOVE".into(), "50".into()));
+    opts.log = "warn,homeserver::fed::sender=info".into();
+    let mut net = Testnet::start_with(opts).await.expect("testnet starts");
+    let alice = net.register("alpha", "alice").await.unwrap();
+    let bob = net.register("beta", "bob").await.unwrap();
+    let big = shared_room(&net, "alpha", &alice, &[("beta", &bob)]).await;
+    let small = shared_room(&net, "alpha", &alice, &[("beta", &bob)]).await;
+    let c = net.client("alpha").unwrap();
+    send(&c, &alice, &big, "before").await;
+    wait_for_burst(&net, "beta", &bob, &big, "before", 1).await;
+
+    net.stop_node("beta").await.unwrap();
+    for i in 0..300 {
+        send(&c, &alice, &big, &format!("big-{i:03}")).await;
+        if i % 3 == 0 {
+            send(&c, &alice, &small, &format!("small-{i:03}")).await;
+        }
+    }
+    net.start_node("beta").await.unwrap();
+    wait_for_burst(&net, "beta", &bob, &big, "big-", 300).await;
+    wait_for_burst(&net, "beta", &bob, &small, "small-", 100).await;
+    for (room, prefix) in [(&big, "big-"), (&small, "small-")] {
+        let seen: Vec<String> = bodies(&net.client("beta").unwrap(), &bob, room)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|b| b.starts_with(prefix))
+            .collect();
+        let mut sorted = seen.clone();
+        sorted.sort();
+        assert_eq!(seen, sorted, "in order");
+    }
+    let log = std::fs::read_to_string(&net.node("alpha").unwrap().log_path).unwrap();
+    assert!(log.contains("catching up"), "alpha caught beta up newest first");
+    net.stop_all().await.unwrap();
+}
+
 /// A dead peer does not slow delivery to a live one, whether it hangs (its process frozen: its
 /// connections open and nothing answers) or refuses (killed): beta gets every message while
 /// alpha waits on or backs off from gamma, and gamma gets them all once it is back.

@@ -40,6 +40,10 @@ impl Host for StoreHost<'_> {
         Ok(self.store.fed_event(event_id).await.map_err(host_error)?.map(|e| status_of(e.status)))
     }
 
+    async fn placed_event_ids(&self, ids: &[EventId]) -> Result<HashSet<EventId>, HostError> {
+        self.store.placed_event_ids(ids).await.map_err(host_error)
+    }
+
     async fn forward_extremities(&self, room_id: &str) -> Result<Vec<EventId>, HostError> {
         self.store.forward_extremities(room_id).await.map_err(host_error)
     }

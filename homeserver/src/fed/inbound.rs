@@ -188,6 +188,21 @@ async fn receive_room_at_once(
     if needed.iter().any(|id| !stored.contains(id)) {
         return None;
     }
+    // An event whose parents are all outliers here needs the state at them from the origin.
+    let outside_prevs: Vec<String> = verified
+        .iter()
+        .flat_map(|v| &v.pdu.prev_events)
+        .filter(|id| !in_batch.contains(id.as_str()))
+        .cloned()
+        .collect();
+    let placed = st.store.placed_event_ids(&outside_prevs).await.ok()?;
+    let hangs_off_outliers = |v: &Verified| {
+        !v.pdu.prev_events.is_empty()
+            && v.pdu.prev_events.iter().all(|p| !in_batch.contains(p.as_str()) && !placed.contains(p))
+    };
+    if verified.iter().any(hangs_off_outliers) {
+        return None;
+    }
     let mut tx = st.store.write().await.ok()?;
     let mut out = Vec::with_capacity(verified.len());
     for v in &verified {

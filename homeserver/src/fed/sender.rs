@@ -53,6 +53,8 @@ struct Inner {
     us: String,
     base_ms: u64,
     cap_ms: u64,
+    /// A backlog longer than this is caught up newest first (`[federation] catch_up_above`).
+    catch_up_above: i64,
     dests: Mutex<HashMap<String, Arc<Dest>>>,
     /// Every event up to here has had its destinations' records made (the present, at start:
     /// a peer first met then needs nothing older).
@@ -109,6 +111,7 @@ impl Sender {
             us: config.server_name.clone(),
             base_ms: config.federation.backoff_base_ms.max(1),
             cap_ms: config.federation.backoff_cap_secs.saturating_mul(1000).max(1),
+            catch_up_above: i64::from(config.federation.catch_up_above),
             dests: Default::default(),
             versioned: Default::default(),
             seen: Default::default(),
@@ -438,6 +441,28 @@ impl Sender {
                 }
             };
             let fresh_complete = (fresh.len() as i64) < limit;
+            if !fresh_complete && self.inner.catch_up_above > 0 {
+                // Far behind (back from an outage): the newest event of each room goes first and
+                // the peer pulls the rest through it, instead of a replay of everything.
+                let above = self.inner.catch_up_above;
+                match store.fed_catch_up(name, &self.inner.us, row.delivered_pos, top, above).await {
+                    Ok(Some(rooms)) => {
+                        tracing::info!(
+                            peer = name,
+                            rooms,
+                            from = row.delivered_pos,
+                            to = top,
+                            "catching up: the newest event of each room goes first, the peer pulls the rest"
+                        );
+                        has_retries = true;
+                        retry_rounds = 0;
+                        retry_due = now_ms();
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(peer = name, error = %e, "cannot start a catch-up"),
+                }
+            }
             let retries = if has_retries && now >= retry_due {
                 let limit = federation::sender::MAX_RETRIES_PER_TXN as i64;
                 match store.fed_retry_candidates(name, &self.inner.us, limit).await {

@@ -124,6 +124,25 @@ impl Store {
         Ok(out)
     }
 
+    /// Those of `ids` stored with a state (placed in the room's graph): accepted or
+    /// soft-failed with a state group; not outliers, not invitations kept without a state.
+    pub async fn placed_event_ids(&self, ids: &[String]) -> StoreResult<HashSet<String>> {
+        let mut out = HashSet::new();
+        for chunk in ids.chunks(500) {
+            let sql = format!(
+                "SELECT event_id FROM events WHERE status IN (0, 1) AND state_group IS NOT NULL AND event_id IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(id);
+            }
+            let found: Vec<String> = q.fetch_all(&self.pool).await?;
+            out.extend(found);
+        }
+        Ok(out)
+    }
+
     /// The room's forward extremities.
     pub async fn forward_extremities(&self, room_id: &str) -> StoreResult<Vec<String>> {
         sqlx::query_scalar("SELECT event_id FROM room_extremities WHERE room_id = $1 ORDER BY depth DESC LIMIT 20")

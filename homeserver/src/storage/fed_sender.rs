@@ -276,6 +276,57 @@ impl Store {
         tx.commit().await
     }
 
+    /// Catch-up after an outage: when more than `above` events in `(cursor, upto]` wait for
+    /// `destination`, the newest of each room joins its retry list (to go first; the peer
+    /// pulls the rest through them) and the cursor moves to `upto`, in one write. Answers how
+    /// many rooms, or `None` when the backlog is not that long (nothing written).
+    pub async fn fed_catch_up(
+        &self,
+        destination: &str,
+        us: &str,
+        cursor: i64,
+        upto: i64,
+        above: i64,
+    ) -> StoreResult<Option<u64>> {
+        let backlog: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM events e JOIN rooms r ON r.id = e.room_id
+             WHERE e.stream_position > $3 AND e.stream_position <= $4 AND {TO_DESTINATION} LIMIT $5)"
+        )))
+        .bind(destination)
+        .bind(us)
+        .bind(cursor)
+        .bind(upto)
+        .bind(above + 1)
+        .fetch_one(&self.pool)
+        .await?;
+        if backlog <= above {
+            return Ok(None);
+        }
+        let mut tx = self.write().await?;
+        hold_switched_off(&mut tx, destination, us, upto).await?;
+        let rooms = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO fed_retry_events (server_name, event_pos)
+             SELECT $1, MAX(e.stream_position) FROM events e JOIN rooms r ON r.id = e.room_id
+             WHERE e.stream_position > $3 AND e.stream_position <= $4 AND {TO_DESTINATION}
+             GROUP BY e.room_id
+             ON CONFLICT (server_name, event_pos) DO NOTHING"
+        )))
+        .bind(destination)
+        .bind(us)
+        .bind(cursor)
+        .bind(upto)
+        .execute(&mut *tx.tx)
+        .await?
+        .rows_affected();
+        sqlx::query("UPDATE fed_destinations SET delivered_pos = $2 WHERE server_name = $1 AND delivered_pos < $2")
+            .bind(destination)
+            .bind(upto)
+            .execute(&mut *tx.tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(rooms))
+    }
+
     /// Moves a destination's cursor forward (never back), keeping what it passes of rooms
     /// whose switch is off.
     pub async fn fed_advance_cursor(&self, server: &str, us: &str, cursor: i64) -> StoreResult<()> {
