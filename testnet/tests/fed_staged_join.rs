@@ -118,3 +118,71 @@ async fn a_large_room_is_joined_in_stages() {
     assert_eq!(status, 200);
     net.down().await.unwrap();
 }
+
+/// The join budget of issue 15 (under 2 s until the user can send), measured: a room of
+/// `JOIN_MEMBERS` members (2,000) and `JOIN_EVENTS` messages (20,000) on alpha; bob on beta
+/// joins through alpha. Prints when the join answered, when bob's first message was taken, and
+/// when the member list completed. Setup (registrations) takes a minute or two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run with --ignored --nocapture on a release build"]
+async fn join_of_a_large_room_measure() {
+    use futures_util::StreamExt;
+    let n_members: usize = std::env::var("JOIN_MEMBERS").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
+    let n_events: usize = std::env::var("JOIN_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(2, dir.path());
+    for k in ["HOMESERVER_TENANT_DEFAULTS__SEND_RATE_PER_S", "HOMESERVER_TENANT_DEFAULTS__SEND_BURST"] {
+        opts.env.push((k.into(), "1000000".into()));
+    }
+    let net = Testnet::start_with(opts).await.expect("testnet starts");
+    let (alpha, beta) = (net.client("alpha").unwrap(), net.client("beta").unwrap());
+    let alice = net.register("alpha", "alice").await.unwrap();
+    let room = support::federated_room(&net, "alpha", &alice, "public", "Large").await;
+    let setup = std::time::Instant::now();
+    let net_ref = &net;
+    let (alpha_ref, room_ref) = (&alpha, &room);
+    futures_util::stream::iter(0..n_members.saturating_sub(1))
+        .map(|i| async move {
+            let u = net_ref.register("alpha", &format!("m{i:05}")).await.unwrap();
+            ok(&post(alpha_ref, &format!("/v1/rooms/{room_ref}/join"), &u.access_token, &json!({})).await, "join");
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<_>>()
+        .await;
+    futures_util::stream::iter(0..n_events)
+        .map(|i| {
+            let alice = &alice;
+            async move { send_text(alpha_ref, alice, room_ref, &format!("history {i}")).await }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    println!("setup: {n_members} members, {n_events} messages in {:.1} s", setup.elapsed().as_secs_f64());
+
+    let bob = net.register("beta", "bob").await.unwrap();
+    let start = std::time::Instant::now();
+    let joined =
+        post(&beta, &format!("/v1/rooms/{room}/join"), &bob.access_token, &json!({"via": ["alpha.test"]})).await;
+    ok(&joined, "bob joins");
+    let join_ms = start.elapsed().as_millis();
+    let body = json!({"event_type": "swp.room.message", "content": {"msgtype": "swp.text", "body": "bob is here"}});
+    loop {
+        let r = post(&beta, &format!("/v1/rooms/{room}/send"), &bob.access_token, &body).await;
+        if r.is_success() {
+            break;
+        }
+        assert!(start.elapsed().as_secs() < 60, "bob cannot send: {} {}", r.status, r.body);
+    }
+    let send_ms = start.elapsed().as_millis();
+    eventually("the member list completes", 300, || async {
+        let r = get(&beta, &format!("/v1/rooms/{room}/members"), &bob.access_token).await;
+        (r.body["meta"]["partial"] == false).then_some(())
+    })
+    .await;
+    let complete_ms = start.elapsed().as_millis();
+    println!(
+        "join of {n_members} members / {n_events} events: answered in {join_ms} ms, first send taken at {send_ms} ms, \
+         member list complete at {complete_ms} ms"
+    );
+    net.down().await.unwrap();
+}
