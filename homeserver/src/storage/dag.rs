@@ -49,6 +49,7 @@ impl WriteTx {
     }
 
     pub async fn set_pdu(&mut self, event_id: &str, pdu: &str) -> Result<(), sqlx::Error> {
+        self.event_cache.remove(event_id);
         sqlx::query("UPDATE events SET pdu = $2 WHERE event_id = $1")
             .bind(event_id)
             .bind(pdu)

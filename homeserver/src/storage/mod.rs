@@ -131,6 +131,9 @@ pub struct WriteTx {
     /// State groups read in this transaction (groups never change but by
     /// `insert_group_entries`, which forgets them).
     group_cache: std::collections::HashMap<i64, graph::PositionState>,
+    /// Events the rules read (auth events), parsed once per transaction: a batch of history
+    /// names the same few again and again. Emptied when a stored wire form changes.
+    event_cache: std::collections::HashMap<String, federation::event::Pdu>,
 }
 
 impl Store {
@@ -213,6 +216,7 @@ impl Store {
             fed_in_use: self.fed_in_use.clone(),
             state_changes: Vec::new(),
             group_cache: Default::default(),
+            event_cache: Default::default(),
         })
     }
 

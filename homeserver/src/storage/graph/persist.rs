@@ -430,21 +430,40 @@ impl WriteTx {
         if ids.is_empty() {
             return Ok(out);
         }
-        let sql = if with_auth_chains {
-            format!(
-                "WITH RECURSIVE chain(pos) AS (
-                     SELECT stream_position FROM events WHERE event_id IN ({})
-                     UNION SELECT a.auth_pos FROM event_auth_edges a JOIN chain c ON a.event_pos = c.pos)
-                 SELECT e.event_id, e.pdu FROM chain c JOIN events e ON e.stream_position = c.pos
-                 WHERE e.status <> 2 AND e.pdu IS NOT NULL",
-                placeholders(1, ids.len())
-            )
-        } else {
-            format!(
-                "SELECT event_id, pdu FROM events WHERE event_id IN ({}) AND status <> 2 AND pdu IS NOT NULL",
-                placeholders(1, ids.len())
-            )
-        };
+        if !with_auth_chains {
+            // Only the named events: those read before in this transaction come from memory.
+            let missing: Vec<&EventId> = ids.iter().filter(|id| !self.event_cache.contains_key(*id)).collect();
+            if !missing.is_empty() {
+                let sql = format!(
+                    "SELECT event_id, pdu FROM events WHERE event_id IN ({}) AND status <> 2 AND pdu IS NOT NULL",
+                    placeholders(1, missing.len())
+                );
+                let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+                for id in missing {
+                    q = q.bind(id);
+                }
+                let rows: Vec<(String, String)> = q.fetch_all(&mut *self.tx).await?;
+                for (id, pdu) in rows {
+                    if let Some(p) = serde_json::from_str::<Value>(&pdu).ok().and_then(|v| Pdu::parse(&id, &v).ok()) {
+                        self.event_cache.insert(id, p);
+                    }
+                }
+            }
+            for id in ids {
+                if let Some(p) = self.event_cache.get(id) {
+                    out.insert(id.clone(), p.clone());
+                }
+            }
+            return Ok(out);
+        }
+        let sql = format!(
+            "WITH RECURSIVE chain(pos) AS (
+                 SELECT stream_position FROM events WHERE event_id IN ({})
+                 UNION SELECT a.auth_pos FROM event_auth_edges a JOIN chain c ON a.event_pos = c.pos)
+             SELECT e.event_id, e.pdu FROM chain c JOIN events e ON e.stream_position = c.pos
+             WHERE e.status <> 2 AND e.pdu IS NOT NULL",
+            placeholders(1, ids.len())
+        );
         let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql));
         for id in ids {
             q = q.bind(id);
