@@ -242,7 +242,14 @@ async fn pull_long_gap<H: Host, R: Remote>(
         open.sort();
         open.truncate(wire::MAX_MISSING_EVENTS);
         let path = wire::path::backfill(room_id, open, wire::MAX_BACKFILL);
-        let answer = remote.request(origin, "GET", &path, None).await?;
+        // A peer that cannot answer it leaves the gap to the state fallback, as a short one.
+        let answer = match remote.request(origin, "GET", &path, None).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::info!(%origin, room_id, error = %e, "a long gap could not be pulled; the state at it is asked for");
+                break;
+            }
+        };
         let pdus = answer.get("pdus").and_then(Value::as_array).cloned().unwrap_or_default();
         let ids: Vec<EventId> = pdus
             .iter()

@@ -258,3 +258,54 @@ async fn a_peer_killed_mid_transaction_loses_nothing() {
     wait_for_burst(&net, "beta", &bob, &room, "kill-", 150).await;
     net.stop_all().await.unwrap();
 }
+
+/// Catch-up measured: beta stopped while `CATCHUP_N` messages (10,000) queue on alpha, then
+/// started; prints the time until beta shows the last one. `CATCHUP_ABOVE` sets alpha's
+/// `catch_up_above` (default 1000: newest first and pulled; 0: replayed in order).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run with --ignored --nocapture on a release build"]
+async fn catch_up_measure() {
+    use futures_util::StreamExt;
+    let n: usize = std::env::var("CATCHUP_N").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let above = std::env::var("CATCHUP_ABOVE").unwrap_or_else(|_| "1000".into());
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(2, dir.path());
+    for k in ["HOMESERVER_TENANT_DEFAULTS__SEND_RATE_PER_S", "HOMESERVER_TENANT_DEFAULTS__SEND_BURST"] {
+        opts.env.push((k.into(), "1000000".into()));
+    }
+    opts.env.push(("HOMESERVER_FEDERATION__CATCH_UP_ABOVE".into(), above.clone()));
+    opts.env.push(("HOMESERVER_FEDERATION__BACKOFF_CAP_SECS".into(), "1".into()));
+    let mut net = Testnet::start_with(opts).await.expect("testnet starts");
+    let alice = net.register("alpha", "alice").await.unwrap();
+    let bob = net.register("beta", "bob").await.unwrap();
+    let room = shared_room(&net, "alpha", &alice, &[("beta", &bob)]).await;
+    let c = net.client("alpha").unwrap();
+    net.stop_node("beta").await.unwrap();
+    let (c_ref, alice_ref, room_ref) = (&c, &alice, &room);
+    futures_util::stream::iter(0..n)
+        .map(|i| async move { send(c_ref, alice_ref, room_ref, &format!("queued-{i:05}")).await })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    send(&c, &alice, &room, "the last one").await;
+    let start = std::time::Instant::now();
+    net.start_node("beta").await.unwrap();
+    let beta = net.client("beta").unwrap();
+    poll_until("the last message arrives", Duration::from_secs(600), || async {
+        let r = beta.get(&format!("/v1/rooms/{room}/messages?dir=b&limit=1"), Some(&bob.access_token)).await.ok()?;
+        r.data().as_array()?.first()?["content"]["body"].as_str().filter(|b| *b == "the last one").map(|_| ())
+    })
+    .await
+    .unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    let db = support::node_db(&net, "beta");
+    let held: i64 = db
+        .query_row("SELECT COUNT(*) FROM events WHERE room_id = ?1 AND content LIKE '%queued-%'", [&room], |r| r.get(0))
+        .unwrap();
+    println!(
+        "catch-up of {n} events (catch_up_above {above}): {secs:.2} s from start to the last one shown, \
+         {held} held by beta then ({:.0} events/s)",
+        held as f64 / secs
+    );
+    net.stop_all().await.unwrap();
+}
