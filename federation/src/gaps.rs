@@ -207,15 +207,44 @@ pub async fn fill_gap<H: Host, R: Remote>(
         pull_long_gap(host, remote, origin, room_id, version, &mut fetched, &mut open).await?;
     }
     if open.is_empty() {
-        let list: Vec<Verified> = fetched.into_values().collect();
+        // A walk back may answer events stored here already (as outliers): storing them is a
+        // no-op, and they must not count as the parents the others hang off.
+        let ids: Vec<EventId> = fetched.keys().cloned().collect();
+        let already = host.stored_event_ids(&ids).await?;
+        let list: Vec<Verified> = fetched.into_values().filter(|v| !already.contains(&v.pdu.event_id)).collect();
         let pdus: Vec<Pdu> = list.iter().map(|v| v.pdu.clone()).collect();
+        let in_list: HashSet<&str> = pdus.iter().map(|p| p.event_id.as_str()).collect();
+        // What the list names outside itself, read once: its auth events (each event missing
+        // some gets its auth chain) and the parents it hangs off (an event whose parents are
+        // all outside the list and unplaced here gets the state at them).
+        let mut outside: Vec<EventId> = pdus
+            .iter()
+            .flat_map(|p| p.auth_events.iter().chain(&p.prev_events))
+            .filter(|id| !in_list.contains(id.as_str()))
+            .cloned()
+            .collect();
+        outside.sort();
+        outside.dedup();
+        let stored = host.stored_event_ids(&outside).await?;
+        let placed = host.placed_event_ids(&outside).await?;
+        let mut to_store: Vec<(&Verified, Option<StateMap<EventId>>)> = Vec::with_capacity(list.len());
         for (_, order) in order_batch(&pdus) {
             for i in order {
-                ensure_auth(host, remote, origin, &list[i], version).await?;
-                let state = state_for_outlier_parents(host, remote, origin, &list[i].pdu, version).await?;
-                host.store_event(&list[i], state.as_ref()).await?;
+                let p = &pdus[i];
+                if p.auth_events.iter().any(|a| !in_list.contains(a.as_str()) && !stored.contains(a)) {
+                    ensure_auth(host, remote, origin, &list[i], version).await?;
+                }
+                let hangs_off_unplaced =
+                    p.prev_events.iter().all(|prev| !in_list.contains(prev.as_str()) && !placed.contains(prev));
+                let state = if hangs_off_unplaced {
+                    state_for_outlier_parents(host, remote, origin, p, version).await?
+                } else {
+                    None
+                };
+                to_store.push((&list[i], state));
             }
         }
+        host.store_events(&to_store).await?;
         // The event itself may hang off outliers only (a fetched parent that stayed one).
         return state_for_outlier_parents(host, remote, origin, pdu, version).await;
     }

@@ -83,6 +83,13 @@ impl Host for MemHost {
     async fn store_event(&self, event: &Verified, state: Option<&StateMap<EventId>>) -> Result<Status, Verdict> {
         Ok(self.put(event, state))
     }
+
+    async fn store_events(&self, events: &[(&Verified, Option<StateMap<EventId>>)]) -> Result<(), Verdict> {
+        for (v, state) in events {
+            self.put(v, state.as_ref());
+        }
+        Ok(())
+    }
 }
 
 /// A peer holding the whole room; answers the three requests of the gap filler from it, or

@@ -73,6 +73,14 @@ pub trait Host: Sync {
         event: &Verified,
         state: Option<&StateMap<EventId>>,
     ) -> impl Future<Output = Result<Status, Verdict>> + Send;
+
+    /// Stores `events` in the order given (parents first), each placed on its parents' states
+    /// or on the state given with it, in as few transactions as the host likes: a pulled gap
+    /// of thousands of events is one write, not thousands.
+    fn store_events(
+        &self,
+        events: &[(&Verified, Option<StateMap<EventId>>)],
+    ) -> impl Future<Output = Result<(), Verdict>> + Send;
 }
 
 /// The network as the flows use it: signed requests to a peer, and steps 1–3 of the inbound

@@ -63,4 +63,8 @@ impl Host for StoreHost<'_> {
     async fn store_event(&self, event: &Verified, state: Option<&StateMap<EventId>>) -> Result<Status, Verdict> {
         Ok(status_of(store_event(self.store, event, state).await?.status))
     }
+
+    async fn store_events(&self, events: &[(&Verified, Option<StateMap<EventId>>)]) -> Result<(), Verdict> {
+        super::inbound::store_events(self.store, events).await
+    }
 }

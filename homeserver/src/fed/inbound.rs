@@ -299,6 +299,37 @@ pub async fn store_event(
     Ok(persisted)
 }
 
+/// Events stored in turn, parents first ([`federation::host::Host::store_events`]): a write
+/// transaction per [`STORE_CHUNK`] events, each persisted and, when accepted, projected as
+/// [`store_event`] does. An event that cannot be stored (not canonical, unstorable) is left
+/// out; its children then hang off a missing parent.
+pub async fn store_events(store: &Store, events: &[(&Verified, Option<StateMap<EventId>>)]) -> Result<(), Verdict> {
+    for chunk in events.chunks(STORE_CHUNK) {
+        let mut tx = store.write().await.map_err(unavailable)?;
+        for (event, state) in chunk {
+            let Ok(json) = crypto::to_canonical_string(&event.json) else { continue };
+            let persisted = match state {
+                Some(s) => tx.persist_with_state(&event.pdu, &json, s).await,
+                None => tx.persist(&event.pdu, &json).await,
+            };
+            let persisted = match persisted {
+                Ok(p) => p,
+                Err(PersistError::Unstorable(_)) => continue,
+                Err(other) => return Err(unavailable(other)),
+            };
+            if !persisted.existed && persisted.status == EventStatus::Accepted {
+                apply_accepted(&mut tx, &event.pdu).await.map_err(unavailable)?;
+            }
+        }
+        tx.commit().await.map_err(unavailable)?;
+    }
+    Ok(())
+}
+
+/// Events per write transaction of [`store_events`]: long enough to share the commit, short
+/// enough not to hold the write turn from local sends for long.
+const STORE_CHUNK: usize = 200;
+
 /// What an accepted event from a peer changes beside the graph, as the same event does when
 /// sent here: the sender's local record, the projections of a state event that is now part
 /// of the current state, and the folded rows of edits, reactions and redactions.
