@@ -3,6 +3,7 @@
 //! extremities and current state follow. See the parent module for the model.
 
 use super::*;
+use std::collections::HashSet;
 
 /// An event built elsewhere, for [`WriteTx::persist_backfilled`].
 #[derive(Clone, Copy, Debug)]
@@ -12,6 +13,22 @@ pub struct Incoming<'a> {
     pub json: &'a str,
     /// The state before it as a peer answered it, for when none of its parents is stored.
     pub state_before: Option<&'a StateMap<EventId>>,
+}
+
+/// What [`WriteTx::persist_backfilled`] reads once for its whole batch instead of once per
+/// event (each statement through sqlx is a hop to its SQLite thread: the per-event reads were
+/// most of a backfill's time).
+#[derive(Default)]
+struct Prefetched {
+    /// The graph rows of the batch's events and of every parent they name: stored before, or
+    /// by this batch so far. An id of either kind missing here is not stored.
+    rows: HashMap<EventId, GraphRow>,
+    /// `(event_uuid, sender)` pairs taken.
+    uuids: HashSet<(String, String)>,
+    /// Stored events waiting for a parent of the batch: parent id → `(position, status)`.
+    children: HashMap<EventId, Vec<(i64, i64)>>,
+    /// The parents named by the batch that are forward extremities.
+    extremities: HashSet<EventId>,
 }
 
 /// What [`WriteTx::persist`] stored (or found stored).
@@ -82,6 +99,15 @@ fn resolve_states(
     Ok(resolved.into_iter().filter_map(|(k, id)| positions.get(id.as_str()).map(|&p| (k, (p, id)))).collect())
 }
 
+/// The `event_uuid` of an event's wire form, when it has a usable one.
+fn event_uuid_of(json: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Uuid {
+        event_uuid: Option<String>,
+    }
+    serde_json::from_str::<Uuid>(json).ok()?.event_uuid.filter(|u| !u.is_empty() && u.len() <= 128)
+}
+
 /// The room version of a room whose create event may be among `events` under `state`.
 fn version_of(state: Option<&PositionState>, pdu: &Pdu, events: &HashMap<EventId, Pdu>) -> RoomVersion {
     let create_key = (types::CREATE.to_owned(), String::new());
@@ -101,7 +127,7 @@ impl WriteTx {
     /// hashes, with `json` its wire form, at the next stream position (how its status, state and
     /// edges are decided: `persist_at`, below).
     pub async fn persist(&mut self, pdu: &Pdu, json: &str) -> Result<Persisted, PersistError> {
-        self.persist_at(pdu, json, None, None).await
+        self.persist_at(pdu, json, None, None, None).await
     }
 
     /// [`Self::persist`] for an event whose parents are not stored, with the state before it as
@@ -113,7 +139,7 @@ impl WriteTx {
         json: &str,
         state_before: &StateMap<EventId>,
     ) -> Result<Persisted, PersistError> {
-        self.persist_at(pdu, json, None, Some(state_before)).await
+        self.persist_at(pdu, json, None, Some(state_before), None).await
     }
 
     /// Stores a batch of history (events older than what the room has, as a backwards fetch
@@ -128,13 +154,69 @@ impl WriteTx {
         let mut order: Vec<usize> = (0..events.len()).collect();
         order.sort_by_key(|&i| (events[i].pdu.depth, i));
         let first = lowest.min(0) - i64::try_from(events.len()).unwrap_or(i64::MAX);
+        let mut pre = self.prefetch(events).await?;
         let mut out: Vec<Option<Persisted>> = vec![None; events.len()];
         for (n, &i) in order.iter().enumerate() {
             let e = &events[i];
             let position = first + i64::try_from(n).unwrap_or(0);
-            out[i] = Some(self.persist_at(e.pdu, e.json, Some(position), e.state_before).await?);
+            out[i] = Some(self.persist_at(e.pdu, e.json, Some(position), e.state_before, Some(&mut pre)).await?);
         }
         Ok(out.into_iter().map(|p| p.expect("every event persisted")).collect())
+    }
+
+    /// The reads of [`Prefetched`] for `events`, a few statements for the whole batch.
+    async fn prefetch(&mut self, events: &[Incoming<'_>]) -> Result<Prefetched, sqlx::Error> {
+        const CHUNK: usize = 5000;
+        let mut pre = Prefetched::default();
+        let batch: Vec<EventId> = events.iter().map(|e| e.pdu.event_id.clone()).collect();
+        let mut named: Vec<EventId> = events.iter().flat_map(|e| e.pdu.prev_events.iter().cloned()).collect();
+        named.sort();
+        named.dedup();
+        let mut all: Vec<EventId> = batch.iter().chain(&named).cloned().collect();
+        all.sort();
+        all.dedup();
+        for chunk in all.chunks(CHUNK) {
+            for row in self.graph_rows(chunk).await? {
+                pre.rows.insert(row.event_id.clone(), row);
+            }
+        }
+        let uuids: Vec<String> = events.iter().filter_map(|e| event_uuid_of(e.json)).collect();
+        for chunk in uuids.chunks(CHUNK) {
+            let sql =
+                format!("SELECT event_uuid, sender FROM events WHERE event_uuid IN ({})", placeholders(1, chunk.len()));
+            let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+            for u in chunk {
+                q = q.bind(u);
+            }
+            let taken: Vec<(String, String)> = q.fetch_all(&mut *self.tx).await?;
+            pre.uuids.extend(taken);
+        }
+        for chunk in batch.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT m.prev_event_id, m.event_pos, e.status FROM event_missing_prevs m
+                 JOIN events e ON e.stream_position = m.event_pos WHERE m.prev_event_id IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(id);
+            }
+            let waiting: Vec<(String, i64, i64)> = q.fetch_all(&mut *self.tx).await?;
+            for (prev, pos, status) in waiting {
+                pre.children.entry(prev).or_default().push((pos, status));
+            }
+        }
+        for chunk in named.chunks(CHUNK) {
+            let sql =
+                format!("SELECT event_id FROM room_extremities WHERE event_id IN ({})", placeholders(1, chunk.len()));
+            let mut q = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(id);
+            }
+            let heads: Vec<String> = q.fetch_all(&mut *self.tx).await?;
+            pre.extremities.extend(heads);
+        }
+        Ok(pre)
     }
 
     /// Stores `pdu` with its edges and decides its status:
@@ -154,8 +236,13 @@ impl WriteTx {
         json: &str,
         position: Option<i64>,
         given_state: Option<&StateMap<EventId>>,
+        mut pre: Option<&mut Prefetched>,
     ) -> Result<Persisted, PersistError> {
-        if let Some(found) = self.graph_rows(std::slice::from_ref(&pdu.event_id)).await?.pop() {
+        let found = match pre.as_deref() {
+            Some(p) => p.rows.get(&pdu.event_id).cloned(),
+            None => self.graph_rows(std::slice::from_ref(&pdu.event_id)).await?.pop(),
+        };
+        if let Some(found) = found {
             return Ok(Persisted {
                 stream_position: found.pos,
                 status: found.status,
@@ -163,7 +250,10 @@ impl WriteTx {
                 existed: true,
             });
         }
-        let prevs = self.graph_rows(&pdu.prev_events).await?;
+        let prevs = match pre.as_deref() {
+            Some(p) => pdu.prev_events.iter().filter_map(|id| p.rows.get(id).cloned()).collect(),
+            None => self.graph_rows(&pdu.prev_events).await?,
+        };
         let missing: Vec<&str> =
             pdu.prev_events.iter().filter(|id| !prevs.iter().any(|p| &p.event_id == *id)).map(String::as_str).collect();
         // Only parents that are part of the room give a state: not outliers, not rejected ones.
@@ -233,7 +323,10 @@ impl WriteTx {
             },
         };
 
-        let event_uuid = self.free_event_uuid(pdu, json).await?;
+        let event_uuid = match pre.as_deref_mut() {
+            Some(p) => event_uuid_of(json).filter(|u| p.uuids.insert((u.clone(), pdu.sender.clone()))),
+            None => self.free_event_uuid(pdu, json).await?,
+        };
         let content = crypto::to_canonical_string(&Value::Object(pdu.content.clone()))
             .map_err(|e| PersistError::Unstorable(e.to_string()))?;
         let new = NewEvent {
@@ -291,13 +384,21 @@ impl WriteTx {
         let mut rows = GraphRows::default();
         rows.edges.extend(prevs.iter().map(|p| (pos, p.pos)));
         rows.auth_edges.extend(pdu.auth_events.iter().map(|a| (pos, a.clone())));
-        let children: Vec<(i64, i64)> = sqlx::query_as(
-            "SELECT m.event_pos, e.status FROM event_missing_prevs m JOIN events e ON e.stream_position = m.event_pos
-             WHERE m.prev_event_id = $1",
-        )
-        .bind(&pdu.event_id)
-        .fetch_all(&mut *self.tx)
-        .await?;
+        let children: Vec<(i64, i64)> = match pre.as_deref_mut() {
+            Some(p) => p.children.remove(&pdu.event_id).unwrap_or_default(),
+            None => {
+                sqlx::query_as(
+                    "SELECT m.event_pos, e.status FROM event_missing_prevs m
+                     JOIN events e ON e.stream_position = m.event_pos WHERE m.prev_event_id = $1",
+                )
+                .bind(&pdu.event_id)
+                .fetch_all(&mut *self.tx)
+                .await?
+            }
+        };
+        if let Some(p) = pre.as_deref_mut() {
+            p.rows.insert(pdu.event_id.clone(), GraphRow { event_id: pdu.event_id.clone(), pos, status, group });
+        }
         rows.edges.extend(children.iter().map(|(child, _)| (*child, pos)));
         self.write_graph_rows(&rows).await?;
         if !children.is_empty() {
@@ -314,6 +415,10 @@ impl WriteTx {
             .bind(pos)
             .execute(&mut *self.tx)
             .await?;
+            // A parent later in the batch (a depth that lies) finds this child too.
+            if let Some(p) = pre.as_deref_mut() {
+                p.children.entry((*prev).to_owned()).or_default().push((pos, status.code()));
+            }
         }
 
         // History fetched backwards is older than everything the room has: it never becomes a
@@ -323,6 +428,13 @@ impl WriteTx {
         if status == EventStatus::Accepted && position.is_some() {
             let mut dropped = 0;
             for prev in &pdu.prev_events {
+                // Read for the whole batch when there is one: a parent that is no extremity
+                // needs no statement.
+                if let Some(p) = pre.as_deref_mut()
+                    && !p.extremities.remove(prev)
+                {
+                    continue;
+                }
                 dropped += sqlx::query(DELETE_EXTREMITY_SQL)
                     .bind(&pdu.room_id)
                     .bind(prev)
@@ -386,11 +498,7 @@ impl WriteTx {
     /// The event's `event_uuid` from its wire form, when no stored event of the same sender
     /// has it already (the pair is unique).
     async fn free_event_uuid(&mut self, pdu: &Pdu, json: &str) -> Result<Option<String>, sqlx::Error> {
-        let uuid = serde_json::from_str::<Value>(json)
-            .ok()
-            .and_then(|v| v.get("event_uuid").and_then(Value::as_str).map(str::to_owned))
-            .filter(|u| !u.is_empty() && u.len() <= 128);
-        let Some(uuid) = uuid else { return Ok(None) };
+        let Some(uuid) = event_uuid_of(json) else { return Ok(None) };
         let taken: Option<i64> =
             sqlx::query_scalar("SELECT stream_position FROM events WHERE event_uuid = $1 AND sender = $2")
                 .bind(&uuid)
