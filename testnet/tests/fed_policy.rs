@@ -244,6 +244,42 @@ async fn a_rooms_server_lists_are_enforced_by_every_resident_server() {
     refused_on_every_room_endpoint(&net, &as_gamma, "alpha.test", &r, &carol.fqid).await;
     refused_on_every_room_endpoint(&net, &as_gamma, "beta.test", &r, &carol.fqid).await;
 
+    // Gamma's typing notices for the room are dropped; an allowed server's still show. Gamma's
+    // goes first: the first typing frame alpha's stream shows must be beta's.
+    let ws_url = format!("{}/v1/stream?token={}", alpha.base.replacen("http://", "ws://", 1), alice.access_token);
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.expect("stream connects");
+    let typing = |origin: &str, fqid: &str| {
+        json!({"origin": origin, "origin_ts": support::now_ms(), "pdus": [],
+               "edus": [{"edu_type": "typing", "content": {"room_id": r, "fqid": fqid, "typing": true}}]})
+    };
+    let (status, answer) = as_gamma
+        .request("alpha.test", "PUT", &format!("{FED}/send/typing-denied"), Some(&typing("gamma.test", &carol.fqid)))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let as_beta = AsPeer::node(&net, "beta");
+    let (status, answer) = as_beta
+        .request("alpha.test", "PUT", &format!("{FED}/send/typing-allowed"), Some(&typing("beta.test", &bob.fqid)))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let frame = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        use futures_util::StreamExt;
+        loop {
+            if let Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) = ws.next().await {
+                let f: Value = serde_json::from_str(&t).unwrap();
+                if f["type"] == "typing"
+                    && f["room_id"] == r.as_str()
+                    && f["participant_ids"].as_array().is_some_and(|p| !p.is_empty())
+                {
+                    return f;
+                }
+            }
+        }
+    })
+    .await
+    .expect("a typing frame within 20 s");
+    let bob_on_alpha = ok(&get(&alpha, &format!("/v1/participants/{}", bob.fqid), &alice.access_token).await, "bob");
+    assert_eq!(frame["participant_ids"], json!([bob_on_alpha["participant_id"]]), "only beta's typing shows: {frame}");
+
     // Delta joins after the lists were set, and enforces them too.
     invite_and_join(&net, "alpha", &alice, &r, "delta", &dan).await;
     refused_on_every_room_endpoint(&net, &as_gamma, "delta.test", &r, &carol.fqid).await;
