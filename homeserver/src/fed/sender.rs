@@ -38,6 +38,8 @@ const SEEN_EVERY: Duration = Duration::from_secs(10);
 /// The shortest time between two scans of newly committed events.
 const SCAN_INTERVAL: Duration = Duration::from_millis(5);
 const DISPATCH_CHUNK: i64 = 10_000;
+/// How often a destination a full read behind counts its backlog for a catch-up.
+const CATCH_UP_CHECK_EVERY: Duration = Duration::from_secs(5);
 /// Pause after a local storage error before trying again.
 const STORE_PAUSE: Duration = Duration::from_secs(1);
 
@@ -390,6 +392,9 @@ impl Sender {
         let mut retry_due = now_ms();
         let mut retry_rounds = 0u32;
         let mut has_retries = true;
+        // A backlog is counted at most every CATCH_UP_CHECK_EVERY (a busy peer is often a full
+        // read behind without being far behind).
+        let mut last_catch_up_check: Option<Instant> = None;
         // The ephemeral items of the batch in flight, and their stamp (kept while retried).
         let mut edu_batch: Option<(String, Vec<Edu>)> = None;
         loop {
@@ -441,7 +446,11 @@ impl Sender {
                 }
             };
             let fresh_complete = (fresh.len() as i64) < limit;
-            if !fresh_complete && self.inner.catch_up_above > 0 {
+            if !fresh_complete
+                && self.inner.catch_up_above > 0
+                && last_catch_up_check.is_none_or(|t| t.elapsed() >= CATCH_UP_CHECK_EVERY)
+            {
+                last_catch_up_check = Some(Instant::now());
                 // Far behind (back from an outage): the newest event of each room goes first and
                 // the peer pulls the rest through it, instead of a replay of everything.
                 let above = self.inner.catch_up_above;
