@@ -416,6 +416,29 @@ async fn a_backfilled_batch_stands_on_the_state_given_for_its_oldest_event() {
         assert_eq!(page(&store).await, shown);
         // Carol's join stays one: nothing stored here names it (the first message is not).
         assert_eq!(extremities(&store).await, sorted(vec![chain[5].clone(), b.carol.clone()]));
+        // The graph holds every edge, also the one from the event that waited for its parent,
+        // and each history event's auth edges.
+        for i in 2..5 {
+            let edge: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM event_edges x JOIN events c ON c.stream_position = x.event_pos
+                 JOIN events p ON p.stream_position = x.prev_pos WHERE c.event_id = $1 AND p.event_id = $2",
+            )
+            .bind(&chain[i + 1])
+            .bind(&chain[i])
+            .fetch_one(&store.pool)
+            .await
+            .expect("edges");
+            assert_eq!(edge, 1, "{} -> {}", chain[i + 1], chain[i]);
+            let auth: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM event_auth_edges a JOIN events e ON e.stream_position = a.event_pos
+                 WHERE e.event_id = $1",
+            )
+            .bind(&chain[i])
+            .fetch_one(&store.pool)
+            .await
+            .expect("auth edges");
+            assert_eq!(auth, 3, "{}", chain[i]);
+        }
         store.close().await;
     }
 }

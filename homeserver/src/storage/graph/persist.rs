@@ -164,6 +164,65 @@ impl WriteTx {
         Ok(out.into_iter().map(|p| p.expect("every event persisted")).collect())
     }
 
+    /// An event row of history at `at`, with its `edges` (`(event_pos, prev_pos)`, both ways)
+    /// and its auth edges, in one call: sqlx runs the statements of one query string in one
+    /// request to its SQLite thread, binding `$N` from one argument list.
+    async fn insert_history_row(
+        &mut self,
+        e: &NewEvent<'_>,
+        at: i64,
+        status: EventStatus,
+        state_group: Option<i64>,
+        edges: &[(i64, i64)],
+        auth_events: &[EventId],
+    ) -> Result<(), sqlx::Error> {
+        let mut sql = String::from(INSERT_EVENT_ROWID_SQL);
+        let mut n = 15;
+        if !edges.is_empty() {
+            sql.push_str("; INSERT INTO event_edges (event_pos, prev_pos) VALUES ");
+            for (i, _) in edges.iter().enumerate() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!("(${}, ${})", n + 1, n + 2));
+                n += 2;
+            }
+            sql.push_str(" ON CONFLICT DO NOTHING");
+        }
+        if !auth_events.is_empty() {
+            sql.push_str(&format!(
+                "; INSERT INTO event_auth_edges (event_pos, auth_pos) SELECT $1, stream_position FROM events
+                 WHERE event_id IN ({}) ON CONFLICT DO NOTHING",
+                placeholders(n + 1, auth_events.len())
+            ));
+        }
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(at)
+            .bind(e.event_id)
+            .bind(e.room_id)
+            .bind(e.event_type)
+            .bind(e.state_key)
+            .bind(e.sender)
+            .bind(e.content)
+            .bind(e.origin_ts)
+            .bind(e.event_uuid)
+            .bind(e.relates_to)
+            .bind(e.unsigned.map(|u| u.to_string()))
+            .bind(e.pdu)
+            .bind(e.depth)
+            .bind(status.code())
+            .bind(state_group);
+        for (a, b) in edges {
+            q = q.bind(*a).bind(*b);
+        }
+        for id in auth_events {
+            q = q.bind(id);
+        }
+        q.execute(&mut *self.tx).await?;
+        self.last_position = self.last_position.max(at);
+        Ok(())
+    }
+
     /// The reads of [`Prefetched`] for `events`, a few statements for the whole batch.
     async fn prefetch(&mut self, events: &[Incoming<'_>]) -> Result<Prefetched, sqlx::Error> {
         const CHUNK: usize = 5000;
@@ -370,7 +429,18 @@ impl WriteTx {
                 (Some(GroupRef { id, delta_depth: plan.delta_depth() }), entries)
             }
         };
-        let pos = self.insert_event_row(&new, position, status, group.map(|g| g.id)).await?;
+        // A history batch knows the position, the parents' and the waiting children's: the row
+        // and its edges go in one round trip to SQLite's thread (three statements, one call).
+        let (pos, edges_written, children) = match (pre.as_deref_mut(), position) {
+            (Some(p), Some(at)) => {
+                let children = p.children.remove(&pdu.event_id).unwrap_or_default();
+                let edges: Vec<(i64, i64)> =
+                    prevs.iter().map(|r| (at, r.pos)).chain(children.iter().map(|(c, _)| (*c, at))).collect();
+                self.insert_history_row(&new, at, status, group.map(|g| g.id), &edges, &pdu.auth_events).await?;
+                (at, true, Some(children))
+            }
+            _ => (self.insert_event_row(&new, position, status, group.map(|g| g.id)).await?, false, None),
+        };
         if let Some(g) = group.filter(|g| Some(*g) != before_group) {
             let mut entries = group_entries;
             if let Some(key) = own_entry.clone() {
@@ -384,9 +454,10 @@ impl WriteTx {
         let mut rows = GraphRows::default();
         rows.edges.extend(prevs.iter().map(|p| (pos, p.pos)));
         rows.auth_edges.extend(pdu.auth_events.iter().map(|a| (pos, a.clone())));
-        let children: Vec<(i64, i64)> = match pre.as_deref_mut() {
-            Some(p) => p.children.remove(&pdu.event_id).unwrap_or_default(),
-            None => {
+        let children: Vec<(i64, i64)> = match (children, pre.as_deref_mut()) {
+            (Some(known), _) => known,
+            (None, Some(p)) => p.children.remove(&pdu.event_id).unwrap_or_default(),
+            (None, None) => {
                 sqlx::query_as(
                     "SELECT m.event_pos, e.status FROM event_missing_prevs m
                      JOIN events e ON e.stream_position = m.event_pos WHERE m.prev_event_id = $1",
@@ -400,7 +471,9 @@ impl WriteTx {
             p.rows.insert(pdu.event_id.clone(), GraphRow { event_id: pdu.event_id.clone(), pos, status, group });
         }
         rows.edges.extend(children.iter().map(|(child, _)| (*child, pos)));
-        self.write_graph_rows(&rows).await?;
+        if !edges_written {
+            self.write_graph_rows(&rows).await?;
+        }
         if !children.is_empty() {
             sqlx::query("DELETE FROM event_missing_prevs WHERE prev_event_id = $1")
                 .bind(&pdu.event_id)
