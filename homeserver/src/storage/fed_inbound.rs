@@ -111,26 +111,21 @@ impl Store {
 
     /// Those of `ids` that are stored, whatever their status.
     pub async fn stored_event_ids(&self, ids: &[String]) -> StoreResult<HashSet<String>> {
-        let mut out = HashSet::new();
-        for chunk in ids.chunks(500) {
-            let sql = format!("SELECT event_id FROM events WHERE event_id IN ({})", placeholders(1, chunk.len()));
-            let mut q = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
-            for id in chunk {
-                q = q.bind(id);
-            }
-            let found: Vec<String> = q.fetch_all(&self.pool).await?;
-            out.extend(found);
-        }
-        Ok(out)
+        self.event_ids_where("true", ids).await
     }
 
     /// Those of `ids` stored with a state (placed in the room's graph): accepted or
     /// soft-failed with a state group; not outliers, not invitations kept without a state.
     pub async fn placed_event_ids(&self, ids: &[String]) -> StoreResult<HashSet<String>> {
+        self.event_ids_where("status IN (0, 1) AND state_group IS NOT NULL", ids).await
+    }
+
+    /// Those of `ids` whose `events` row meets `condition` (a fixed SQL condition), 500 a read.
+    async fn event_ids_where(&self, condition: &'static str, ids: &[String]) -> StoreResult<HashSet<String>> {
         let mut out = HashSet::new();
         for chunk in ids.chunks(500) {
             let sql = format!(
-                "SELECT event_id FROM events WHERE status IN (0, 1) AND state_group IS NOT NULL AND event_id IN ({})",
+                "SELECT event_id FROM events WHERE {condition} AND event_id IN ({})",
                 placeholders(1, chunk.len())
             );
             let mut q = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
